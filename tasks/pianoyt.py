@@ -1,0 +1,252 @@
+"""PianoYT: the frame path of one video, the status table and the dataset card.
+
+Thesis ch. 6: frames at the native frame rate, the keyboard cropped and
+resized to 145 x 800 (h x w), grayscale; labels are the onsets and sounding
+notes of the pseudo-label MIDI at each frame's time.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from tasks import media
+from tasks.align import N_KEYS, frame_labels
+from tasks.manifest import CROP_REFERENCE
+from tasks.shards import VideoShardWriter, write_table_atomic, write_text_atomic
+from tasks.transcribe import read_midi
+
+CROP_SIZE = (145, 800)  # (h, w), thesis ch. 6
+
+SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("frame_index", pa.int32()),
+        ("time", pa.float64()),
+        ("image", pa.binary()),
+        ("onset", pa.list_(pa.uint8(), N_KEYS)),
+        ("active", pa.list_(pa.uint8(), N_KEYS)),
+    ]
+)
+
+STATUS_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("split", pa.string()),
+        ("state", pa.string()),
+        ("stage", pa.string()),
+        ("error", pa.string()),
+        ("frames", pa.int64()),
+        ("seconds", pa.float64()),
+        ("notes", pa.int64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a PianoYT build keeps its files under the data root."""
+
+    root: Path
+
+    @classmethod
+    def under(cls, data_root: str | Path) -> "Layout":
+        return cls(Path(data_root) / "pianoyt")
+
+    @property
+    def media(self) -> Path:
+        return self.root / "media"
+
+    @property
+    def audio(self) -> Path:
+        return self.root / "audio"
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "labels"
+
+    @property
+    def shards(self) -> Path:
+        return self.root / "shards"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.parquet"
+
+    @property
+    def card(self) -> Path:
+        return self.root / "CARD.md"
+
+
+def _fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
+    flat = pa.array(values.reshape(-1), type=pa.uint8())
+    return pa.FixedSizeListArray.from_arrays(flat, N_KEYS)
+
+
+def build_frames(
+    video_path: str,
+    labels_midi: str,
+    video_id: str,
+    split: str,
+    crop: tuple[int, int, int, int],
+    shards_dir: str,
+    *,
+    crop_reference: tuple[int, int] = CROP_REFERENCE,
+    image_format: str = "png",
+    chunk: int = 32,
+    max_part_bytes: int | None = None,
+) -> dict:
+    """Decode, crop, label and shard one video; return its counts and part files.
+
+    Streams ``chunk`` frames at a time, so memory does not depend on the
+    video's length.
+    """
+    info = media.probe(video_path)
+    notes = read_midi(labels_midi)
+    onset, active = frame_labels(notes, info.frames, info.fps)
+    box = media.scale_crop(tuple(crop), tuple(crop_reference), info.width, info.height)
+    kwargs = {"max_part_bytes": max_part_bytes} if max_part_bytes else {}
+    decoded = 0
+    with VideoShardWriter(shards_dir, video_id, split, SCHEMA, **kwargs) as writer:
+        for start, frames in media.iter_frames(video_path, chunk=chunk):
+            n = len(frames)
+            stop = min(start + n, info.frames)
+            crops = media.crop_gray(frames[: stop - start], box, CROP_SIZE)
+            idx = np.arange(start, stop)
+            batch = pa.record_batch(
+                [
+                    pa.array([video_id] * len(idx), pa.string()),
+                    pa.array(idx, pa.int32()),
+                    pa.array(idx / info.fps, pa.float64()),
+                    pa.array([media.encode_image(c, image_format) for c in crops], pa.binary()),
+                    _fixed_list(onset[start:stop]),
+                    _fixed_list(active[start:stop]),
+                ],
+                schema=SCHEMA,
+            )
+            writer.write(batch)
+            decoded = stop
+        parts = writer.commit()
+    return {
+        "video_id": video_id,
+        "split": split,
+        "frames": decoded,
+        "seconds": decoded / info.fps,
+        "fps": info.fps,
+        "notes": len(notes),
+        "onsets": int(onset.sum()),
+        "crop_box": list(box),
+        "parts": parts,
+    }
+
+
+def status_table(records: list[dict]) -> pa.Table:
+    """One row per manifest row: state ``done`` or ``failed`` with the stage and error."""
+    cols = {name: [] for name in STATUS_SCHEMA.names}
+    for r in records:
+        cols["video_id"].append(r["video_id"])
+        cols["split"].append(r["split"])
+        cols["state"].append(r["state"])
+        cols["stage"].append(r.get("stage") or "")
+        cols["error"].append(r.get("error") or "")
+        cols["frames"].append(int(r.get("frames") or 0))
+        cols["seconds"].append(float(r.get("seconds") or 0.0))
+        cols["notes"].append(int(r.get("notes") or 0))
+    return pa.table(cols, schema=STATUS_SCHEMA)
+
+
+def summary_rows(records: list[dict]) -> list[dict]:
+    """Per-split counts for the printed table, the Prefect artifact and the card."""
+    rows = []
+    for split in sorted({r["split"] for r in records}) + ["all"]:
+        sel = [r for r in records if split == "all" or r["split"] == split]
+        done = [r for r in sel if r["state"] == "done"]
+        rows.append(
+            {
+                "split": split,
+                "videos": len(sel),
+                "done": len(done),
+                "failed": len(sel) - len(done),
+                "frames": sum(int(r.get("frames") or 0) for r in done),
+                "hours": round(sum(float(r.get("seconds") or 0) for r in done) / 3600, 4),
+                "notes": sum(int(r.get("notes") or 0) for r in done),
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """A markdown table of a list of dicts (same keys)."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "| " + " | ".join("---" for _ in keys) + " |"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r[k]) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def note_statistics(labels_dir: Path, video_ids: list[str]) -> dict:
+    pitches, durations, per_sec = [], [], []
+    for vid in video_ids:
+        p = labels_dir / f"{vid}.mid"
+        if not p.is_file():
+            continue
+        notes = read_midi(p)
+        pitches += [n.pitch for n in notes]
+        durations += [n.offset - n.onset for n in notes]
+        if notes:
+            span = max(n.offset for n in notes)
+            per_sec.append(len(notes) / max(span, 1e-6))
+    if not pitches:
+        return {}
+    return {
+        "notes": len(pitches),
+        "lowest": int(min(pitches)),
+        "highest": int(max(pitches)),
+        "median pitch": float(np.median(pitches)),
+        "median duration s": round(float(np.median(durations)), 3),
+        "notes per second (mean over videos)": round(float(np.mean(per_sec)), 2),
+    }
+
+
+def write_status_and_card(layout: Layout, records: list[dict], manifest: str, labeler: str) -> dict:
+    """Write ``status.parquet`` and ``CARD.md``; return the summary rows."""
+    write_table_atomic(status_table(records), layout.status)
+    summary = summary_rows(records)
+    done_ids = [r["video_id"] for r in records if r["state"] == "done"]
+    stats = note_statistics(layout.labels, done_ids)
+    failures = [r for r in records if r["state"] != "done"]
+    lines = [
+        "# PianoYT (rebuilt by sightsound)",
+        "",
+        f"- manifest: `{manifest}`",
+        f"- pseudo-labels: `{labeler}` (one MIDI per video in `labels/`)",
+        f"- frames: native frame rate, keyboard crop resized to {CROP_SIZE[0]} x {CROP_SIZE[1]} (h x w), grayscale",
+        "- shards: `shards/split=<split>/part-<video id>-<n>.parquet`, columns "
+        "`video_id, frame_index, time, image, onset[88], active[88]` (+ `split` from the folder)",
+        f"- built: {_dt.date.today().isoformat()}",
+        "",
+        "## Counts",
+        "",
+        format_table(summary),
+        "",
+        "## Note statistics (pseudo-labels of the built videos)",
+        "",
+    ]
+    lines += [f"- {k}: {v}" for k, v in stats.items()] or ["- no notes"]
+    lines += ["", f"## Failures ({len(failures)})", ""]
+    if failures:
+        lines.append(
+            format_table(
+                [{"video_id": r["video_id"], "stage": r["stage"], "error": r["error"].replace("|", "/")} for r in failures]
+            )
+        )
+    else:
+        lines.append("none")
+    write_text_atomic("\n".join(lines) + "\n", layout.card)
+    return {"summary": summary, "notes": stats}

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from tasks import media
+from tests.conftest import make_test_video
+
+
+def test_probe_reads_video_and_audio(tmp_path):
+    clip = make_test_video(tmp_path / "a.mp4", seconds=2.0, size=(320, 180))
+    info = media.probe(clip)
+    assert (info.width, info.height) == (320, 180)
+    assert info.fps == pytest.approx(25.0)
+    assert info.frames == 50
+    assert info.has_audio and info.audio_rate == 44100
+    assert info.duration == pytest.approx(2.0, abs=0.1)
+
+
+def test_probe_without_audio(tmp_path):
+    info = media.probe(make_test_video(tmp_path / "silent.mp4", seconds=1.0, audio=False))
+    assert not info.has_audio and info.audio_rate == 0
+
+
+def test_probe_refuses_corrupt_and_empty_files(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(media.MediaError, match="bad.mp4"):
+        media.probe(bad)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(media.MediaError, match="empty"):
+        media.probe(empty)
+
+
+def test_extract_audio_at_requested_rate(tmp_path):
+    clip = make_test_video(tmp_path / "a.mp4", seconds=1.0)
+    wav = media.extract_audio(clip, tmp_path / "out" / "a.wav", 16000)
+    audio, sr = media.read_wav(wav)
+    assert sr == 16000 and audio.ndim == 1
+    assert len(audio) == pytest.approx(16000, rel=0.05)
+    # A 440 Hz sine: the spectrum peaks at 440 Hz.
+    spec = np.abs(np.fft.rfft(audio))
+    assert np.argmax(spec) * sr / len(audio) == pytest.approx(440, abs=5)
+
+
+def test_scale_crop_rescales_and_clips():
+    assert media.scale_crop((360, 720, 0, 1280), (1280, 720), 640, 360) == (180, 360, 0, 640)
+    assert media.scale_crop((0, 800, 0, 2000), (1280, 720), 1280, 720) == (0, 720, 0, 1280)
+    with pytest.raises(media.MediaError, match="leaves no picture"):
+        media.scale_crop((700, 720, 1270, 1280), (1280, 720), 64, 36)
+
+
+def test_frames_crop_to_145_by_800_gray(tmp_path):
+    clip = make_test_video(tmp_path / "a.mp4", seconds=1.0, size=(640, 360))
+    chunks = list(media.iter_frames(clip, chunk=10))
+    assert [start for start, _ in chunks] == [0, 10, 20]
+    assert sum(len(f) for _, f in chunks) == 25
+    crops = media.crop_gray(chunks[0][1], (100, 200, 0, 640), (145, 800))
+    assert crops.shape == (10, 145, 800) and crops.dtype == np.uint8
+    png = media.encode_image(crops[0])
+    assert np.array_equal(media.decode_image(png), crops[0])
+
+
+def test_png_roundtrip_when_decord_is_loaded_first(tmp_path):
+    """decord bundles an old zlib that breaks OpenCV's PNG decoder if loaded first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import decord, numpy as np\n"
+        "from tasks.media import encode_image, decode_image\n"
+        "img = (np.arange(145 * 800) % 251).astype(np.uint8).reshape(145, 800)\n"
+        "assert np.array_equal(decode_image(encode_image(img)), img)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
