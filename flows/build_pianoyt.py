@@ -24,9 +24,10 @@ from tasks.acquire import AcquireError, acquire
 from tasks.cache import prefect_cache_key
 from tasks.manifest import CROP_REFERENCE, read_pianoyt
 from tasks.pianoyt import Layout, build_frames, format_table, write_status_and_card
+from tasks.shards import remove_video, videos_in_shards
 from tasks.transcribe import get_transcriber, labeler_sample_rate, write_midi
 
-STAGES = ("acquire", "probe", "extract_audio", "label", "frames")
+STAGES = ("acquire", "probe", "extract-audio", "label", "frames")  # task names, in order
 
 
 def _cache_root(data_root: str) -> str:
@@ -128,29 +129,54 @@ def _outputs_exist(value) -> bool:
     return True
 
 
-def _run_stage(stage, task_fn, jobs: dict, records: dict, refresh: bool, logger, data_root: str) -> dict:
-    """Submit ``task_fn(**kwargs)`` for every live video; record failures; return the values."""
-    policy = _policy(data_root, *INPUT_FILES[task_fn.name])
-    futures = {
-        vid: task_fn.with_options(cache_policy=policy, refresh_cache=refresh).submit(**kwargs)
-        for vid, kwargs in jobs.items()
-    }
-    values = {}
-    for vid, fut in futures.items():
-        fut.wait()
-        value = fut.result(raise_on_failure=False)
-        if fut.state.is_completed() and not _outputs_exist(value):
-            logger.info("%s %s: cached result names missing files; running it again", stage, vid)
-            fresh = task_fn.with_options(cache_policy=policy, refresh_cache=True).submit(**jobs[vid])
-            fresh.wait()
-            fut, value = fresh, fresh.result(raise_on_failure=False)
-        if fut.state.is_completed():
-            values[vid] = value
-        else:
-            message = str(value) if isinstance(value, BaseException) else str(fut.state.message)
-            records[vid].update(state="failed", stage=stage, error=message.strip().splitlines()[0][:500] if message else stage)
-            logger.warning("%s failed at %s: %s", vid, stage, records[vid]["error"])
-    return values
+class _Stages:
+    """Runs one stage at a time over the videos still alive, recording each failure with its stage."""
+
+    def __init__(self, rows, data_root: str, refresh: bool, logger):
+        self.records = {
+            r.video_id: {"video_id": r.video_id, "split": r.split, "state": "done", "stage": "", "error": ""}
+            for r in rows
+        }
+        self.data_root, self.refresh, self.logger = data_root, refresh, logger
+        self.units, self.finished = len(rows) * len(STAGES), 0
+        self.progress = create_progress_artifact(
+            0.0, key="build-pianoyt-progress", description="video x stage steps finished"
+        )
+
+    def live(self) -> list[str]:
+        return [vid for vid, r in self.records.items() if r["state"] == "done"]
+
+    def run(self, task_fn, kwargs_for) -> dict:
+        """Submit ``task_fn(**kwargs_for(video_id))`` for every live video; return the values by video id."""
+        stage = task_fn.name
+        policy = _policy(self.data_root, *INPUT_FILES[stage])
+        jobs = {vid: kwargs_for(vid) for vid in self.live()}
+        futures = {
+            vid: task_fn.with_options(cache_policy=policy, refresh_cache=self.refresh).submit(**kw)
+            for vid, kw in jobs.items()
+        }
+        values = {}
+        for vid, fut in futures.items():
+            fut.wait()
+            value = fut.result(raise_on_failure=False)
+            if fut.state.is_completed() and not _outputs_exist(value):
+                self.logger.info("%s %s: cached result names missing files; running it again", stage, vid)
+                fut = task_fn.with_options(cache_policy=policy, refresh_cache=True).submit(**jobs[vid])
+                fut.wait()
+                value = fut.result(raise_on_failure=False)
+            if fut.state.is_completed():
+                values[vid] = value
+            else:
+                message = str(value) if isinstance(value, BaseException) else str(fut.state.message)
+                first = message.strip().splitlines()[0][:500] if message.strip() else stage
+                self.records[vid].update(state="failed", stage=stage, error=first)
+                self.logger.warning("%s failed at %s: %s", vid, stage, first)
+        # A failed video counts as finished for every stage it will now skip.
+        self.finished = sum(
+            len(STAGES) if r["state"] != "done" else STAGES.index(stage) + 1 for r in self.records.values()
+        )
+        update_progress_artifact(self.progress, progress=100.0 * self.finished / max(1, self.units))
+        return values
 
 
 @flow(name="build-pianoyt", task_runner=ThreadPoolTaskRunner(max_workers=max(2, os.cpu_count() or 2)))
@@ -172,51 +198,25 @@ def build_pianoyt(
     for d in (layout.media, layout.audio, layout.labels, layout.shards):
         d.mkdir(parents=True, exist_ok=True)
     labeler_options = dict(labeler_options or {})
-    records = {r.video_id: {"video_id": r.video_id, "split": r.split, "state": "done", "stage": "", "error": ""} for r in rows}
-    by_id = {r.video_id: r for r in rows}
-    progress = create_progress_artifact(0.0, key="build-pianoyt-progress", description="videos through all stages")
-
-    def live():
-        return [vid for vid in by_id if records[vid]["state"] == "done"]
-
-    def advance(i):
-        update_progress_artifact(progress, progress=100.0 * i / len(STAGES))
-
+    row = {r.video_id: r for r in rows}
+    stages = _Stages(rows, data_root, refresh, logger)
     sample_rate = labeler_sample_rate(labeler)
-    videos = _run_stage(
-        "acquire", acquire_task,
-        {v: dict(source=by_id[v].source, video_id=v, media_dir=str(layout.media),
-                 attempts=acquire_attempts, backoff_s=acquire_backoff_s) for v in live()},
-        records, refresh, logger, data_root,
-    )
-    advance(1)
-    _run_stage("probe", probe_task, {v: dict(path=videos[v]) for v in live()}, records, refresh, logger, data_root)
-    advance(2)
-    wavs = _run_stage(
-        "extract_audio", extract_audio_task,
-        {v: dict(path=videos[v], out_wav=str(layout.audio / f"{v}.wav"), sample_rate=sample_rate) for v in live()},
-        records, refresh, logger, data_root,
-    )
-    advance(3)
-    mids = _run_stage(
-        "label", label_task,
-        {v: dict(wav=wavs[v], out_mid=str(layout.labels / f"{v}.mid"), labeler=labeler,
-                 labeler_options=labeler_options) for v in live()},
-        records, refresh, logger, data_root,
-    )
-    advance(4)
-    built = _run_stage(
-        "frames", frames_task,
-        {v: dict(video=videos[v], labels=mids[v], video_id=v, split=by_id[v].split, crop=list(by_id[v].crop),
-                 shards_dir=str(layout.shards), crop_reference=list(crop_reference), image_format=image_format)
-         for v in live()},
-        records, refresh, logger, data_root,
-    )
-    advance(5)
+
+    videos = stages.run(acquire_task, lambda v: dict(
+        source=row[v].source, video_id=v, media_dir=str(layout.media),
+        attempts=acquire_attempts, backoff_s=acquire_backoff_s))
+    stages.run(probe_task, lambda v: dict(path=videos[v]))
+    wavs = stages.run(extract_audio_task, lambda v: dict(
+        path=videos[v], out_wav=str(layout.audio / f"{v}.wav"), sample_rate=sample_rate))
+    mids = stages.run(label_task, lambda v: dict(
+        wav=wavs[v], out_mid=str(layout.labels / f"{v}.mid"), labeler=labeler, labeler_options=labeler_options))
+    built = stages.run(frames_task, lambda v: dict(
+        video=videos[v], labels=mids[v], video_id=v, split=row[v].split, crop=list(row[v].crop),
+        shards_dir=str(layout.shards), crop_reference=list(crop_reference), image_format=image_format))
+
+    records = stages.records
     for vid, info in built.items():
         records[vid].update(frames=info["frames"], seconds=info["seconds"], notes=info["notes"])
-
-    from tasks.shards import remove_video, videos_in_shards
 
     for vid in videos_in_shards(layout.shards) - set(built):
         # Shards hold exactly the videos this build finished.

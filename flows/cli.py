@@ -3,6 +3,7 @@
     sightsound samples piano --out DIR [--videos N] [--seconds S] [--seed K]
     sightsound build-pianoyt --manifest M --data-root D [--labeler NAME]
     sightsound label piano INPUT --out OUT.mid [--labeler NAME] [--reference TRUE.mid]
+    sightsound evaluate pianoyt-labels --samples S --data-root D
     sightsound demo [--out DIR]          # sample set + build-pianoyt, the README's quick start
 
 Exit codes of ``build-pianoyt`` (and ``demo``): 0 every video built; 3 the
@@ -119,6 +120,17 @@ def cmd_label(args) -> int:
     return EXIT_OK
 
 
+def cmd_evaluate(args) -> int:
+    from tasks.evaluate import score_pianoyt_build
+
+    rows = score_pianoyt_build(Path(args.samples), Path(args.data_root))
+    if not rows:
+        print("error: no built video of the data root has a true MIDI in the sample folder", file=sys.stderr)
+        return EXIT_REFUSED
+    _print_table(rows)
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     out = Path(args.out).resolve()
     from tasks.samples.piano import make_piano_samples
@@ -164,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--device", default="auto")
     lab.add_argument("--reference", help="true MIDI: print the note-onset precision, recall and F1")
     lab.set_defaults(func=cmd_label)
+
+    e = sub.add_parser("evaluate", help="score a build of a sample set against the samples' true MIDI")
+    e.add_argument("kind", choices=["pianoyt-labels"])
+    e.add_argument("--samples", required=True, help="the sample folder (with midi/<id>.mid)")
+    e.add_argument("--data-root", required=True)
+    e.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("demo", help="generate the piano sample set and build it (the quick start)")
     d.add_argument("--out", default="demo")
