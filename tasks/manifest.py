@@ -172,10 +172,8 @@ def read_pianoyt(path: str | Path) -> list[VideoRow]:
 
 def write_pianoyt(path: str | Path, rows: list[tuple]) -> Path:
     """Write rows ``(video_id, url, split_code, min_y, max_y, min_x, max_x)`` in the published format."""
-    path = Path(path)
+    from tasks.atomic import write_text_atomic
+
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    for r in rows:
-        writer.writerow(r)
-    path.write_text(buf.getvalue(), encoding="utf-8")
-    return path
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return write_text_atomic(path, buf.getvalue())

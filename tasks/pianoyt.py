@@ -17,7 +17,8 @@ import pyarrow as pa
 from tasks import media
 from tasks.align import N_KEYS, frame_labels
 from tasks.manifest import CROP_REFERENCE
-from tasks.shards import VideoShardWriter, write_table_atomic, write_text_atomic
+from tasks.atomic import write_text_atomic
+from tasks.shards import VideoShardWriter, write_table_atomic
 from tasks.transcribe import read_midi
 
 CROP_SIZE = (145, 800)  # (h, w), thesis ch. 6
@@ -248,5 +249,5 @@ def write_status_and_card(layout: Layout, records: list[dict], manifest: str, la
         )
     else:
         lines.append("none")
-    write_text_atomic("\n".join(lines) + "\n", layout.card)
+    write_text_atomic(layout.card, "\n".join(lines) + "\n")
     return {"summary": summary, "notes": stats}

@@ -152,12 +152,3 @@ def write_table_atomic(table: pa.Table, path: str | Path) -> str:
     pq.write_table(table, str(tmp), compression="zstd")
     os.replace(tmp, path)
     return str(path)
-
-
-def write_text_atomic(text: str, path: str | Path) -> str:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return str(path)

@@ -16,14 +16,15 @@ first ones unchanged.
 
 from __future__ import annotations
 
-import csv
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pretty_midi
+
+from tasks.atomic import write_bytes_atomic
+from tasks.manifest import write_pianoyt
 
 from . import music
 from .encode import encode_video
@@ -34,19 +35,6 @@ from .render import (add_noise, add_room_reverb, alternate_soundfont, default_so
 SAMPLE_RATE = 44100
 PAD_SECONDS = 0.5  # silence at the start and the end of every sample
 SPLIT_TRAIN, SPLIT_TEST = 1, 3  # PianoYT's split codes
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def split_code(index: int, count: int) -> int:
@@ -60,6 +48,16 @@ def split_code(index: int, count: int) -> int:
 def _piece_order(pieces: list[str], seed: int) -> list[str]:
     perm = np.random.default_rng(seed).permutation(len(pieces))
     return [pieces[j] for j in perm]
+
+
+def _excerpt(pieces: list[str], seed: int, i: int, seconds: float):
+    """Excerpt ``i`` of a set: ``(rng, pm, midi bytes)``, ``pm`` read back from exactly those bytes."""
+    rng = np.random.default_rng([seed, i])
+    piece = pieces[i % len(pieces)]
+    pm = music.piece_excerpt(piece, rng, seconds, pad=PAD_SECONDS)
+    pm.instruments[0].name = f"Piano ({piece})"
+    data = music.midi_bytes(pm)
+    return rng, pretty_midi.PrettyMIDI(io.BytesIO(data)), data
 
 
 def active_keys(pm: pretty_midi.PrettyMIDI, times: np.ndarray) -> np.ndarray:
@@ -116,22 +114,15 @@ def make_piano_samples(out_dir: str | os.PathLike, videos: int = 3, seconds: flo
     rows = []
     for i in range(videos):
         vid = f"sample_{i:03d}"
-        rng = np.random.default_rng([seed, i])
-        piece = pieces[i % len(pieces)]
-        pm = music.piece_excerpt(piece, rng, seconds, pad=PAD_SECONDS)
-        pm.instruments[0].name = f"Piano ({piece})"
-        data = music.midi_bytes(pm)
-        pm = pretty_midi.PrettyMIDI(io.BytesIO(data))  # exactly what the .mid file holds
+        rng, pm, data = _excerpt(pieces, seed, i, seconds)
         audio = render_midi(pm, soundfont, SAMPLE_RATE, duration=seconds)
         roll = active_keys(pm, times)
         renderer = KeyboardRenderer(width, height, rng)
         frames = (renderer.render(roll[j], times[j]) for j in range(n_frames))
         encode_video(frames, audio, SAMPLE_RATE, fps, out_dir / "videos" / f"{vid}.mp4", width, height)
-        _atomic_write_bytes(out_dir / "midi" / f"{vid}.mid", data)
+        write_bytes_atomic(out_dir / "midi" / f"{vid}.mid", data)
         rows.append((vid, f"videos/{vid}.mp4", split_code(i, videos), *box))
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return _atomic_write_bytes(out_dir / "manifest.csv", buf.getvalue().encode("utf-8"))
+    return write_pianoyt(out_dir / "manifest.csv", rows)
 
 
 def make_piano_recordings(out_dir: str | os.PathLike, n: int = 4, seconds: float = 20.0, seed: int = 100,
@@ -155,17 +146,12 @@ def make_piano_recordings(out_dir: str | os.PathLike, n: int = 4, seconds: float
     out = []
     for i in range(n):
         rid = f"recording_{i:03d}"
-        rng = np.random.default_rng([seed, i])
-        piece = pieces[i % len(pieces)]
-        pm = music.piece_excerpt(piece, rng, seconds, pad=PAD_SECONDS)
-        pm.instruments[0].name = f"Piano ({piece})"
-        data = music.midi_bytes(pm)
-        pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+        rng, pm, data = _excerpt(pieces, seed, i, seconds)
         y = render_midi(pm, sf_path, SAMPLE_RATE, duration=seconds)
         y = add_room_reverb(y, SAMPLE_RATE, rng, rt60=float(rng.uniform(0.3, 0.6)))
         y = add_noise(y, rng, snr_db=float(rng.uniform(20.0, 30.0)))
         y = normalize_peak(y, 0.8)
         wav = write_wav(out_dir / f"{rid}.wav", y, SAMPLE_RATE)
-        mid = _atomic_write_bytes(out_dir / f"{rid}.mid", data)
+        mid = write_bytes_atomic(out_dir / f"{rid}.mid", data)
         out.append((wav, mid))
     return out
