@@ -95,11 +95,11 @@ def extract_audio_task(path: str, out_wav: str, sample_rate: int) -> str:
 
 @task(name="label", persist_result=True, retries=1, retry_condition_fn=_transient)
 def label_task(wav: str, out_mid: str, labeler: str, labeler_options: dict) -> str:
-    transcriber = _transcriber(labeler, labeler_options)
     audio, _ = media.read_wav(wav)
-    # One transcription at a time per process: the model already uses every core (or the GPU).
+    # One model and one transcription at a time per process: the model
+    # already uses every core (or the GPU).
     with _TRANSCRIBE_LOCK:
-        notes = transcriber.transcribe(audio)
+        notes = _transcriber(labeler, labeler_options).transcribe(audio)
     return write_midi(notes, out_mid)
 
 
