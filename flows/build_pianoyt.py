@@ -12,57 +12,20 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.cache_policies import CacheKeyFnPolicy
+from prefect.artifacts import create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.common import Stages, transient_error, acquire_task, extract_audio_task, input_files, probe_task
 from tasks import media
-from tasks.acquire import AcquireError, acquire
-from tasks.cache import prefect_cache_key
 from tasks.manifest import CROP_REFERENCE, read_pianoyt
-from tasks.pianoyt import Layout, build_frames, format_table, write_status_and_card
+from tasks.dataset import format_table
+from tasks.pianoyt import build_frames, layout as pianoyt_layout, write_status_and_card
 from tasks.shards import remove_video, videos_in_shards
 from tasks.transcribe import get_transcriber, labeler_sample_rate, write_midi
 
 STAGES = ("acquire", "probe", "extract-audio", "label", "frames")  # task names, in order
-
-
-def _cache_root(data_root: str) -> str:
-    return os.environ.get("SIGHTSOUND_CACHE_DIR") or str(Path(data_root) / ".prefect" / "cache-keys")
-
-
-def _policy(data_root: str, *input_files: str):
-    # Cache keys live in a folder of their own; the results they point to are
-    # small dicts and paths stored in Prefect's local result storage
-    # (PREFECT_LOCAL_STORAGE_PATH, which the CLI puts under the data root).
-    return CacheKeyFnPolicy(cache_key_fn=prefect_cache_key(*input_files)).configure(key_storage=_cache_root(data_root))
-
-
-# Which parameters of each task are input files (fingerprinted into its cache key).
-INPUT_FILES = {
-    "acquire": ("source",),
-    "probe": ("path",),
-    "extract-audio": ("path",),
-    "label": ("wav",),
-    "frames": ("video", "labels"),
-}
-
-
-def _transient(task, task_run, state) -> bool:
-    """Retry only what may go away: I/O trouble, not bad media or bad labels."""
-    try:
-        state.result()
-    except (media.MediaError, ValueError, AcquireError):
-        return False
-    except (OSError, MemoryError, TimeoutError):
-        return True
-    except BaseException:
-        return False
-    return False
-
 
 _TRANSCRIBERS: dict = {}
 _TRANSCRIBE_LOCK = threading.Lock()
@@ -75,25 +38,7 @@ def _transcriber(name: str, options: dict):
     return _TRANSCRIBERS[key]
 
 
-@task(name="acquire", persist_result=True, tags=["network"])
-def acquire_task(source: str, video_id: str, media_dir: str, attempts: int, backoff_s: float) -> str:
-    return acquire(source, video_id, media_dir, attempts=attempts, backoff_s=backoff_s)
-
-
-@task(name="probe", persist_result=True, retries=1, retry_condition_fn=_transient)
-def probe_task(path: str) -> dict:
-    info = media.probe(path)
-    if not info.has_audio:
-        raise media.MediaError(f"{Path(path).name} has no audio track to label")
-    return info.as_dict()
-
-
-@task(name="extract-audio", persist_result=True, retries=1, retry_condition_fn=_transient)
-def extract_audio_task(path: str, out_wav: str, sample_rate: int) -> str:
-    return media.extract_audio(path, out_wav, sample_rate)
-
-
-@task(name="label", persist_result=True, retries=1, retry_condition_fn=_transient)
+@task(name="label", persist_result=True, retries=1, retry_condition_fn=transient_error)
 def label_task(wav: str, out_mid: str, labeler: str, labeler_options: dict) -> str:
     audio, _ = media.read_wav(wav)
     # One model and one transcription at a time per process: the model
@@ -103,7 +48,7 @@ def label_task(wav: str, out_mid: str, labeler: str, labeler_options: dict) -> s
     return write_midi(notes, out_mid)
 
 
-@task(name="frames", persist_result=True, retries=1, retry_condition_fn=_transient)
+@task(name="frames", persist_result=True, retries=1, retry_condition_fn=transient_error)
 def frames_task(
     video: str,
     labels: str,
@@ -120,63 +65,8 @@ def frames_task(
     )
 
 
-def _outputs_exist(value) -> bool:
-    """A cached result is trusted only while the files it names still exist."""
-    if isinstance(value, str):
-        return os.path.exists(value)
-    if isinstance(value, dict):
-        return all(os.path.exists(p) for p in value.get("parts", []))
-    return True
-
-
-class _Stages:
-    """Runs one stage at a time over the videos still alive, recording each failure with its stage."""
-
-    def __init__(self, rows, data_root: str, refresh: bool, logger):
-        self.records = {
-            r.video_id: {"video_id": r.video_id, "split": r.split, "state": "done", "stage": "", "error": ""}
-            for r in rows
-        }
-        self.data_root, self.refresh, self.logger = data_root, refresh, logger
-        self.units, self.finished = len(rows) * len(STAGES), 0
-        self.progress = create_progress_artifact(
-            0.0, key="build-pianoyt-progress", description="video x stage steps finished"
-        )
-
-    def live(self) -> list[str]:
-        return [vid for vid, r in self.records.items() if r["state"] == "done"]
-
-    def run(self, task_fn, kwargs_for) -> dict:
-        """Submit ``task_fn(**kwargs_for(video_id))`` for every live video; return the values by video id."""
-        stage = task_fn.name
-        policy = _policy(self.data_root, *INPUT_FILES[stage])
-        jobs = {vid: kwargs_for(vid) for vid in self.live()}
-        futures = {
-            vid: task_fn.with_options(cache_policy=policy, refresh_cache=self.refresh).submit(**kw)
-            for vid, kw in jobs.items()
-        }
-        values = {}
-        for vid, fut in futures.items():
-            fut.wait()
-            value = fut.result(raise_on_failure=False)
-            if fut.state.is_completed() and not _outputs_exist(value):
-                self.logger.info("%s %s: cached result names missing files; running it again", stage, vid)
-                fut = task_fn.with_options(cache_policy=policy, refresh_cache=True).submit(**jobs[vid])
-                fut.wait()
-                value = fut.result(raise_on_failure=False)
-            if fut.state.is_completed():
-                values[vid] = value
-            else:
-                message = str(value) if isinstance(value, BaseException) else str(fut.state.message)
-                first = message.strip().splitlines()[0][:500] if message.strip() else stage
-                self.records[vid].update(state="failed", stage=stage, error=first)
-                self.logger.warning("%s failed at %s: %s", vid, stage, first)
-        # A failed video counts as finished for every stage it will now skip.
-        self.finished = sum(
-            len(STAGES) if r["state"] != "done" else STAGES.index(stage) + 1 for r in self.records.values()
-        )
-        update_progress_artifact(self.progress, progress=100.0 * self.finished / max(1, self.units))
-        return values
+input_files("label", "wav")
+input_files("frames", "video", "labels")
 
 
 @flow(name="build-pianoyt", task_runner=ThreadPoolTaskRunner(max_workers=max(2, os.cpu_count() or 2)))
@@ -194,12 +84,11 @@ def build_pianoyt(
     """Build PianoYT shards under ``<data_root>/pianoyt``; return the per-video records and summary."""
     logger = get_run_logger()
     rows = read_pianoyt(manifest)  # refuses a bad manifest before any work starts
-    layout = Layout.under(data_root)
-    for d in (layout.media, layout.audio, layout.labels, layout.shards):
-        d.mkdir(parents=True, exist_ok=True)
+    layout = pianoyt_layout(data_root)
+    layout.make_dirs()
     labeler_options = dict(labeler_options or {})
     row = {r.video_id: r for r in rows}
-    stages = _Stages(rows, data_root, refresh, logger)
+    stages = Stages("build-pianoyt", rows, STAGES, data_root, refresh, logger)
     sample_rate = labeler_sample_rate(labeler)
 
     videos = stages.run(acquire_task, lambda v: dict(

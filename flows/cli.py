@@ -36,7 +36,7 @@ def _prefect_env(data_root: Path) -> None:
 
 
 def _print_table(rows: list[dict]) -> None:
-    from tasks.pianoyt import format_table
+    from tasks.dataset import format_table
 
     print(format_table(rows))
 

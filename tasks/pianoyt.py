@@ -8,7 +8,6 @@ notes of the pseudo-label MIDI at each frame's time.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from tasks import media
 from tasks.align import N_KEYS, frame_labels
 from tasks.manifest import CROP_REFERENCE
 from tasks.atomic import write_text_atomic
+from tasks.dataset import Layout, failures_section, format_table, status_table, summary_rows
 from tasks.shards import VideoShardWriter, write_table_atomic
 from tasks.transcribe import read_midi
 
@@ -34,53 +34,11 @@ SCHEMA = pa.schema(
     ]
 )
 
-STATUS_SCHEMA = pa.schema(
-    [
-        ("video_id", pa.string()),
-        ("split", pa.string()),
-        ("state", pa.string()),
-        ("stage", pa.string()),
-        ("error", pa.string()),
-        ("frames", pa.int64()),
-        ("seconds", pa.float64()),
-        ("notes", pa.int64()),
-    ]
-)
+STATUS_EXTRA = [("notes", pa.int64())]
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where a PianoYT build keeps its files under the data root."""
-
-    root: Path
-
-    @classmethod
-    def under(cls, data_root: str | Path) -> "Layout":
-        return cls(Path(data_root) / "pianoyt")
-
-    @property
-    def media(self) -> Path:
-        return self.root / "media"
-
-    @property
-    def audio(self) -> Path:
-        return self.root / "audio"
-
-    @property
-    def labels(self) -> Path:
-        return self.root / "labels"
-
-    @property
-    def shards(self) -> Path:
-        return self.root / "shards"
-
-    @property
-    def status(self) -> Path:
-        return self.root / "status.parquet"
-
-    @property
-    def card(self) -> Path:
-        return self.root / "CARD.md"
+def layout(data_root) -> Layout:
+    return Layout.under(data_root, "pianoyt")
 
 
 def _fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
@@ -145,52 +103,6 @@ def build_frames(
     }
 
 
-def status_table(records: list[dict]) -> pa.Table:
-    """One row per manifest row: state ``done`` or ``failed`` with the stage and error."""
-    cols = {name: [] for name in STATUS_SCHEMA.names}
-    for r in records:
-        cols["video_id"].append(r["video_id"])
-        cols["split"].append(r["split"])
-        cols["state"].append(r["state"])
-        cols["stage"].append(r.get("stage") or "")
-        cols["error"].append(r.get("error") or "")
-        cols["frames"].append(int(r.get("frames") or 0))
-        cols["seconds"].append(float(r.get("seconds") or 0.0))
-        cols["notes"].append(int(r.get("notes") or 0))
-    return pa.table(cols, schema=STATUS_SCHEMA)
-
-
-def summary_rows(records: list[dict]) -> list[dict]:
-    """Per-split counts for the printed table, the Prefect artifact and the card."""
-    rows = []
-    for split in sorted({r["split"] for r in records}) + ["all"]:
-        sel = [r for r in records if split == "all" or r["split"] == split]
-        done = [r for r in sel if r["state"] == "done"]
-        rows.append(
-            {
-                "split": split,
-                "videos": len(sel),
-                "done": len(done),
-                "failed": len(sel) - len(done),
-                "frames": sum(int(r.get("frames") or 0) for r in done),
-                "hours": round(sum(float(r.get("seconds") or 0) for r in done) / 3600, 4),
-                "notes": sum(int(r.get("notes") or 0) for r in done),
-            }
-        )
-    return rows
-
-
-def format_table(rows: list[dict]) -> str:
-    """A markdown table of a list of dicts (same keys)."""
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "| " + " | ".join("---" for _ in keys) + " |"]
-    for r in rows:
-        lines.append("| " + " | ".join(str(r[k]) for k in keys) + " |")
-    return "\n".join(lines)
-
-
 def note_statistics(labels_dir: Path, video_ids: list[str]) -> dict:
     pitches, durations, per_sec = [], [], []
     for vid in video_ids:
@@ -217,11 +129,10 @@ def note_statistics(labels_dir: Path, video_ids: list[str]) -> dict:
 
 def write_status_and_card(layout: Layout, records: list[dict], manifest: str, labeler: str) -> dict:
     """Write ``status.parquet`` and ``CARD.md``; return the summary rows."""
-    write_table_atomic(status_table(records), layout.status)
-    summary = summary_rows(records)
+    write_table_atomic(status_table(records, STATUS_EXTRA), layout.status)
+    summary = summary_rows(records, extra=("notes",))
     done_ids = [r["video_id"] for r in records if r["state"] == "done"]
     stats = note_statistics(layout.labels, done_ids)
-    failures = [r for r in records if r["state"] != "done"]
     lines = [
         "# PianoYT (rebuilt by sightsound)",
         "",
@@ -240,14 +151,6 @@ def write_status_and_card(layout: Layout, records: list[dict], manifest: str, la
         "",
     ]
     lines += [f"- {k}: {v}" for k, v in stats.items()] or ["- no notes"]
-    lines += ["", f"## Failures ({len(failures)})", ""]
-    if failures:
-        lines.append(
-            format_table(
-                [{"video_id": r["video_id"], "stage": r["stage"], "error": r["error"].replace("|", "/")} for r in failures]
-            )
-        )
-    else:
-        lines.append("none")
+    lines += [""] + failures_section(records)
     write_text_atomic(layout.card, "\n".join(lines) + "\n")
     return {"summary": summary, "notes": stats}

@@ -37,7 +37,9 @@ class VideoShardWriter:
     """Write one video's rows into size-bounded parquet parts in a staging folder.
 
     Use as a context manager; :meth:`write` takes a ``pyarrow.RecordBatch``
-    (one row group each); :meth:`commit` moves the parts into
+    (one row group each) and, optionally, the split it belongs to (a video
+    whose frames go to more than one split, like the violin set's train/val
+    parts of one video); :meth:`commit` moves the parts into
     ``shards/split=<split>/``.
     """
 
@@ -57,16 +59,20 @@ class VideoShardWriter:
         self.staging = self.shards_dir / STAGING / video_id
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir(parents=True)
-        self.parts: list[Path] = []
+        self.parts: list[tuple[str, Path]] = []  # (split, staged path)
         self.rows = 0
-        self._writer: pq.ParquetWriter | None = None
-        self._bytes = 0
+        self._open_parts: dict[str, tuple[pq.ParquetWriter, list[int]]] = {}
+        self._counts: dict[str, int] = {}
 
-    def _open(self) -> None:
-        path = self.staging / part_name(self.video_id, len(self.parts))
-        self.parts.append(path)
+    def _open(self, split: str) -> pq.ParquetWriter:
+        index = self._counts.get(split, 0)
+        self._counts[split] = index + 1
+        folder = self.staging / f"split={split}"
+        folder.mkdir(exist_ok=True)
+        path = folder / part_name(self.video_id, index)
+        self.parts.append((split, path))
         # Fixed writer settings: the same rows give the same bytes on every run.
-        self._writer = pq.ParquetWriter(
+        writer = pq.ParquetWriter(
             str(path),
             self.schema,
             compression="zstd",
@@ -74,32 +80,38 @@ class VideoShardWriter:
             use_dictionary=["video_id"],
             write_statistics=["video_id", "frame_index", "time"],
         )
-        self._bytes = 0
+        self._open_parts[split] = (writer, [0])  # [bytes written so far]
+        return writer
 
-    def write(self, batch: pa.RecordBatch) -> None:
-        if self._writer is None or self._bytes >= self.max_part_bytes:
-            self._close_part()
-            self._open()
-        self._writer.write_batch(batch)
-        self._bytes += batch.nbytes
+    def write(self, batch: pa.RecordBatch, split: str | None = None) -> None:
+        split = split or self.split
+        current = self._open_parts.get(split)
+        if current is None or current[1][0] >= self.max_part_bytes:
+            self._close(split)
+            self._open(split)
+            current = self._open_parts[split]
+        writer, size = current
+        writer.write_batch(batch)
+        size[0] += batch.nbytes
         self.rows += batch.num_rows
 
-    def _close_part(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+    def _close(self, split: str) -> None:
+        current = self._open_parts.pop(split, None)
+        if current is not None:
+            current[0].close()
 
     def commit(self) -> list[str]:
         """Replace this video's parts in ``split=<split>/`` with the staged ones; return their paths."""
-        self._close_part()
+        for split in list(self._open_parts):
+            self._close(split)
         if not self.parts:  # a video with no rows still gets an (empty) part, so it is visible
-            self._open()
-            self._close_part()
+            self._open(self.split)
+            self._close(self.split)
         remove_video(self.shards_dir, self.video_id)
-        dest = self.shards_dir / f"split={self.split}"
-        dest.mkdir(parents=True, exist_ok=True)
         out = []
-        for p in self.parts:
+        for split, p in self.parts:
+            dest = self.shards_dir / f"split={split}"
+            dest.mkdir(parents=True, exist_ok=True)
             final = dest / p.name
             os.replace(p, final)
             out.append(str(final))
@@ -107,7 +119,8 @@ class VideoShardWriter:
         return out
 
     def abort(self) -> None:
-        self._close_part()
+        for split in list(self._open_parts):
+            self._close(split)
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def __enter__(self):

@@ -54,3 +54,15 @@ def test_failed_write_leaves_nothing(tmp_path):
             raise RuntimeError("decoder died")
     assert videos_in_shards(shards) == set()
     assert not (shards / ".staging" / "v").exists()
+
+
+def test_one_video_across_two_splits(tmp_path):
+    shards = tmp_path / "shards"
+    with VideoShardWriter(shards, "v", "train", SCHEMA) as w:
+        w.write(batch("v", 0, 8))
+        w.write(batch("v", 10, 2), split="val")
+        w.commit()
+    t = read_dataset(shards)
+    by_split = {s: t.column("split").to_pylist().count(s) for s in ("train", "val")}
+    assert by_split == {"train": 8, "val": 2}
+    assert remove_video(shards, "v") == 2

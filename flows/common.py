@@ -1,0 +1,139 @@
+"""What the build flows share: the per-video Prefect tasks before labelling, caching, the stage runner.
+
+Every build runs its videos through named stages (Prefect tasks), one stage
+at a time over the videos still alive; a video that fails is recorded with
+the stage and the first line of the error and skips the rest, and the other
+videos go on (:class:`Stages`).  Each task's cache key is its parameters plus
+the fingerprints of its input files (:mod:`tasks.cache`), stored under the
+data root, so a rerun does no finished work again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import CacheKeyFnPolicy
+
+from tasks import media
+from tasks.acquire import AcquireError, acquire
+from tasks.cache import prefect_cache_key
+
+
+def _cache_root(data_root: str) -> str:
+    return os.environ.get("SIGHTSOUND_CACHE_DIR") or str(Path(data_root) / ".prefect" / "cache-keys")
+
+
+def _policy(data_root: str, *input_files: str):
+    # Cache keys live in a folder of their own; the results they point to are
+    # small dicts and paths stored in Prefect's local result storage
+    # (PREFECT_LOCAL_STORAGE_PATH, which the CLI puts under the data root).
+    return CacheKeyFnPolicy(cache_key_fn=prefect_cache_key(*input_files)).configure(key_storage=_cache_root(data_root))
+
+
+# Which parameters of each task are input files (fingerprinted into its cache key).
+# Tasks of the individual flows add theirs with ``input_files(...)``.
+INPUT_FILES = {
+    "acquire": ("source",),
+    "probe": ("path",),
+    "extract-audio": ("path",),
+}
+
+
+def input_files(task_name: str, *params: str) -> None:
+    INPUT_FILES[task_name] = params
+
+
+def transient_error(task, task_run, state) -> bool:
+    """Retry only what may go away: I/O trouble, not bad media or bad labels."""
+    try:
+        state.result()
+    except (media.MediaError, ValueError, AcquireError):
+        return False
+    except (OSError, MemoryError, TimeoutError):
+        return True
+    except BaseException:
+        return False
+    return False
+
+
+@task(name="acquire", persist_result=True, tags=["network"])
+def acquire_task(source: str, video_id: str, media_dir: str, attempts: int, backoff_s: float) -> str:
+    return acquire(source, video_id, media_dir, attempts=attempts, backoff_s=backoff_s)
+
+
+@task(name="probe", persist_result=True, retries=1, retry_condition_fn=transient_error)
+def probe_task(path: str) -> dict:
+    info = media.probe(path)
+    if not info.has_audio:
+        raise media.MediaError(f"{Path(path).name} has no audio track to label")
+    return info.as_dict()
+
+
+@task(name="extract-audio", persist_result=True, retries=1, retry_condition_fn=transient_error)
+def extract_audio_task(path: str, out_wav: str, sample_rate: int) -> str:
+    return media.extract_audio(path, out_wav, sample_rate)
+
+
+def _outputs_exist(value) -> bool:
+    """A cached result is trusted only while the files it names still exist."""
+    if isinstance(value, str):
+        return os.path.exists(value)
+    if isinstance(value, dict):
+        return all(os.path.exists(p) for p in value.get("parts", []))
+    return True
+
+
+class Stages:
+    """Runs one stage at a time over the videos still alive, recording each failure with its stage."""
+
+    def __init__(self, name: str, rows, stages: tuple[str, ...], data_root: str, refresh: bool, logger):
+        self.records = {
+            r.video_id: {"video_id": r.video_id, "split": r.split, "state": "done", "stage": "", "error": ""}
+            for r in rows
+        }
+        self.data_root, self.refresh, self.logger = data_root, refresh, logger
+        self.stages = stages
+        self.units, self.finished = len(rows) * len(stages), 0
+        self.progress = create_progress_artifact(
+            0.0, key=f"{name}-progress", description="video x stage steps finished"
+        )
+
+    def live(self) -> list[str]:
+        return [vid for vid, r in self.records.items() if r["state"] == "done"]
+
+    def run(self, task_fn, kwargs_for) -> dict:
+        """Submit ``task_fn(**kwargs_for(video_id))`` for every live video; return the values by video id."""
+        stage = task_fn.name
+        policy = _policy(self.data_root, *INPUT_FILES.get(stage, ()))
+        jobs = {vid: kwargs_for(vid) for vid in self.live()}
+        futures = {
+            vid: task_fn.with_options(cache_policy=policy, refresh_cache=self.refresh).submit(**kw)
+            for vid, kw in jobs.items()
+        }
+        values = {}
+        for vid, fut in futures.items():
+            fut.wait()
+            value = fut.result(raise_on_failure=False)
+            if fut.state.is_completed() and not _outputs_exist(value):
+                self.logger.info("%s %s: cached result names missing files; running it again", stage, vid)
+                fut = task_fn.with_options(cache_policy=policy, refresh_cache=True).submit(**jobs[vid])
+                fut.wait()
+                value = fut.result(raise_on_failure=False)
+            if fut.state.is_completed():
+                values[vid] = value
+            else:
+                message = str(value) if isinstance(value, BaseException) else str(fut.state.message)
+                first = message.strip().splitlines()[0][:500] if message.strip() else stage
+                self.records[vid].update(state="failed", stage=stage, error=first)
+                self.logger.warning("%s failed at %s: %s", vid, stage, first)
+        # A failed video counts as finished for every stage it will now skip.
+        self.finished = sum(
+            len(self.stages) if r["state"] != "done" else self.stages.index(stage) + 1 for r in self.records.values()
+        )
+        update_progress_artifact(self.progress, progress=100.0 * self.finished / max(1, self.units))
+        return values
+
+

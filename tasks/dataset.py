@@ -1,0 +1,112 @@
+"""What every dataset build shares: its folder layout, the status table and the summary.
+
+Each dataset lives in ``<data root>/<name>/`` (DESIGN.md: Storage):
+``media/`` downloads, ``audio/`` extracted audio, ``labels/`` pseudo-labels,
+``shards/split=<split>/`` Parquet parts, ``status.parquet`` (one row per
+manifest row) and ``CARD.md`` (the dataset card).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+STATUS_FIELDS = [
+    ("video_id", pa.string()),
+    ("split", pa.string()),
+    ("state", pa.string()),  # done | failed
+    ("stage", pa.string()),  # the task that failed; empty when done
+    ("error", pa.string()),  # its message; empty when done
+    ("frames", pa.int64()),
+    ("seconds", pa.float64()),
+]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a build of one dataset keeps its files under the data root."""
+
+    root: Path
+
+    @classmethod
+    def under(cls, data_root: str | Path, name: str) -> "Layout":
+        return cls(Path(data_root) / name)
+
+    @property
+    def media(self) -> Path:
+        return self.root / "media"
+
+    @property
+    def audio(self) -> Path:
+        return self.root / "audio"
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "labels"
+
+    @property
+    def shards(self) -> Path:
+        return self.root / "shards"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.parquet"
+
+    @property
+    def card(self) -> Path:
+        return self.root / "CARD.md"
+
+    def make_dirs(self) -> None:
+        for d in (self.media, self.audio, self.labels, self.shards):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def status_table(records: list[dict], extra: list[tuple[str, pa.DataType]] = ()) -> pa.Table:
+    """One row per manifest row; ``extra`` adds dataset-specific count columns."""
+    fields = STATUS_FIELDS + list(extra)
+    defaults = {pa.string(): "", pa.int64(): 0, pa.float64(): 0.0}
+    cols = {name: [r.get(name) or defaults[typ] for r in records] for name, typ in fields}
+    return pa.table(cols, schema=pa.schema(fields))
+
+
+def summary_rows(records: list[dict], extra: tuple[str, ...] = ()) -> list[dict]:
+    """Per-split counts of done videos (frames, hours and any ``extra`` count), plus ``all``."""
+    rows = []
+    for split in sorted({r["split"] for r in records}) + ["all"]:
+        sel = [r for r in records if split == "all" or r["split"] == split]
+        done = [r for r in sel if r["state"] == "done"]
+        row = {
+            "split": split,
+            "videos": len(sel),
+            "done": len(done),
+            "failed": len(sel) - len(done),
+            "frames": sum(int(r.get("frames") or 0) for r in done),
+            "hours": round(sum(float(r.get("seconds") or 0) for r in done) / 3600, 4),
+        }
+        for key in extra:
+            row[key] = sum(int(r.get(key) or 0) for r in done)
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """A markdown table of a list of dicts (same keys)."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "| " + " | ".join("---" for _ in keys) + " |"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r[k]).replace("|", "/") for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def failures_section(records: list[dict]) -> list[str]:
+    failures = [r for r in records if r["state"] != "done"]
+    lines = [f"## Failures ({len(failures)})", ""]
+    if failures:
+        lines.append(format_table([{"video_id": r["video_id"], "stage": r["stage"], "error": r["error"]} for r in failures]))
+    else:
+        lines.append("none")
+    return lines

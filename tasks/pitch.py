@@ -1,0 +1,138 @@
+"""Violin pitch labels: aubio's spectral YIN (``yinfft``), one value per video frame (thesis ch. 5).
+
+This is the only module that imports aubio.  aubio is GPL-3.0, so it is an
+optional dependency (``pip install 'sightsound[violin]'``); without it the
+violin labels fail with :data:`AUBIO_MISSING` and everything else works.
+
+Alignment: frame ``i`` of a track at ``rate`` frames per second is at
+``t_i = i / rate``, and its pitch is measured on the analysis window
+*centred* on ``t_i``.  aubio consumes hop-sized blocks and reports, after
+block ``k``, the window that ends with it; :func:`yin_track` therefore pads
+the start of the signal so that those windows' centres fall on the frame
+times.  The hop must be a whole number of samples, so audio is resampled
+(soxr) to ``rate * round(sr / rate)`` Hz when ``sr / rate`` is not an integer
+(e.g. 29.97 fps video); at 25 fps or 100 frames per second from 44.1 kHz no
+resampling happens.
+
+Confidence: aubio 0.4.9's ``yinfft`` reports a confidence of exactly 0 for
+most of the violin's range (aubio issue #167, open), so the confidence stored
+here is the periodicity of the analysed window at the detected period (the
+normalised correlation of the window with itself shifted by one period, in
+[0, 1]), computed on the same samples aubio saw.  yinfft already returns 0 Hz
+when it finds no candidate under its tolerance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+AUBIO_MISSING = (
+    "aubio is not installed; the violin pitch labels need it. "
+    "Install it with: pip install 'sightsound[violin]' (aubio is GPL-3.0, hence optional)."
+)
+
+
+@dataclass(frozen=True)
+class YinSettings:
+    """Pitch range and thresholds; the defaults are the paper's range (MIDI 55-88)."""
+
+    min_midi: int = 55
+    max_midi: int = 88
+    window: int = 2048  # samples at 44.1 kHz: 46 ms, room for two periods of G3 (196 Hz)
+    tolerance: float = 0.85  # aubio's yinfft default
+    silence_db: float = -50.0  # blocks quieter than this are unvoiced (aubio returns 0 Hz)
+    min_confidence: float = 0.5  # periodicity below this: unvoiced
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def midi_to_hz(m):
+    return 440.0 * 2.0 ** ((np.asarray(m, dtype=np.float64) - 69.0) / 12.0)
+
+
+def hz_to_midi(hz):
+    hz = np.asarray(hz, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(hz > 0, 69.0 + 12.0 * np.log2(hz / 440.0), 0.0)
+
+
+def periodicity(x: np.ndarray, period: float) -> float:
+    """Normalised correlation of ``x`` with itself shifted by ``period`` samples, clipped to [0, 1]."""
+    lag = int(round(period))
+    if lag <= 0 or lag >= len(x) // 2:
+        return 0.0
+    a, b = x[:-lag].astype(np.float64), x[lag:].astype(np.float64)
+    denom = np.sqrt(np.dot(a, a) * np.dot(b, b))
+    return float(np.clip(np.dot(a, b) / denom, 0.0, 1.0)) if denom > 0 else 0.0
+
+
+def _aubio():
+    try:
+        import aubio
+    except ImportError:
+        raise ImportError(AUBIO_MISSING) from None
+    return aubio
+
+
+def yin_track(
+    audio: np.ndarray,
+    sr: int,
+    rate: float,
+    n_frames: int | None = None,
+    settings: YinSettings = YinSettings(),
+) -> dict[str, np.ndarray]:
+    """Pitch at ``t_i = i / rate`` for ``i < n_frames`` (default: the audio's length).
+
+    Returns arrays ``time`` (float64 s), ``midi`` (int16, 0 where unvoiced),
+    ``hz`` (float32, aubio's raw estimate, 0 where it found none),
+    ``confidence`` (float32) and ``voiced`` (bool: confident, loud enough and
+    inside the pitch range).
+    """
+    aubio = _aubio()
+    audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+    if n_frames is None:
+        n_frames = int(np.ceil(len(audio) / sr * rate))
+    hop = max(1, int(round(sr / rate)))
+    analysis_sr = hop * rate
+    if abs(analysis_sr - sr) > 1e-6:
+        import soxr
+
+        audio = soxr.resample(audio, sr, analysis_sr).astype(np.float32)
+    window = settings.window
+    if window < hop:  # aubio needs the window to cover a hop
+        window = int(2 ** np.ceil(np.log2(hop)))
+    # Pad so that the window reported after block k is centred on frame k - drop.
+    half = window // 2
+    pad = (hop - half) % hop
+    drop = (pad - hop + half) // hop
+    total = (n_frames + drop) * hop
+    padded = np.zeros(total, dtype=np.float32)
+    body = audio[: max(0, total - pad)]
+    padded[pad : pad + len(body)] = body
+
+    detector = aubio.pitch("yinfft", window, hop, int(round(analysis_sr)))
+    detector.set_unit("Hz")
+    detector.set_tolerance(settings.tolerance)
+    detector.set_silence(settings.silence_db)
+    hz = np.zeros(n_frames + drop, dtype=np.float32)
+    conf = np.zeros(n_frames + drop, dtype=np.float32)
+    for k in range(n_frames + drop):
+        end = (k + 1) * hop
+        hz[k] = detector(padded[k * hop : end])[0]
+        if hz[k] > 0:
+            conf[k] = periodicity(padded[max(0, end - window) : end], analysis_sr / hz[k])
+    hz, conf = hz[drop:], conf[drop:]
+
+    lo, hi = midi_to_hz(settings.min_midi - 0.5), midi_to_hz(settings.max_midi + 0.5)
+    voiced = (hz >= lo) & (hz < hi) & (conf >= settings.min_confidence)
+    midi = np.where(voiced, np.round(hz_to_midi(hz)), 0).astype(np.int16)
+    return {
+        "time": np.arange(n_frames, dtype=np.float64) / rate,
+        "midi": midi,
+        "hz": hz,
+        "confidence": conf,
+        "voiced": voiced,
+    }
