@@ -1,14 +1,17 @@
 """The ``sightsound`` command line.
 
-    sightsound samples piano --out DIR [--videos N] [--seconds S] [--seed K]
+    sightsound samples piano|violin --out DIR [--videos N] [--seconds S] [--seed K]
     sightsound build-pianoyt --manifest M --data-root D [--labeler NAME]
+    sightsound build-violinyt (--manifest M | --urmp DIR) --data-root D
     sightsound label piano INPUT --out OUT.mid [--labeler NAME] [--reference TRUE.mid]
-    sightsound evaluate pianoyt-labels --samples S --data-root D
+    sightsound label violin INPUT --out OUT.csv [--rate 100] [--reference TRUE.mid]
+    sightsound evaluate pianoyt-labels|violinyt-labels --samples S --data-root D
+    sightsound audit violin --samples S [--out TABLE.md]
     sightsound demo [--out DIR]          # sample set + build-pianoyt, the README's quick start
 
-Exit codes of ``build-pianoyt`` (and ``demo``): 0 every video built; 3 the
-build finished but some videos failed (see status.parquet); 2 the manifest or
-the arguments were refused before any work started; 1 an unexpected error.
+Exit codes of the builds (and ``demo``): 0 every video built; 3 the build
+finished but some videos failed (see status.parquet); 2 the manifest or the
+arguments were refused before any work started; 1 an unexpected error.
 """
 
 from __future__ import annotations
@@ -28,8 +31,7 @@ def _prefect_env(data_root: Path) -> None:
     Must run before prefect is imported: Prefect reads its settings then.
     Users who set these variables themselves keep their values.
     """
-    cache = data_root / ".prefect"
-    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(cache / "results"))
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(data_root / ".prefect" / "results"))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     # The temporary local server otherwise tries to send telemetry at start.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -41,15 +43,29 @@ def _print_table(rows: list[dict]) -> None:
     print(format_table(rows))
 
 
+def _refused(message) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_REFUSED
+
+
 def cmd_samples(args) -> int:
     if args.kind == "piano":
-        from tasks.samples.piano import make_piano_samples
+        from tasks.samples.piano import make_piano_samples as make
+    else:
+        from tasks.samples.violin import make_violin_samples as make
+    manifest = make(Path(args.out), videos=args.videos, seconds=args.seconds, seed=args.seed)
+    print(f"wrote {args.videos} {args.kind} videos; manifest: {manifest}")
+    return EXIT_OK
 
-        manifest = make_piano_samples(Path(args.out), videos=args.videos, seconds=args.seconds, seed=args.seed)
-        print(f"wrote {args.videos} piano videos; manifest: {manifest}")
-        return EXIT_OK
-    print(f"unknown sample kind {args.kind!r}", file=sys.stderr)
-    return EXIT_REFUSED
+
+def _report(result: dict, name: str) -> int:
+    print()
+    print(f"{name}: {result['root']}")
+    _print_table(result["summary"])
+    failed = [r for r in result["records"] if r["state"] != "done"]
+    for r in failed:
+        print(f"  failed {r['video_id']} at {r['stage']}: {r['error']}")
+    return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
 def run_build_pianoyt(manifest: Path, data_root: Path, labeler: str = "transkun", device: str = "auto",
@@ -61,29 +77,16 @@ def run_build_pianoyt(manifest: Path, data_root: Path, labeler: str = "transkun"
     try:
         read_pianoyt(manifest)  # refuse a bad manifest before Prefect starts anything
     except ManifestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return _refused(exc)
     _prefect_env(data_root)
     from flows.build_pianoyt import build_pianoyt
 
     result = build_pianoyt(
-        manifest=str(manifest),
-        data_root=str(data_root),
-        labeler=labeler,
-        labeler_options={"device": device},
-        crop_reference=tuple(crop_reference or CROP_REFERENCE),
-        image_format=image_format,
-        acquire_attempts=acquire_attempts,
-        acquire_backoff_s=acquire_backoff_s,
-        refresh=refresh,
+        manifest=str(manifest), data_root=str(data_root), labeler=labeler, labeler_options={"device": device},
+        crop_reference=tuple(crop_reference or CROP_REFERENCE), image_format=image_format,
+        acquire_attempts=acquire_attempts, acquire_backoff_s=acquire_backoff_s, refresh=refresh,
     )
-    print()
-    print(f"build-pianoyt: {result['root']}")
-    _print_table(result["summary"])
-    failed = [r for r in result["records"] if r["state"] != "done"]
-    for r in failed:
-        print(f"  failed {r['video_id']} at {r['stage']}: {r['error']}")
-    return EXIT_SOME_FAILED if failed else EXIT_OK
+    return _report(result, "build-pianoyt")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -98,36 +101,104 @@ def cmd_build_pianoyt(args) -> int:
     )
 
 
-def cmd_label(args) -> int:
-    if args.kind != "piano":
-        print(f"unknown label kind {args.kind!r}", file=sys.stderr)
-        return EXIT_REFUSED
-    from tasks.transcribe import get_transcriber, read_midi, transcribe_file, write_midi
+def _yin_settings(args) -> dict:
+    return {
+        "min_midi": args.min_midi, "max_midi": args.max_midi, "min_confidence": args.min_confidence,
+        "silence_db": args.silence_db, "tolerance": args.tolerance,
+    }
 
+
+def cmd_build_violinyt(args) -> int:
+    from tasks.manifest import CROP_REFERENCE, ManifestError, read_violin
+    from tasks.urmp import read_urmp
+
+    if bool(args.manifest) == bool(args.urmp):
+        return _refused("give exactly one of --manifest (a violin CSV) or --urmp (a URMP folder)")
+    try:
+        read_urmp(args.urmp) if args.urmp else read_violin(args.manifest)
+    except ManifestError as exc:
+        return _refused(exc)
+    data_root = Path(args.data_root).resolve()
+    _prefect_env(data_root)
+    from flows.build_violinyt import build_violinyt
+
+    result = build_violinyt(
+        data_root=str(data_root),
+        manifest=str(Path(args.manifest).resolve()) if args.manifest else None,
+        urmp=str(Path(args.urmp).resolve()) if args.urmp else None,
+        yin=_yin_settings(args), crop_reference=tuple(args.crop_reference or CROP_REFERENCE),
+        image_format=args.image_format, acquire_attempts=args.acquire_attempts,
+        acquire_backoff_s=args.acquire_backoff, refresh=args.refresh,
+    )
+    return _report(result, "build-violinyt")
+
+
+def cmd_label(args) -> int:
     src = Path(args.input)
     if not src.is_file():
-        print(f"error: no such file: {src}", file=sys.stderr)
-        return EXIT_REFUSED
-    transcriber = get_transcriber(args.labeler, device=args.device)
-    notes = transcribe_file(src, transcriber)
-    write_midi(notes, args.out)
-    print(f"{len(notes)} notes -> {args.out}")
-    if args.reference:
-        from tasks.evaluate import note_onset_prf
+        return _refused(f"no such file: {src}")
+    if args.kind == "piano":
+        from tasks.transcribe import get_transcriber, read_midi, transcribe_file, write_midi
 
-        score = note_onset_prf(read_midi(args.reference), notes)
-        print(json.dumps({"note_onset": score}))
+        notes = transcribe_file(src, get_transcriber(args.labeler, device=args.device))
+        write_midi(notes, args.out)
+        print(f"{len(notes)} notes -> {args.out}")
+        if args.reference:
+            from tasks.evaluate import note_onset_prf
+
+            print(json.dumps({"note_onset": note_onset_prf(read_midi(args.reference), notes)}))
+        return EXIT_OK
+
+    import tempfile
+
+    from tasks.audit import melody_scores, true_pitch_hz
+    from tasks.media import extract_audio, read_wav
+    from tasks.pitch import YinSettings, yin_track
+
+    with tempfile.TemporaryDirectory() as tmp:
+        audio, sr = read_wav(extract_audio(src, Path(tmp) / "a.wav", 44100))
+    track = yin_track(audio, sr, args.rate, settings=YinSettings(**_yin_settings(args)))
+    lines = ["time,midi,hz,confidence"] + [
+        f"{t:.4f},{m},{h:.3f},{c:.4f}"
+        for t, m, h, c in zip(track["time"], track["midi"], track["hz"], track["confidence"])
+    ]
+    from tasks.atomic import write_text_atomic
+
+    write_text_atomic(args.out, "\n".join(lines) + "\n")
+    print(f"{len(track['time'])} frames ({int(track['voiced'].sum())} voiced) -> {args.out}")
+    if args.reference:
+        if args.rate != 100:
+            return _refused("--reference scores at the default --rate 100")
+        est = track["hz"] * track["voiced"]
+        scores = melody_scores(true_pitch_hz(args.reference, track["time"]), est)
+        print(json.dumps({"melody": {k: float(v) for k, v in scores.items()}}))
     return EXIT_OK
 
 
 def cmd_evaluate(args) -> int:
-    from tasks.evaluate import score_pianoyt_build
+    from tasks.evaluate import score_pianoyt_build, score_violinyt_build
 
-    rows = score_pianoyt_build(Path(args.samples), Path(args.data_root))
+    score = score_pianoyt_build if args.kind == "pianoyt-labels" else score_violinyt_build
+    rows = score(Path(args.samples), Path(args.data_root))
     if not rows:
-        print("error: no built video of the data root has a true MIDI in the sample folder", file=sys.stderr)
-        return EXIT_REFUSED
+        return _refused("no built video of the data root has a true MIDI in the sample folder")
     _print_table(rows)
+    return EXIT_OK
+
+
+def cmd_audit(args) -> int:
+    from tasks.manifest import ManifestError, read_violin
+
+    try:
+        rows = read_violin(Path(args.samples) / "manifest.csv")
+    except ManifestError as exc:
+        return _refused(exc)
+    pairs = [(r.source, str(Path(args.samples) / "midi" / f"{r.video_id}.mid")) for r in rows]
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.audit_violin import audit_violin
+
+    table = audit_violin(pairs=pairs, crepe_model=args.crepe_model, out=args.out)
+    print(table)
     return EXIT_OK
 
 
@@ -140,14 +211,37 @@ def cmd_demo(args) -> int:
     return run_build_pianoyt(manifest, out / "data", device=args.device)
 
 
+def _build_options(b) -> None:
+    b.add_argument("--data-root", required=True)
+    b.add_argument("--crop-reference", type=_size, default=None,
+                   help="WxH of the frame the manifest's crop boxes refer to (default 1280x720)")
+    b.add_argument("--acquire-attempts", type=int, default=4, help="download attempts per video (default 4)")
+    b.add_argument("--acquire-backoff", type=float, default=2.0,
+                   help="seconds before the first retry, doubling each time (default 2)")
+    b.add_argument("--refresh", action="store_true", help="ignore cached task results and redo every step")
+
+
+def _yin_options(p) -> None:
+    from tasks.pitch import YinSettings
+
+    d = YinSettings()
+    p.add_argument("--min-midi", type=int, default=d.min_midi, help=f"lowest pitch (default {d.min_midi})")
+    p.add_argument("--max-midi", type=int, default=d.max_midi, help=f"highest pitch (default {d.max_midi})")
+    p.add_argument("--min-confidence", type=float, default=d.min_confidence,
+                   help=f"periodicity below which a frame is unvoiced (default {d.min_confidence})")
+    p.add_argument("--silence-db", type=float, default=d.silence_db,
+                   help=f"level below which a frame is unvoiced (default {d.silence_db})")
+    p.add_argument("--tolerance", type=float, default=d.tolerance, help=f"yinfft tolerance (default {d.tolerance})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tasks.transcribe import LABELERS
 
-    p = argparse.ArgumentParser(prog="sightsound", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="sightsound", description="Rebuild the sight-to-sound datasets.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("samples", help="generate a sample set in a published manifest format")
-    s.add_argument("kind", choices=["piano"])
+    s.add_argument("kind", choices=["piano", "violin"])
     s.add_argument("--out", required=True)
     s.add_argument("--videos", type=int, default=3)
     s.add_argument("--seconds", type=float, default=20.0)
@@ -156,32 +250,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build-pianoyt", help="build PianoYT shards from a manifest (Prefect flow build-pianoyt)")
     b.add_argument("--manifest", required=True)
-    b.add_argument("--data-root", required=True)
     b.add_argument("--labeler", default="transkun", choices=sorted(LABELERS))
     b.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     b.add_argument("--image-format", default="png", choices=["png", "jpeg"])
-    b.add_argument("--crop-reference", type=_size, default=None,
-                   help="WxH of the frame the manifest's crop boxes refer to (default 1280x720)")
-    b.add_argument("--acquire-attempts", type=int, default=4, help="download attempts per video (default 4)")
-    b.add_argument("--acquire-backoff", type=float, default=2.0,
-                   help="seconds before the first retry, doubling each time (default 2)")
-    b.add_argument("--refresh", action="store_true", help="ignore cached task results and redo every step")
+    _build_options(b)
     b.set_defaults(func=cmd_build_pianoyt)
 
+    v = sub.add_parser("build-violinyt", help="build violin shards (Prefect flow build-violinyt)")
+    v.add_argument("--manifest", help="a violin manifest (PianoYT's CSV format, violinist box)")
+    v.add_argument("--urmp", help="a folder in URMP's published layout (violin tracks, ground-truth pitch)")
+    v.add_argument("--image-format", default="jpeg", choices=["png", "jpeg"])
+    _build_options(v)
+    _yin_options(v)
+    v.set_defaults(func=cmd_build_violinyt)
+
     lab = sub.add_parser("label", help="pseudo-label one audio or video file")
-    lab.add_argument("kind", choices=["piano"])
+    lab.add_argument("kind", choices=["piano", "violin"])
     lab.add_argument("input")
     lab.add_argument("--out", required=True)
-    lab.add_argument("--labeler", default="transkun", choices=sorted(LABELERS))
-    lab.add_argument("--device", default="auto")
-    lab.add_argument("--reference", help="true MIDI: print the note-onset precision, recall and F1")
+    lab.add_argument("--labeler", default="transkun", choices=sorted(LABELERS), help="piano only")
+    lab.add_argument("--device", default="auto", help="piano only")
+    lab.add_argument("--rate", type=float, default=100.0, help="violin: analysis frames per second (default 100)")
+    lab.add_argument("--reference", help="true MIDI: print the scores against it")
+    _yin_options(lab)
     lab.set_defaults(func=cmd_label)
 
     e = sub.add_parser("evaluate", help="score a build of a sample set against the samples' true MIDI")
-    e.add_argument("kind", choices=["pianoyt-labels"])
+    e.add_argument("kind", choices=["pianoyt-labels", "violinyt-labels"])
     e.add_argument("--samples", required=True, help="the sample folder (with midi/<id>.mid)")
     e.add_argument("--data-root", required=True)
     e.set_defaults(func=cmd_evaluate)
+
+    a = sub.add_parser("audit", help="compare pitch trackers on a sample set (violin)")
+    a.add_argument("kind", choices=["violin"])
+    a.add_argument("--samples", required=True, help="a violin sample folder (manifest.csv, videos/, midi/)")
+    a.add_argument("--out", default=None, help="also write the markdown table here")
+    a.add_argument("--crepe-model", default="full", choices=["full", "tiny"])
+    a.set_defaults(func=cmd_audit)
 
     d = sub.add_parser("demo", help="generate the piano sample set and build it (the quick start)")
     d.add_argument("--out", default="demo")

@@ -65,9 +65,9 @@ def acquire_task(source: str, video_id: str, media_dir: str, attempts: int, back
 
 
 @task(name="probe", persist_result=True, retries=1, retry_condition_fn=transient_error)
-def probe_task(path: str) -> dict:
+def probe_task(path: str, need_audio: bool = True) -> dict:
     info = media.probe(path)
-    if not info.has_audio:
+    if need_audio and not info.has_audio:
         raise media.MediaError(f"{Path(path).name} has no audio track to label")
     return info.as_dict()
 

@@ -84,3 +84,45 @@ def score_pianoyt_build(samples_dir, data_root) -> list[dict]:
             }
         )
     return rows
+
+
+def score_violinyt_build(samples_dir, data_root) -> list[dict]:
+    """Raw pitch accuracy of a violin build's shard labels against the samples' true MIDI.
+
+    Per built video, over the frames of every split: the true pitch at each
+    frame's time against the shard's ``hz`` (0 where not ``voiced``), with
+    mir_eval's melody metrics.
+    """
+    from pathlib import Path
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tasks.audit import true_pitch_hz
+    from tasks.shards import read_dataset
+
+    samples_dir, root = Path(samples_dir), Path(data_root) / "violinyt"
+    import mir_eval
+
+    status = [r for r in pq.read_table(root / "status.parquet").to_pylist() if r["state"] == "done"]
+    table = read_dataset(root / "shards", columns=["video_id", "time", "hz", "voiced"])
+    rows = []
+    for r in status:
+        truth = samples_dir / "midi" / f"{r['video_id']}.mid"
+        if not truth.is_file():
+            continue
+        sel = table.filter(pc.equal(table["video_id"], r["video_id"])).sort_by("time")
+        times = sel.column("time").to_numpy()
+        est = np.where(sel.column("voiced").to_numpy(), sel.column("hz").to_numpy(), 0.0)
+        ref = true_pitch_hz(truth, times)
+        rv, rc, ev, ec = mir_eval.melody.to_cent_voicing(times, ref, times, est)
+        rows.append(
+            {
+                "video_id": r["video_id"],
+                "frames": len(times),
+                "raw pitch accuracy": round(float(mir_eval.melody.raw_pitch_accuracy(rv, rc, ev, ec)), 4),
+                "voicing recall": round(float(mir_eval.melody.voicing_recall(rv, ev)), 4),
+                "voicing false alarm": round(float(mir_eval.melody.voicing_false_alarm(rv, ev)), 4),
+            }
+        )
+    return rows

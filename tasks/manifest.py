@@ -52,6 +52,10 @@ class VideoRow:
     split: str
     crop: tuple[int, int, int, int]  # (min_y, max_y, min_x, max_x)
     row: int  # 1-based line number in the manifest file
+    # Where a dataset publishes them (URMP): a separate audio stem and a
+    # ground-truth pitch annotation to use instead of the video's audio and YIN.
+    audio_source: str = ""
+    pitch_source: str = ""
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -95,7 +99,12 @@ def _looks_like_header(cells: list[str]) -> bool:
 
 
 def read_pianoyt(path: str | Path) -> list[VideoRow]:
-    """Read and validate a PianoYT manifest; raise :class:`ManifestError` on any problem."""
+    """Read and validate a PianoYT manifest; raise :class:`ManifestError` on any problem.
+
+    The violin set has no published list; sightsound's violin manifests use
+    this same format with the violinist's box as the crop (see
+    ``data_manifests/README.md``), read by :func:`read_violin`.
+    """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(path, [f"file not found: {path}"])
@@ -168,6 +177,11 @@ def read_pianoyt(path: str | Path) -> list[VideoRow]:
     if problems:
         raise ManifestError(path, problems)
     return out
+
+
+def read_violin(path: str | Path) -> list[VideoRow]:
+    """A violin manifest: PianoYT's format, the crop box being the violinist's."""
+    return read_pianoyt(path)
 
 
 def write_pianoyt(path: str | Path, rows: list[tuple]) -> Path:

@@ -1,0 +1,100 @@
+"""Flow ``build-violinyt``: violin videos to pitch-labelled Parquet shards (thesis ch. 5).
+
+For every video: acquire it, probe it, take its audio (URMP: the track's own
+stem), label the pitch of every frame (aubio yinfft; URMP: its ground-truth
+F0 annotation), then decode the frames at the native rate, crop the
+violinist to 400 x 200 (h x w) RGB and write one row per frame with the
+pitch and a reference into the audio for the teacher network.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.common import Stages, acquire_task, extract_audio_task, input_files, probe_task, transient_error
+from tasks.dataset import format_table
+from tasks.manifest import CROP_REFERENCE, read_violin
+from tasks.shards import remove_video, videos_in_shards
+from tasks.violinyt import AUDIO_RATE, build_frames, label_from_f0, label_yin, layout as violin_layout
+from tasks.violinyt import write_status_and_card
+
+STAGES = ("acquire", "probe", "extract-audio", "pitch", "violin-frames")
+
+
+@task(name="pitch", persist_result=True, retries=1, retry_condition_fn=transient_error)
+def pitch_task(wav: str, f0: str, out: str, fps: float, n_frames: int, yin: dict) -> str:
+    if f0:
+        return label_from_f0(f0, out, fps, n_frames, yin.get("min_midi", 55), yin.get("max_midi", 88))
+    return label_yin(wav, out, fps, n_frames, yin)
+
+
+@task(name="violin-frames", persist_result=True, retries=1, retry_condition_fn=transient_error)
+def frames_task(video: str, pitch: str, video_id: str, split: str, crop: list, shards_dir: str,
+                audio_path: str, crop_reference: list, image_format: str) -> dict:
+    return build_frames(video, pitch, video_id, split, tuple(crop), shards_dir, audio_path,
+                        crop_reference=tuple(crop_reference), image_format=image_format)
+
+
+input_files("pitch", "wav", "f0")
+input_files("violin-frames", "video", "pitch")
+
+
+@flow(name="build-violinyt", task_runner=ThreadPoolTaskRunner(max_workers=max(2, os.cpu_count() or 2)))
+def build_violinyt(
+    data_root: str,
+    manifest: str | None = None,
+    urmp: str | None = None,
+    yin: dict | None = None,
+    crop_reference: tuple[int, int] = CROP_REFERENCE,
+    image_format: str = "jpeg",
+    acquire_attempts: int = 4,
+    acquire_backoff_s: float = 2.0,
+    refresh: bool = False,
+) -> dict:
+    """Build violin shards under ``<data_root>/violinyt`` from a violin manifest or a URMP folder."""
+    logger = get_run_logger()
+    if bool(manifest) == bool(urmp):
+        raise ValueError("give exactly one of manifest (a violin CSV) or urmp (a URMP folder)")
+    if urmp:
+        from tasks.urmp import read_urmp
+
+        rows, source = read_urmp(urmp), urmp
+    else:
+        rows, source = read_violin(manifest), manifest
+    layout = violin_layout(data_root)
+    layout.make_dirs()
+    yin = dict(yin or {})
+    row = {r.video_id: r for r in rows}
+    stages = Stages("build-violinyt", rows, STAGES, data_root, refresh, logger)
+
+    videos = stages.run(acquire_task, lambda v: dict(
+        source=row[v].source, video_id=v, media_dir=str(layout.media),
+        attempts=acquire_attempts, backoff_s=acquire_backoff_s))
+    probes = stages.run(probe_task, lambda v: dict(path=videos[v], need_audio=not row[v].audio_source))
+    wavs = stages.run(extract_audio_task, lambda v: dict(
+        path=row[v].audio_source or videos[v], out_wav=str(layout.audio / f"{v}.wav"), sample_rate=AUDIO_RATE))
+    pitches = stages.run(pitch_task, lambda v: dict(
+        wav=wavs[v], f0=row[v].pitch_source, out=str(layout.labels / f"{v}.parquet"),
+        fps=probes[v]["fps"], n_frames=probes[v]["frames"], yin=yin))
+    built = stages.run(frames_task, lambda v: dict(
+        video=videos[v], pitch=pitches[v], video_id=v, split=row[v].split, crop=list(row[v].crop),
+        shards_dir=str(layout.shards), audio_path=f"audio/{v}.wav", crop_reference=list(crop_reference),
+        image_format=image_format))
+
+    records = stages.records
+    for vid, info in built.items():
+        records[vid].update(frames=info["frames"], seconds=info["seconds"], voiced_frames=info["voiced_frames"],
+                            frames_per_split=info["frames_per_split"])
+    for vid in videos_in_shards(layout.shards) - set(built):
+        remove_video(layout.shards, vid)
+    ordered = [records[r.video_id] for r in rows]
+    labels = "URMP ground-truth F0" if urmp else "aubio yinfft"
+    report = write_status_and_card(layout, ordered, source, labels)
+    create_table_artifact(key="build-violinyt-summary", table=report["summary"],
+                          description=f"build-violinyt of {source} into {layout.root}")
+    logger.info("build-violinyt summary\n%s", format_table(report["summary"]))
+    return {"records": ordered, "summary": report["summary"], "root": str(layout.root)}

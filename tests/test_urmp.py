@@ -1,0 +1,99 @@
+"""URMP ingestion on a small fixture written in URMP's published layout, and a violin build from it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile
+
+from tasks.manifest import ManifestError
+from tasks.media import decode_image
+from tasks.pitch import midi_to_hz
+from tasks.shards import read_dataset
+from tasks.urmp import read_urmp
+from tests.conftest import make_test_video
+
+ROOT = Path(__file__).resolve().parents[1]
+SECONDS = 3.0
+
+
+def write_piece(root: Path, number: str, title: str, instruments: list[str], pitches: list[int]) -> Path:
+    folder = root / f"{number}_{title}_{'_'.join(instruments)}"
+    folder.mkdir(parents=True)
+    make_test_video(folder / f"Vid_{number}_{title}_{'_'.join(instruments)}.mp4", seconds=SECONDS, size=(640, 360))
+    sr = 48000
+    t = np.arange(int(SECONDS * sr)) / sr
+    for k, (inst, midi) in enumerate(zip(instruments, pitches), start=1):
+        f = midi_to_hz(midi)
+        voiced = (t >= 0.5) & (t < 2.5)
+        y = 0.3 * voiced * sum(np.sin(2 * np.pi * f * h * t) / h for h in range(1, 4))
+        soundfile.write(folder / f"AuSep_{k}_{inst}_{number}_{title}.wav", y.astype(np.float32), sr)
+        times = np.arange(0, SECONDS, 0.0058)
+        f0 = np.where((times >= 0.5) & (times < 2.5), f, 0.0)
+        np.savetxt(folder / f"F0s_{k}_{inst}_{number}_{title}.txt", np.c_[times, f0], fmt="%.4f")
+        (folder / f"Notes_{k}_{inst}_{number}_{title}.txt").write_text(f"0.5\t{f:.2f}\t2.0\n")
+    return folder
+
+
+@pytest.fixture
+def urmp(tmp_path):
+    root = tmp_path / "URMP"
+    write_piece(root, "01", "Jupiter", ["vn", "vc"], [67, 48])
+    write_piece(root, "02", "Duo", ["vn", "vn"], [72, 76])
+    (root / "readme.txt").write_text("not a piece")
+    return root
+
+
+def test_reads_violin_tracks_only(urmp):
+    rows = read_urmp(urmp)
+    assert [r.video_id for r in rows] == ["urmp_01_Jupiter_1", "urmp_02_Duo_1", "urmp_02_Duo_2"]
+    jupiter, duo1, duo2 = rows
+    assert jupiter.crop == (0, 720, 0, 640)  # first of two players
+    assert duo2.crop == (0, 720, 640, 1280)
+    assert jupiter.audio_source.endswith("AuSep_1_vn_01_Jupiter.wav")
+    assert duo2.pitch_source.endswith("F0s_2_vn_02_Duo.txt")
+    assert sorted(r.split for r in rows) == ["test", "train", "train"]
+    assert read_urmp(urmp) == rows, "the split must not depend on anything but the ids"
+
+
+def test_missing_files_are_named(urmp):
+    (urmp / "02_Duo_vn_vn" / "F0s_2_vn_02_Duo.txt").unlink()
+    with pytest.raises(ManifestError, match="02_Duo_vn_vn track 2: missing F0s_2_vn_02_Duo.txt"):
+        read_urmp(urmp)
+    with pytest.raises(ManifestError, match="not a folder"):
+        read_urmp(urmp / "nothing")
+
+
+def test_build_violinyt_uses_the_ground_truth_pitch(urmp, tmp_path):
+    data = tmp_path / "data"
+    cmd = [sys.executable, "-m", "flows.cli", "build-violinyt", "--urmp", str(urmp), "--data-root", str(data)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    root = data / "violinyt"
+    status = pq.read_table(root / "status.parquet").to_pylist()
+    assert [r["state"] for r in status] == ["done"] * 3
+    t = read_dataset(root / "shards")
+    assert set(t.column("split").to_pylist()) == {"train", "val", "test"}
+    rows = t.to_pylist()
+    expected = {"urmp_01_Jupiter_1": 67, "urmp_02_Duo_1": 72, "urmp_02_Duo_2": 76}
+    for r in rows:
+        inside = 0.55 <= r["time"] < 2.45
+        if inside:
+            assert r["voiced"] and r["midi"] == expected[r["video_id"]], r["time"]
+        elif r["time"] < 0.45 or r["time"] >= 2.55:
+            assert not r["voiced"] and r["midi"] == 0
+        assert (root / r["audio_path"]).is_file()
+        assert r["audio_sample"] == round(r["time"] * 44100)
+    img = decode_image(rows[0]["image"])
+    assert img.shape == (400, 200, 3)
+    # The teacher's audio is the track's own stem: the frame's sample sits in a sounding stretch.
+    audio, sr = soundfile.read(root / "audio" / "urmp_02_Duo_2.wav")
+    mid = next(r for r in rows if r["video_id"] == "urmp_02_Duo_2" and r["time"] >= 1.5)
+    window = audio[mid["audio_sample"] - 1024 : mid["audio_sample"] + 1024]
+    spectrum = np.abs(np.fft.rfft(window * np.hanning(len(window))))
+    assert np.argmax(spectrum) * sr / len(window) == pytest.approx(midi_to_hz(76), rel=0.03)
