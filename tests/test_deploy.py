@@ -16,14 +16,23 @@ def load_entrypoint(entrypoint: str):
     return getattr(module, func)
 
 
-def test_prefect_yaml_defines_build_pianoyt():
+EXPECTED = {
+    "sample": ("flows/build_pianoyt.py:build_pianoyt", "build-pianoyt"),
+    "pianoyt": ("flows/build_pianoyt.py:build_pianoyt", "build-pianoyt"),
+    "violin-sample": ("flows/build_violinyt.py:build_violinyt", "build-violinyt"),
+    "urmp": ("flows/build_violinyt.py:build_violinyt", "build-violinyt"),
+}
+
+
+def test_prefect_yaml_defines_the_build_deployments():
     config = yaml.safe_load((ROOT / "deploy" / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in config["deployments"]}
-    assert {"sample", "pianoyt"} <= set(deployments)
-    for d in deployments.values():
-        assert d["entrypoint"] == "flows/build_pianoyt.py:build_pianoyt"
+    assert set(EXPECTED) <= set(deployments)
+    for name, (entrypoint, flow_name) in EXPECTED.items():
+        d = deployments[name]
+        assert d["entrypoint"] == entrypoint
         flow = load_entrypoint(d["entrypoint"])
-        assert flow.name == "build-pianoyt"
+        assert flow.name == flow_name
         # Every parameter the deployment sets is one the flow takes.
         assert set(d["parameters"]) <= set(flow.parameters.properties)
         assert d["work_pool"]["name"] == "sightsound-cpu"
