@@ -1,0 +1,56 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tasks.pitch import AUBIO_MISSING, YinSettings, midi_to_hz, yin_track
+
+SR = 44100
+
+
+def tone(midi_at, seconds=3.0, harmonics=4, noise=0.005):
+    """A harmonic tone whose pitch is ``midi_at(t)`` (0 = silence)."""
+    t = np.arange(int(seconds * SR)) / SR
+    midi = np.array([midi_at(x) for x in t])
+    f = np.where(midi > 0, midi_to_hz(np.maximum(midi, 1)), 0.0)
+    phase = 2 * np.pi * np.cumsum(f) / SR
+    y = (midi > 0) * sum(np.sin(h * phase) / h for h in range(1, harmonics + 1)) * 0.3
+    return (y + np.random.default_rng(0).normal(size=len(t)) * noise).astype(np.float32)
+
+
+def step(t):
+    return 0 if t < 1.0 or t >= 2.0 else (69 if t < 1.5 else 81)
+
+
+@pytest.mark.parametrize("rate", [25.0, 100.0, 29.97])
+def test_each_frame_is_measured_at_its_own_time(rate):
+    track = yin_track(tone(step), SR, rate)
+    n = int(np.ceil(3.0 * rate))
+    assert len(track["time"]) == n and track["time"][1] == pytest.approx(1 / rate)
+    for i, t in enumerate(track["time"]):
+        if abs(t - 1.0) < 0.03 or abs(t - 1.5) < 0.03 or abs(t - 2.0) < 0.03:
+            continue  # the window straddles a change
+        assert track["midi"][i] == step(t), (t, track["midi"][i], track["hz"][i])
+        assert bool(track["voiced"][i]) == (step(t) > 0)
+
+
+def test_range_and_confidence_thresholds_unvoice():
+    track = yin_track(tone(lambda t: 50), SR, 25)  # D3, below the violin's G3
+    assert not track["voiced"].any() and (track["midi"] == 0).all()
+    assert (track["hz"][5:-5] > 0).all(), "the raw frequency is kept even when out of range"
+    wide = yin_track(tone(lambda t: 50), SR, 25, settings=YinSettings(min_midi=40))
+    assert wide["voiced"][5:-5].all() and (wide["midi"][5:-5] == 50).all()
+    noise = np.random.default_rng(1).normal(size=SR).astype(np.float32) * 0.3
+    assert yin_track(noise, SR, 25)["voiced"].mean() < 0.1
+
+
+def test_a_clear_message_without_aubio():
+    code = (
+        "import sys; sys.modules['aubio'] = None\n"
+        "import numpy as np\n"
+        "from tasks.pitch import yin_track\n"
+        "yin_track(np.zeros(44100, dtype=np.float32), 44100, 25)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0 and AUBIO_MISSING in proc.stderr
