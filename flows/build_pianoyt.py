@@ -14,15 +14,12 @@ import os
 import threading
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import Stages, transient_error, acquire_task, extract_audio_task, input_files, probe_task
 from tasks import media
 from tasks.manifest import CROP_REFERENCE, read_pianoyt
-from tasks.dataset import format_table
 from tasks.pianoyt import build_frames, layout as pianoyt_layout, write_status_and_card
-from tasks.shards import remove_video, videos_in_shards
 from tasks.transcribe import get_transcriber, labeler_sample_rate, write_midi
 
 STAGES = ("acquire", "probe", "extract-audio", "label", "frames")  # task names, in order
@@ -103,20 +100,5 @@ def build_pianoyt(
         video=videos[v], labels=mids[v], video_id=v, split=row[v].split, crop=list(row[v].crop),
         shards_dir=str(layout.shards), crop_reference=list(crop_reference), image_format=image_format))
 
-    records = stages.records
-    for vid, info in built.items():
-        records[vid].update(frames=info["frames"], seconds=info["seconds"], notes=info["notes"])
-
-    for vid in videos_in_shards(layout.shards) - set(built):
-        # Shards hold exactly the videos this build finished.
-        remove_video(layout.shards, vid)
-    ordered = [records[r.video_id] for r in rows]
-    report = write_status_and_card(layout, ordered, manifest, labeler)
-    create_table_artifact(
-        key="build-pianoyt-summary",
-        table=report["summary"],
-        description=f"build-pianoyt of {manifest} into {layout.root}",
-    )
-    logger.info("build-pianoyt summary\n%s", format_table(report["summary"]))
-    return {"records": ordered, "summary": report["summary"], "root": str(layout.root)}
-
+    return stages.finish(layout, built, ("frames", "seconds", "notes"),
+                         lambda records: write_status_and_card(layout, records, manifest, labeler))

@@ -12,13 +12,10 @@ from __future__ import annotations
 import os
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import Stages, acquire_task, extract_audio_task, input_files, probe_task, transient_error
-from tasks.dataset import format_table
 from tasks.manifest import CROP_REFERENCE, read_violin
-from tasks.shards import remove_video, videos_in_shards
 from tasks.violinyt import AUDIO_RATE, build_frames, label_from_f0, label_yin, layout as violin_layout
 from tasks.violinyt import write_status_and_card
 
@@ -85,16 +82,6 @@ def build_violinyt(
         shards_dir=str(layout.shards), audio_path=f"audio/{v}.wav", crop_reference=list(crop_reference),
         image_format=image_format))
 
-    records = stages.records
-    for vid, info in built.items():
-        records[vid].update(frames=info["frames"], seconds=info["seconds"], voiced_frames=info["voiced_frames"],
-                            frames_per_split=info["frames_per_split"])
-    for vid in videos_in_shards(layout.shards) - set(built):
-        remove_video(layout.shards, vid)
-    ordered = [records[r.video_id] for r in rows]
     labels = "URMP ground-truth F0" if urmp else "aubio yinfft"
-    report = write_status_and_card(layout, ordered, source, labels)
-    create_table_artifact(key="build-violinyt-summary", table=report["summary"],
-                          description=f"build-violinyt of {source} into {layout.root}")
-    logger.info("build-violinyt summary\n%s", format_table(report["summary"]))
-    return {"records": ordered, "summary": report["summary"], "root": str(layout.root)}
+    return stages.finish(layout, built, ("frames", "seconds", "voiced_frames", "frames_per_split"),
+                         lambda records: write_status_and_card(layout, records, source, labels))

@@ -14,12 +14,14 @@ import os
 from pathlib import Path
 
 from prefect import task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import CacheKeyFnPolicy
 
 from tasks import media
 from tasks.acquire import AcquireError, acquire
 from tasks.cache import prefect_cache_key
+from tasks.dataset import format_table
+from tasks.shards import remove_video, videos_in_shards
 
 
 def _cache_root(data_root: str) -> str:
@@ -94,7 +96,7 @@ class Stages:
             r.video_id: {"video_id": r.video_id, "split": r.split, "state": "done", "stage": "", "error": ""}
             for r in rows
         }
-        self.data_root, self.refresh, self.logger = data_root, refresh, logger
+        self.name, self.data_root, self.refresh, self.logger = name, data_root, refresh, logger
         self.stages = stages
         self.units, self.finished = len(rows) * len(stages), 0
         self.progress = create_progress_artifact(
@@ -137,3 +139,20 @@ class Stages:
         return values
 
 
+
+    def finish(self, layout, built: dict, fields: tuple[str, ...], write_report) -> dict:
+        """Record the built videos' counts, keep only their shards, write status and card, publish the summary.
+
+        ``write_report(records)`` writes the dataset's status table and card
+        and returns ``{"summary": rows, ...}``.
+        """
+        for vid, info in built.items():
+            self.records[vid].update({k: info[k] for k in fields})
+        for vid in videos_in_shards(layout.shards) - set(built):
+            remove_video(layout.shards, vid)  # shards hold exactly the videos this build finished
+        records = list(self.records.values())  # manifest order
+        report = write_report(records)
+        create_table_artifact(key=f"{self.name}-summary", table=report["summary"],
+                              description=f"{self.name} into {layout.root}")
+        self.logger.info("%s summary\n%s", self.name, format_table(report["summary"]))
+        return {"records": records, "summary": report["summary"], "root": str(layout.root)}
