@@ -109,12 +109,14 @@ def _corpus_parse(path: str):
 
 
 @functools.lru_cache(maxsize=32)
-def score_notes(path: str) -> ScoreNotes:
+def score_notes(path: str, parts: tuple[int, ...] | None = None) -> ScoreNotes:
     """Parse a corpus piece and return its notes, all parts merged.
 
-    Tied notes are merged (per part, per pitch), grace notes and chord symbols
-    dropped, transposing instruments converted to sounding pitch, and unisons
-    (same pitch, same onset) collapsed to the longest note.
+    ``parts`` selects parts by index (e.g. ``(0,)``: a quartet's first
+    violin); None takes every part.  Tied notes are merged (per part, per
+    pitch), grace notes and chord symbols dropped, transposing instruments
+    converted to sounding pitch, and unisons (same pitch, same onset)
+    collapsed to the longest note.
     """
     from music21 import harmony
 
@@ -123,7 +125,8 @@ def score_notes(path: str) -> ScoreNotes:
         score = score.toSoundingPitch()
     except Exception:  # some formats carry no transposition info; keep as written
         pass
-    parts = list(score.parts) if hasattr(score, "parts") and len(score.parts) else [score]
+    all_parts = list(score.parts) if hasattr(score, "parts") and len(score.parts) else [score]
+    parts = all_parts if parts is None else [all_parts[i] for i in parts]
     rows: list[tuple[float, float, int]] = []
     for part in parts:
         open_notes: dict[int, int] = {}  # pitch -> index in rows of a note whose tie continues
