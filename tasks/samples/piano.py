@@ -50,12 +50,17 @@ def _piece_order(pieces: list[str], seed: int) -> list[str]:
     return [pieces[j] for j in perm]
 
 
-def _excerpt(pieces: list[str], seed: int, i: int, seconds: float):
-    """Excerpt ``i`` of a set: ``(rng, pm, midi bytes)``, ``pm`` read back from exactly those bytes."""
+def _excerpt(pieces: list[str], seed: int, i: int, seconds: float, *, make=music.piece_excerpt,
+             label: str = "Piano"):
+    """Excerpt ``i`` of a set: ``(rng, pm, midi bytes)``, ``pm`` read back from exactly those bytes.
+
+    ``make(piece, rng, seconds, pad=...)`` makes the excerpt (the violin set
+    passes its own); its instrument is named ``"<label> (<piece>)"``.
+    """
     rng = np.random.default_rng([seed, i])
     piece = pieces[i % len(pieces)]
-    pm = music.piece_excerpt(piece, rng, seconds, pad=PAD_SECONDS)
-    pm.instruments[0].name = f"Piano ({piece})"
+    pm = make(piece, rng, seconds, pad=PAD_SECONDS)
+    pm.instruments[0].name = f"{label} ({piece})"
     data = music.midi_bytes(pm)
     return rng, pretty_midi.PrettyMIDI(io.BytesIO(data)), data
 
