@@ -97,3 +97,16 @@ def test_build_violinyt_uses_the_ground_truth_pitch(urmp, tmp_path):
     window = audio[mid["audio_sample"] - 1024 : mid["audio_sample"] + 1024]
     spectrum = np.abs(np.fft.rfft(window * np.hanning(len(window))))
     assert np.argmax(spectrum) * sr / len(window) == pytest.approx(midi_to_hz(76), rel=0.03)
+
+
+def test_build_violinyt_refuses_bad_input_before_any_work(tmp_path, urmp):
+    bad = tmp_path / "violin.csv"
+    bad.write_text("a,videos/a.mp4,1,0,10,0,10\na,videos/b.mp4,1,0,10,0,10\n")
+    data = tmp_path / "data"
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "build-violinyt", "--manifest", str(bad),
+                           "--data-root", str(data)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "duplicate video id 'a'" in proc.stderr
+    both = subprocess.run([sys.executable, "-m", "flows.cli", "build-violinyt", "--manifest", str(bad),
+                           "--urmp", str(urmp), "--data-root", str(data)], capture_output=True, text=True, cwd=ROOT)
+    assert both.returncode == 2 and "exactly one of" in both.stderr
+    assert not data.exists()
