@@ -67,3 +67,20 @@ def make_test_video(path: Path, seconds: float = 2.0, size=(320, 180), fps: int 
     cmd += [str(path)]
     subprocess.run(cmd, check=True)
     return path
+
+
+def assert_sample_video(path: Path, frames: int, size_hw: tuple[int, int], fps: float) -> None:
+    """A generated sample video: frame count, size and rate (decord), H.264 and AAC streams (ffmpeg -i)."""
+    import re
+
+    import decord
+    import imageio_ffmpeg
+
+    vr = decord.VideoReader(str(path))
+    assert len(vr) == frames
+    assert vr[0].shape == (*size_hw, 3)
+    assert abs(vr.get_avg_fps() - fps) < 1e-6
+    info = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                          capture_output=True, text=True).stderr
+    assert re.search(r"Stream #0:\d.*Video: h264.*yuv420p", info), info
+    assert re.search(r"Stream #0:\d.*Audio: aac.*44100 Hz", info), info
