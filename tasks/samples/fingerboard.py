@@ -58,6 +58,8 @@ import functools
 import cv2
 import numpy as np
 
+from tasks.samples.camera import CameraMotion
+
 from .keyboard import _smooth_noise, _wood
 
 OPEN_STRINGS = (55, 62, 69, 76)  # G3 D4 A4 E5
@@ -339,12 +341,7 @@ class ViolinRenderer:
         T = np.array([[1.0, 0, MARGIN], [0, 1.0, MARGIN], [0, 0, 1.0]])
         self.H = T @ lay["H"]
         self._build(rng)
-        self._shake = [(rng.uniform(0.5, 1.0) * shake_px, rng.uniform(0.15, 0.5), rng.uniform(0, 2 * np.pi),
-                        rng.uniform(0.2, 0.5) * shake_px, rng.uniform(0.6, 1.3), rng.uniform(0, 2 * np.pi))
-                       for _ in range(2)]
-        self._light = (light_drift * rng.uniform(0.6, 1.0), rng.uniform(0.02, 0.08), rng.uniform(0, 2 * np.pi),
-                       0.4 * light_drift, rng.uniform(0.1, 0.25), rng.uniform(0, 2 * np.pi),
-                       0.025, rng.uniform(0.01, 0.05), rng.uniform(0, 2 * np.pi))
+        self.camera = CameraMotion(rng, shake_px, light_drift, max_shake=MAX_SHAKE)
         self._bow = (rng.uniform(2.2, 3.4), rng.uniform(0.0, 1.0), rng.uniform(0.2, 0.4), rng.uniform(0, 2 * np.pi))
         self._ramp = np.arange(256, dtype=np.float32)
 
@@ -538,20 +535,6 @@ class ViolinRenderer:
         _line(img, self._wrist, self._wrist + (elbow - self._wrist) * 0.12, _shade(SKIN_RGB, 0.9), 44 * s)
 
     # -- per frame --------------------------------------------------------
-    def shake(self, t: float) -> tuple[int, int]:
-        """Integer camera offset ``(dy, dx)`` at time ``t`` (|offset| <= 3 px)."""
-        out = []
-        for a1, f1, p1, a2, f2, p2 in self._shake:
-            v = a1 * np.sin(2 * np.pi * f1 * t + p1) + a2 * np.sin(2 * np.pi * f2 * t + p2)
-            out.append(int(np.clip(np.round(v), -MAX_SHAKE, MAX_SHAKE)))
-        return out[0], out[1]
-
-    def light(self, t: float) -> tuple[float, float]:
-        """``(gain, warmth)`` of the light at time ``t``."""
-        a1, f1, p1, a2, f2, p2, a3, f3, p3 = self._light
-        gain = 1.0 + a1 * np.sin(2 * np.pi * f1 * t + p1) + a2 * np.sin(2 * np.pi * f2 * t + p2)
-        warmth = a3 * np.sin(2 * np.pi * f3 * t + p3)
-        return float(gain), float(warmth)
 
     def bow_contact(self, t: float) -> float:
         """Contact point along the hair (mm from the frog) at time ``t``: a steady back-and-forth stroke."""
@@ -649,10 +632,10 @@ class ViolinRenderer:
             self._vibrating_string(canvas, midi)
         self._left_hand(canvas, midi)
         self._bow_draw(canvas, midi, t)
-        dy, dx = self.shake(t)
+        dy, dx = self.camera.shake(t)
         m = MARGIN
         view = canvas[m + dy:m + dy + self.height, m + dx:m + dx + self.width]
-        gain, warmth = self.light(t)
+        gain, warmth = self.camera.light(t)
         lut = np.stack([self._ramp * gain * (1 + warmth), self._ramp * gain, self._ramp * gain * (1 - warmth)], axis=-1)
         lut = np.clip(lut + 0.5, 0, 255).astype(np.uint8).reshape(256, 1, 3)
         return np.ascontiguousarray(cv2.LUT(view, lut))

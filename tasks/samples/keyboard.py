@@ -21,8 +21,10 @@ lean right.
 
 from __future__ import annotations
 
-import numpy as np
 import cv2
+import numpy as np
+
+from tasks.samples.camera import CameraMotion
 
 N_KEYS = 88
 LOWEST = 21  # A0
@@ -144,15 +146,8 @@ class KeyboardRenderer:
         self.geometry = _geometry(self.width, self.height)
         self.rects = key_rects(self.width, self.height)
         self._build(rng)
-        # Camera shake: two slow sinusoids per axis, |offset| <= 3 px.
-        self._shake = [(rng.uniform(0.5, 1.0) * shake_px, rng.uniform(0.15, 0.5), rng.uniform(0, 2 * np.pi),
-                        rng.uniform(0.2, 0.5) * shake_px, rng.uniform(0.6, 1.3), rng.uniform(0, 2 * np.pi))
-                       for _ in range(2)]
-        self._max_shake = min(3, MARGIN)
-        # Light: slow brightness drift and a slight colour-temperature drift.
-        self._light = (light_drift * rng.uniform(0.6, 1.0), rng.uniform(0.02, 0.08), rng.uniform(0, 2 * np.pi),
-                       0.4 * light_drift, rng.uniform(0.1, 0.25), rng.uniform(0, 2 * np.pi),
-                       0.025, rng.uniform(0.01, 0.05), rng.uniform(0, 2 * np.pi))
+        # Camera shake (|offset| <= 3 px) and lighting drift.
+        self.camera = CameraMotion(rng, shake_px, light_drift, max_shake=min(3, MARGIN))
         self._ramp = np.arange(256, dtype=np.float32)
 
     # -- static drawing -------------------------------------------------
@@ -323,20 +318,6 @@ class KeyboardRenderer:
         img[y0:y1, x0:x1] = key
 
     # -- per frame ----------------------------------------------------------
-    def shake(self, t: float) -> tuple[int, int]:
-        """Integer camera offset ``(dy, dx)`` at time ``t`` (|offset| <= 3 px)."""
-        out = []
-        for a1, f1, p1, a2, f2, p2 in self._shake:
-            v = a1 * np.sin(2 * np.pi * f1 * t + p1) + a2 * np.sin(2 * np.pi * f2 * t + p2)
-            out.append(int(np.clip(np.round(v), -self._max_shake, self._max_shake)))
-        return out[0], out[1]
-
-    def light(self, t: float) -> tuple[float, float]:
-        """``(gain, warmth)`` of the light at time ``t``."""
-        a1, f1, p1, a2, f2, p2, a3, f3, p3 = self._light
-        gain = 1.0 + a1 * np.sin(2 * np.pi * f1 * t + p1) + a2 * np.sin(2 * np.pi * f2 * t + p2)
-        warmth = a3 * np.sin(2 * np.pi * f3 * t + p3)
-        return float(gain), float(warmth)
 
     def render(self, active, t: float) -> np.ndarray:
         """The frame at time ``t`` with the keys where ``active`` is True pressed."""
@@ -347,10 +328,10 @@ class KeyboardRenderer:
         for k in np.flatnonzero(active):
             sl, _ = self.masks[k]
             np.copyto(canvas[sl], self.patches[k], where=self._mask3[k])
-        dy, dx = self.shake(t)
+        dy, dx = self.camera.shake(t)
         m = MARGIN
         view = canvas[m + dy:m + dy + self.height, m + dx:m + dx + self.width]
-        gain, warmth = self.light(t)
+        gain, warmth = self.camera.light(t)
         lut = np.stack([self._ramp * gain * (1 + warmth), self._ramp * gain, self._ramp * gain * (1 - warmth)], axis=-1)
         lut = np.clip(lut + 0.5, 0, 255).astype(np.uint8).reshape(256, 1, 3)
         return np.ascontiguousarray(cv2.LUT(view, lut))
