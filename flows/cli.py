@@ -3,6 +3,9 @@
     sightsound samples piano|violin --out DIR [--videos N] [--seconds S] [--seed K]
     sightsound build-pianoyt --manifest M --data-root D [--labeler NAME]
     sightsound build-violinyt (--manifest M | --urmp DIR) --data-root D
+    sightsound samples faces --out DIR [--identities N] [--utterances M] [--seconds S] [--seed K]
+    sightsound build-voxceleb --metadata (TXT_DIR | TXT.zip | M.csv) --data-root D [--sources TEMPLATE]
+    sightsound evaluate voxceleb-crops --data-root D   # dlib re-detection rate of the crops
     sightsound label piano INPUT --out OUT.mid [--labeler NAME] [--reference TRUE.mid]
     sightsound label violin INPUT --out OUT.csv [--rate 100] [--reference TRUE.mid]
     sightsound evaluate pianoyt-labels|violinyt-labels --samples S --data-root D
@@ -49,6 +52,19 @@ def _refused(message) -> int:
 
 
 def cmd_samples(args) -> int:
+    if args.kind == "faces":
+        from tasks.samples.faces import make_face_samples
+
+        manifest = make_face_samples(Path(args.out), identities=args.identities, utterances=args.utterances,
+                                     seconds=args.seconds if args.seconds is not None else 4.0, seed=args.seed)
+        out = Path(args.out)
+        print(f"wrote {args.identities} identities x {args.utterances} utterances; manifest: {manifest}")
+        print(f"build it: sightsound build-voxceleb --metadata {manifest} --data-root DATA")
+        print(f"      or: sightsound build-voxceleb --metadata {out / 'vox1.zip'} "
+              f"--sources '{out.resolve() / 'videos'}/{{id}}.mp4' --data-root DATA")
+        return EXIT_OK
+    if args.seconds is None:
+        args.seconds = 20.0
     if args.kind == "piano":
         from tasks.samples.piano import make_piano_samples as make
     else:
@@ -175,10 +191,53 @@ def cmd_label(args) -> int:
     return EXIT_OK
 
 
+def cmd_build_voxceleb(args) -> int:
+    from tasks.manifest import ManifestError
+    from tasks.voxceleb import read_metadata
+
+    if args.detector not in ("hog", "cnn"):
+        return _refused(f"unknown detector {args.detector!r}")
+    try:
+        utts = read_metadata(args.metadata, args.convention, args.sources)  # refuse bad metadata up front
+    except ManifestError as exc:
+        return _refused(exc)
+    print(f"{len(utts)} utterances, boxes read as {utts[0].units}")
+    data_root = Path(args.data_root).resolve()
+    _prefect_env(data_root)
+    from flows.build_voxceleb import build_voxceleb
+
+    result = build_voxceleb(
+        metadata=str(Path(args.metadata).resolve()), data_root=str(data_root), convention=utts[0].units,
+        source_template=_absolute_template(args.sources), detector=args.detector, min_iou=args.min_iou,
+        margin=args.margin, acquire_attempts=args.acquire_attempts, acquire_backoff_s=args.acquire_backoff,
+        refresh=args.refresh,
+    )
+    return _report(result, "build-voxceleb")
+
+
+def _absolute_template(template: str) -> str:
+    """A local-path source template made absolute, so the flow resolves it the same from any folder."""
+    from urllib.parse import urlparse
+
+    if urlparse(template).scheme or Path(template).is_absolute():
+        return template
+    return str(Path.cwd() / template)
+
+
 def cmd_evaluate(args) -> int:
+    if args.kind == "voxceleb-crops":
+        from tasks.voxceleb import redetect_build
+
+        rows = redetect_build(Path(args.data_root), detector=args.detector)
+        if not rows:
+            return _refused(f"no face shards under {args.data_root}/voxceleb")
+        _print_table(rows)
+        return EXIT_OK
     from tasks.evaluate import score_pianoyt_build, score_violinyt_build
 
     score = score_pianoyt_build if args.kind == "pianoyt-labels" else score_violinyt_build
+    if not args.samples:
+        return _refused(f"evaluate {args.kind} needs --samples")
     rows = score(Path(args.samples), Path(args.data_root))
     if not rows:
         return _refused("no built video of the data root has a true MIDI in the sample folder")
@@ -241,10 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("samples", help="generate a sample set in a published manifest format")
-    s.add_argument("kind", choices=["piano", "violin"])
+    s.add_argument("kind", choices=["piano", "violin", "faces"])
     s.add_argument("--out", required=True)
-    s.add_argument("--videos", type=int, default=3)
-    s.add_argument("--seconds", type=float, default=20.0)
+    s.add_argument("--videos", type=int, default=3, help="piano, violin")
+    s.add_argument("--identities", type=int, default=3, help="faces")
+    s.add_argument("--utterances", type=int, default=2, help="faces: utterances per identity")
+    s.add_argument("--seconds", type=float, default=None,
+                   help="length of each video (piano, violin; default 20) or utterance (faces; default 4)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_samples)
 
@@ -264,6 +326,23 @@ def build_parser() -> argparse.ArgumentParser:
     _yin_options(v)
     v.set_defaults(func=cmd_build_violinyt)
 
+    f = sub.add_parser("build-voxceleb", help="build VoxCeleb face shards (Prefect flow build-voxceleb)")
+    f.add_argument("--metadata", required=True,
+                   help="VoxCeleb txt metadata (a folder holding txt/ or a zip of it) or a CSV manifest")
+    f.add_argument("--convention", default="auto", choices=["auto", "vox1", "vox2"],
+                   help="box units: vox1 pixels of a 360-high frame, vox2 fractions (default: detect)")
+    f.add_argument("--sources", default="https://www.youtube.com/watch?v={id}",
+                   help="where each YouTube id of txt metadata is downloaded from; a URL or a local path "
+                        "with {id} (default: YouTube)")
+    f.add_argument("--detector", default="hog", choices=["hog", "cnn"],
+                   help="dlib's HOG detector (default) or its CNN detector (for GPU machines)")
+    f.add_argument("--min-iou", type=float, default=0.3,
+                   help="least overlap of a detection with the metadata box (default 0.3)")
+    f.add_argument("--margin", type=float, default=0.4,
+                   help="crop margin on each side, as a fraction of the face box (default 0.4)")
+    _build_options(f)
+    f.set_defaults(func=cmd_build_voxceleb)
+
     lab = sub.add_parser("label", help="pseudo-label one audio or video file")
     lab.add_argument("kind", choices=["piano", "violin"])
     lab.add_argument("input")
@@ -276,8 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=cmd_label)
 
     e = sub.add_parser("evaluate", help="score a build of a sample set against the samples' true MIDI")
-    e.add_argument("kind", choices=["pianoyt-labels", "violinyt-labels"])
-    e.add_argument("--samples", required=True, help="the sample folder (with midi/<id>.mid)")
+    e.add_argument("kind", choices=["pianoyt-labels", "violinyt-labels", "voxceleb-crops"])
+    e.add_argument("--samples", help="the sample folder (with midi/<id>.mid); not for voxceleb-crops")
+    e.add_argument("--detector", default="hog", choices=["hog", "cnn"], help="voxceleb-crops: dlib detector")
     e.add_argument("--data-root", required=True)
     e.set_defaults(func=cmd_evaluate)
 

@@ -91,9 +91,12 @@ def _outputs_exist(value) -> bool:
 class Stages:
     """Runs one stage at a time over the videos still alive, recording each failure with its stage."""
 
-    def __init__(self, name: str, rows, stages: tuple[str, ...], data_root: str, refresh: bool, logger):
+    def __init__(self, name: str, rows, stages: tuple[str, ...], data_root: str, refresh: bool, logger,
+                 key=lambda r: r.video_id, fields=lambda r: {}):
+        """``key(row)`` names a unit of work (a video; an utterance for VoxCeleb); ``fields(row)``
+        adds columns to its status record."""
         self.records = {
-            r.video_id: {"video_id": r.video_id, "split": r.split, "state": "done", "stage": "", "error": ""}
+            key(r): {"video_id": r.video_id, "split": r.split, "state": "done", "stage": "", "error": "", **fields(r)}
             for r in rows
         }
         self.name, self.data_root, self.refresh, self.logger = name, data_root, refresh, logger
@@ -106,39 +109,46 @@ class Stages:
     def live(self) -> list[str]:
         return [vid for vid, r in self.records.items() if r["state"] == "done"]
 
-    def run(self, task_fn, kwargs_for) -> dict:
-        """Submit ``task_fn(**kwargs_for(video_id))`` for every live video; return the values by video id."""
+    def run(self, task_fn, kwargs_for, group=None) -> dict:
+        """Submit ``task_fn(**kwargs_for(key))`` for every live unit; return the values by key.
+
+        With ``group(key)``, the task runs once per group (one download of a
+        video for all its utterances) and its value or failure goes to every
+        key of the group; ``kwargs_for`` gets the group's first key.
+        """
         stage = task_fn.name
         policy = _policy(self.data_root, *INPUT_FILES.get(stage, ()))
-        jobs = {vid: kwargs_for(vid) for vid in self.live()}
+        members: dict[str, list[str]] = {}
+        for key in self.live():
+            members.setdefault(group(key) if group else key, []).append(key)
+        jobs = {unit: kwargs_for(keys[0]) for unit, keys in members.items()}
         futures = {
-            vid: task_fn.with_options(cache_policy=policy, refresh_cache=self.refresh).submit(**kw)
-            for vid, kw in jobs.items()
+            unit: task_fn.with_options(cache_policy=policy, refresh_cache=self.refresh).submit(**kw)
+            for unit, kw in jobs.items()
         }
         values = {}
-        for vid, fut in futures.items():
+        for unit, fut in futures.items():
             fut.wait()
             value = fut.result(raise_on_failure=False)
             if fut.state.is_completed() and not _outputs_exist(value):
-                self.logger.info("%s %s: cached result names missing files; running it again", stage, vid)
-                fut = task_fn.with_options(cache_policy=policy, refresh_cache=True).submit(**jobs[vid])
+                self.logger.info("%s %s: cached result names missing files; running it again", stage, unit)
+                fut = task_fn.with_options(cache_policy=policy, refresh_cache=True).submit(**jobs[unit])
                 fut.wait()
                 value = fut.result(raise_on_failure=False)
             if fut.state.is_completed():
-                values[vid] = value
-            else:
-                message = str(value) if isinstance(value, BaseException) else str(fut.state.message)
-                first = message.strip().splitlines()[0][:500] if message.strip() else stage
-                self.records[vid].update(state="failed", stage=stage, error=first)
-                self.logger.warning("%s failed at %s: %s", vid, stage, first)
+                values.update({key: value for key in members[unit]})
+                continue
+            message = str(value) if isinstance(value, BaseException) else str(fut.state.message)
+            first = message.strip().splitlines()[0][:500] if message.strip() else stage
+            for key in members[unit]:
+                self.records[key].update(state="failed", stage=stage, error=first)
+            self.logger.warning("%s failed at %s: %s", unit, stage, first)
         # A failed video counts as finished for every stage it will now skip.
         self.finished = sum(
             len(self.stages) if r["state"] != "done" else self.stages.index(stage) + 1 for r in self.records.values()
         )
         update_progress_artifact(self.progress, progress=100.0 * self.finished / max(1, self.units))
         return values
-
-
 
     def finish(self, layout, built: dict, fields: tuple[str, ...], write_report) -> dict:
         """Record the built videos' counts, keep only their shards, write status and card, publish the summary.

@@ -106,7 +106,11 @@ def failures_section(records: list[dict]) -> list[str]:
     failures = [r for r in records if r["state"] != "done"]
     lines = [f"## Failures ({len(failures)})", ""]
     if failures:
-        lines.append(format_table([{"video_id": r["video_id"], "stage": r["stage"], "error": r["error"]} for r in failures]))
+        lines.append(format_table([
+            {**({"utterance": r["key"]} if r.get("key") else {"video_id": r["video_id"]}),
+             "stage": r["stage"], "error": r["error"]}
+            for r in failures
+        ]))
     else:
         lines.append("none")
     return lines

@@ -21,6 +21,8 @@ EXPECTED = {
     "pianoyt": ("flows/build_pianoyt.py:build_pianoyt", "build-pianoyt"),
     "violin-sample": ("flows/build_violinyt.py:build_violinyt", "build-violinyt"),
     "urmp": ("flows/build_violinyt.py:build_violinyt", "build-violinyt"),
+    "faces-sample": ("flows/build_voxceleb.py:build_voxceleb", "build-voxceleb"),
+    "voxceleb1": ("flows/build_voxceleb.py:build_voxceleb", "build-voxceleb"),
 }
 
 

@@ -1,0 +1,74 @@
+"""Flow ``build-voxceleb``: VoxCeleb face tracks to 256 x 256 face crops in Parquet shards (thesis ch. 3-4).
+
+For every video named by the metadata: acquire it once and probe it; then for
+every utterance (face track) take one frame per second, find the face with
+dlib near the metadata's box, crop a square around it, resize to 256 x 256
+and store it with dlib's 68 landmarks (:mod:`tasks.faces`).  Splits are by
+identity, 75/15/10 (:func:`tasks.voxceleb.identity_splits`); the status table
+has one row per utterance.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prefect import flow, get_run_logger, task
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.common import Stages, acquire_task, input_files, probe_task, transient_error
+from tasks.faces import build_utterance
+from tasks.voxceleb import YOUTUBE_URL, layout as voxceleb_layout, read_metadata, write_status_and_card
+
+STAGES = ("acquire", "probe", "faces")
+
+
+@task(name="faces", persist_result=True, retries=1, retry_condition_fn=transient_error)
+def faces_task(video: str, utt: dict, shards_dir: str, split: str, detector: str, min_iou: float,
+               margin: float, per_second: float) -> dict:
+    return build_utterance(video, utt, shards_dir, split, detector=detector, min_iou=min_iou, margin=margin,
+                           per_second=per_second)
+
+
+input_files("faces", "video")
+
+
+@flow(name="build-voxceleb", task_runner=ThreadPoolTaskRunner(max_workers=max(2, os.cpu_count() or 2)))
+def build_voxceleb(
+    metadata: str,
+    data_root: str,
+    convention: str = "auto",
+    source_template: str = YOUTUBE_URL,
+    detector: str = "hog",
+    min_iou: float = 0.3,
+    margin: float = 0.4,
+    per_second: float = 1.0,
+    acquire_attempts: int = 4,
+    acquire_backoff_s: float = 2.0,
+    refresh: bool = False,
+) -> dict:
+    """Build face shards under ``<data_root>/voxceleb`` from VoxCeleb txt metadata (folder or zip) or a CSV."""
+    logger = get_run_logger()
+    utts = read_metadata(metadata, convention, source_template)
+    units = utts[0].units
+    logger.info("%d utterances of %d identities; boxes read as %s", len(utts), len({u.identity for u in utts}), units)
+    layout = voxceleb_layout(data_root)
+    layout.make_dirs()
+    by_key = {u.key: u for u in utts}
+    stages = Stages("build-voxceleb", utts, STAGES, data_root, refresh, logger, key=lambda u: u.key,
+                    fields=lambda u: {"identity": u.identity, "utterance": u.utterance, "key": u.key})
+    video_of = lambda k: by_key[k].video_id  # noqa: E731  one download and probe per video
+
+    videos = stages.run(acquire_task, lambda k: dict(
+        source=by_key[k].source, video_id=by_key[k].video_id, media_dir=str(layout.media),
+        attempts=acquire_attempts, backoff_s=acquire_backoff_s), group=video_of)
+    stages.run(probe_task, lambda k: dict(path=videos[k], need_audio=False), group=video_of)
+    built = stages.run(faces_task, lambda k: dict(
+        video=videos[k], utt={"identity": by_key[k].identity, "video_id": by_key[k].video_id,
+                              "utterance": by_key[k].utterance, "boxes": [list(b) for b in by_key[k].boxes],
+                              "units": by_key[k].units, "key": k},
+        shards_dir=str(layout.shards), split=by_key[k].split, detector=detector, min_iou=min_iou,
+        margin=margin, per_second=per_second))
+
+    fields = ("frames", "seconds", "sampled", "detected", "fallback", "outside", "past_end")
+    return stages.finish(layout, built, fields,
+                         lambda records: write_status_and_card(layout, records, metadata, units, detector))

@@ -1,0 +1,434 @@
+"""VoxCeleb face tracks: metadata, identity splits (thesis ch. 3-4).
+
+VoxCeleb publishes one text file per utterance, ``txt/<identity>/<youtube
+id>/<nnnnn>.txt``, in a folder or inside the zip it is downloaded as::
+
+    Identity  : \tid10001
+    Reference : \t1zcIwhmdeo4
+    Offset    : \t1
+    FV Conf   : \t17.910\t(1)
+    ASD Conf  : \t4.513
+
+    FRAME \tX \tY \tW \tH
+    000245 \t227 \t61 \t126 \t126
+    ...
+
+one row per frame of the face track at 25 fps (frame numbers count from the
+start of the YouTube video).  The two releases differ in their box units:
+
+* ``vox1``: pixels of a frame 360 pixels high (VoxCeleb1 was cut from 360p
+  videos); a video downloaded at another height is scaled by ``height / 360``
+  on both axes.
+* ``vox2``: fractions of the frame's width and height, in [0, 1].
+
+The convention is detected from the numbers (any coordinate above 1 means
+``vox1``; all within [0, 1] with some fraction means ``vox2``) or given with
+``convention=``; a metadata set that mixes both, or whose numbers fit neither
+(for example all boxes 0/1 integers), is refused rather than guessed.
+
+Users with their own lists give a CSV manifest instead, one row per utterance::
+
+    video_id,url,start,end,x,y,w,h,identity,split[,utterance]
+
+``start``/``end`` in seconds, the box in fractions of the frame (as vox2),
+``split`` empty (computed) or train/val/test, ``utterance`` optional.
+
+Splits are by identity, 75/15/10 (train/val/test): identities are ordered by
+the SHA-256 of their name (so neither listing order nor the machine matters)
+and the first 75% go to train, the next 15% to val, the rest to test, with at
+least one identity in val and test once there are three or more.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tasks.manifest import ManifestError, check_video_id, resolve_source
+
+META_FPS = 25.0  # VoxCeleb's frame numbers are at 25 fps
+VOX1_HEIGHT = 360
+SPLITS = ("train", "val", "test")
+SPLIT_FRACTIONS = (0.75, 0.15, 0.10)
+YOUTUBE_URL = "https://www.youtube.com/watch?v={id}"
+
+_TXT_PATH = re.compile(r"(?:^|.*/)([^/]+)/([^/]+)/([^/]+)\.txt$")
+_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One face track.  ``boxes`` rows are ``(frame, x, y, w, h)`` in ``units`` ('vox1' or 'vox2')."""
+
+    identity: str
+    video_id: str  # the YouTube id (VoxCeleb's "Reference")
+    utterance: str  # '00001', ...
+    source: str  # URL or local path the video is acquired from
+    boxes: tuple[tuple[float, float, float, float, float], ...]
+    units: str
+    split: str = ""
+    where: str = ""  # the file or CSV row it came from, for messages
+
+    @property
+    def key(self) -> str:
+        """A unique, file-name-safe id of the utterance: ``<identity>-<video id>-<utterance>``."""
+        return f"{self.identity}-{self.video_id}-{self.utterance}"
+
+    @property
+    def first_frame(self) -> int:
+        return int(self.boxes[0][0])
+
+    @property
+    def last_frame(self) -> int:
+        return int(self.boxes[-1][0])
+
+
+# ---------------------------------------------------------------- box units
+
+def box_to_pixels(box, units: str, width: int, height: int) -> tuple[float, float, float, float]:
+    """``(x, y, w, h)`` in the metadata's units to pixels of a ``width`` x ``height`` frame."""
+    x, y, w, h = (float(v) for v in box)
+    if units == "vox1":
+        s = height / VOX1_HEIGHT
+        return x * s, y * s, w * s, h * s
+    if units == "vox2":
+        return x * width, y * height, w * width, h * height
+    raise ValueError(f"unknown box units {units!r} (vox1 or vox2)")
+
+
+def detect_convention(values: np.ndarray) -> str | None:
+    """'vox1' if any coordinate exceeds 1, 'vox2' if all lie in [0, 1] with a fraction, else None."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return None
+    if np.any(values > 1.0):
+        return "vox1"
+    if np.all((values >= 0) & (values <= 1)) and np.any(values != np.round(values)):
+        return "vox2"
+    return None
+
+
+# ---------------------------------------------------------------- splits
+
+def identity_splits(identities) -> dict[str, str]:
+    """Assign each identity to train/val/test (75/15/10), independent of order and machine."""
+    ids = sorted(set(identities), key=lambda s: (hashlib.sha256(s.encode("utf-8")).hexdigest(), s))
+    n = len(ids)
+    n_val = round(SPLIT_FRACTIONS[1] * n)
+    n_test = round(SPLIT_FRACTIONS[2] * n)
+    if n >= 3:
+        n_val, n_test = max(1, n_val), max(1, n_test)
+    n_train = n - n_val - n_test
+    return {i: ("train" if k < n_train else "val" if k < n_train + n_val else "test") for k, i in enumerate(ids)}
+
+
+# ---------------------------------------------------------------- reading
+
+def parse_txt(text: str, where: str) -> tuple[dict[str, str], np.ndarray]:
+    """Header fields and the ``FRAME X Y W H`` rows (float64 array, n x 5) of one VoxCeleb txt file."""
+    header: dict[str, str] = {}
+    rows: list[list[float]] = []
+    in_rows = False
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if not in_rows:
+            if line.split()[0].upper() == "FRAME":
+                in_rows = True
+                continue
+            if ":" not in line:
+                raise ValueError(f"{where} line {n}: expected 'Key : value' or the FRAME header, got {line[:60]!r}")
+            key, value = line.split(":", 1)
+            header[key.strip()] = value.strip().split("\t")[0].strip()
+            continue
+        cells = line.split()
+        if len(cells) != 5:
+            raise ValueError(f"{where} line {n}: expected 'FRAME X Y W H', got {line[:60]!r}")
+        try:
+            rows.append([float(c) for c in cells])
+        except ValueError:
+            raise ValueError(f"{where} line {n}: not numbers: {line[:60]!r}") from None
+    if not in_rows:
+        raise ValueError(f"{where}: no 'FRAME X Y W H' header")
+    if not rows:
+        raise ValueError(f"{where}: no frame rows")
+    arr = np.asarray(rows, dtype=np.float64)
+    if np.any(np.diff(arr[:, 0]) <= 0):
+        raise ValueError(f"{where}: frame numbers do not increase")
+    if np.any(arr[:, 3:] <= 0):
+        raise ValueError(f"{where}: a box has no width or height")
+    return header, arr
+
+
+def _txt_entries(path: Path):
+    """Yield ``(name, text)`` for every ``.../<identity>/<video>/<utt>.txt`` under a folder or in a zip."""
+    if path.is_file() and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            for name in sorted(zf.namelist()):
+                if name.endswith(".txt") and not name.endswith("/"):
+                    yield f"{path.name}:{name}", name, zf.read(name).decode("utf-8", errors="replace")
+        return
+    root = path / "txt" if (path / "txt").is_dir() else path
+    for file in sorted(root.rglob("*.txt")):
+        rel = file.relative_to(root).as_posix()
+        yield str(file), rel, file.read_text(encoding="utf-8", errors="replace")
+
+
+def read_voxceleb_txt(path: str | Path, convention: str = "auto", source_template: str = YOUTUBE_URL,
+                      base_dir: str | Path | None = None) -> list[Utterance]:
+    """Read and validate VoxCeleb per-utterance metadata from a folder or a zip.
+
+    ``source_template`` makes the acquisition source of a YouTube id (``{id}``);
+    by default the YouTube watch URL.  A template without a URL scheme is a
+    local path, relative to ``base_dir`` (default: the current folder).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ManifestError(path, [f"not found: {path}"])
+    if convention not in ("auto", "vox1", "vox2"):
+        raise ManifestError(path, [f"unknown box convention {convention!r} (auto, vox1 or vox2)"])
+    if "{id}" not in source_template:
+        raise ManifestError(path, [f"source template {source_template!r} has no '{{id}}'"])
+    base = Path(base_dir) if base_dir else Path.cwd()
+    problems: list[str] = []
+    parsed = []
+    for where, rel, text in _txt_entries(path):
+        m = _TXT_PATH.match(rel)
+        if not m:
+            problems.append(f"{where}: not in the layout txt/<identity>/<youtube id>/<utterance>.txt")
+            continue
+        identity, video_id, utt = m.groups()
+        bad = [f"{what} {v!r}" for what, v in (("identity", identity), ("utterance", utt)) if not _TOKEN.match(v)]
+        try:
+            check_video_id(video_id)
+        except ValueError as exc:
+            bad.append(str(exc))
+        if bad:
+            problems.append(f"{where}: " + "; ".join(bad) + " is not a plain token")
+            continue
+        try:
+            header, rows = parse_txt(text, where)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        ref = header.get("Reference")
+        if ref and ref != video_id:
+            problems.append(f"{where}: Reference {ref!r} differs from its folder {video_id!r}")
+            continue
+        hid = header.get("Identity")
+        if hid and hid != identity:
+            problems.append(f"{where}: Identity {hid!r} differs from its folder {identity!r}")
+            continue
+        parsed.append((where, identity, video_id, utt, rows))
+    if not parsed and not problems:
+        problems.append("no utterance files (txt/<identity>/<youtube id>/<utterance>.txt)")
+    units = convention
+    if parsed and convention == "auto":
+        found = {w: detect_convention(r[:, 1:]) for w, _, _, _, r in parsed}
+        kinds = set(found.values())
+        if None in kinds:
+            undecided = [w for w, k in found.items() if k is None][:5]
+            problems.append("cannot tell VoxCeleb1 pixel boxes from VoxCeleb2 fractions in "
+                            + ", ".join(undecided) + ": give the convention (vox1 or vox2)")
+        elif len(kinds) > 1:
+            problems.append("the metadata mixes VoxCeleb1 pixel boxes and VoxCeleb2 fractions "
+                            f"(e.g. {next(w for w, k in found.items() if k == 'vox1')} and "
+                            f"{next(w for w, k in found.items() if k == 'vox2')}): give one set at a time")
+        else:
+            units = kinds.pop()
+    if units == "vox2":
+        for where, *_, rows in parsed:
+            if np.any(rows[:, 1:] > 1.0):
+                problems.append(f"{where}: VoxCeleb2 boxes must be fractions in [0, 1]")
+    if problems:
+        raise ManifestError(path, problems)
+    splits = identity_splits(p[1] for p in parsed)
+    out = []
+    for where, identity, video_id, utt, rows in parsed:
+        source = resolve_source(source_template.replace("{id}", video_id), base)
+        out.append(Utterance(identity, video_id, utt, source, tuple(map(tuple, rows.tolist())), units,
+                             splits[identity], where))
+    return out
+
+
+CSV_COLUMNS = ("video_id", "url", "start", "end", "x", "y", "w", "h", "identity", "split")
+
+
+def read_voxceleb_csv(path: str | Path) -> list[Utterance]:
+    """Read and validate a CSV manifest of utterances (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(path, [f"file not found: {path}"])
+    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ManifestError(path, [f"header lacks column(s) {', '.join(missing)} "
+                                   f"(expected {','.join(CSV_COLUMNS)}[,utterance])"])
+    problems: list[str] = []
+    rows = []
+    seen: dict[tuple, int] = {}
+    for line, rec in enumerate(reader, start=2):
+        rec = {k: (v or "").strip() for k, v in rec.items() if k}
+        if not any(rec.values()):
+            continue
+        try:
+            vid = check_video_id(rec["video_id"])
+        except ValueError as exc:
+            problems.append(f"row {line}: {exc}")
+            continue
+        identity, utt = rec["identity"], rec.get("utterance") or f"{line - 1:05d}"
+        if not _TOKEN.match(identity) or not _TOKEN.match(utt):
+            problems.append(f"row {line}: identity {identity!r} or utterance {utt!r} is not a plain token")
+            continue
+        if not rec["url"]:
+            problems.append(f"row {line}: empty url")
+            continue
+        try:
+            start, end, x, y, w, h = (float(rec[c]) for c in ("start", "end", "x", "y", "w", "h"))
+        except ValueError:
+            problems.append(f"row {line}: start, end, x, y, w, h must be numbers")
+            continue
+        if not 0 <= start < end:
+            problems.append(f"row {line}: need 0 <= start < end, got {start}, {end}")
+            continue
+        if not (0 <= x <= 1 and 0 <= y <= 1 and 0 < w <= 1 and 0 < h <= 1):
+            problems.append(f"row {line}: the box must be fractions of the frame in [0, 1], got {x}, {y}, {w}, {h}")
+            continue
+        split = rec["split"].lower()
+        if split and split not in SPLITS:
+            problems.append(f"row {line}: unknown split {rec['split']!r} (train, val, test or empty)")
+            continue
+        key = (identity, vid, utt)
+        if key in seen:
+            problems.append(f"row {line}: duplicate utterance {'/'.join(key)} (first on row {seen[key]})")
+            continue
+        seen[key] = line
+        rows.append((line, vid, rec["url"], start, end, (x, y, w, h), identity, split, utt))
+    given: dict[str, set] = {}
+    for line, _, _, _, _, _, identity, split, _ in rows:
+        if split:
+            given.setdefault(identity, set()).add(split)
+    for identity, s in sorted(given.items()):
+        if len(s) > 1:
+            problems.append(f"identity {identity!r} is given more than one split ({', '.join(sorted(s))})")
+    partly = sorted(i for i in given if any(r[6] == i and not r[7] for r in rows))
+    if partly:
+        problems.append(f"identities with the split given on some rows only: {', '.join(partly)}")
+    if not rows and not problems:
+        problems.append("no utterance rows")
+    if problems:
+        raise ManifestError(path, problems)
+    computed = identity_splits(r[6] for r in rows)
+    out = []
+    for line, vid, url, start, end, box, identity, split, utt in rows:
+        first, last = int(round(start * META_FPS)), max(int(round(start * META_FPS)), int(round(end * META_FPS)) - 1)
+        boxes = tuple((float(f), *box) for f in range(first, last + 1))
+        out.append(Utterance(identity, vid, utt, resolve_source(url, path.parent), boxes, "vox2",
+                             split or computed[identity], f"{path.name} row {line}"))
+    return out
+
+
+def read_metadata(path: str | Path, convention: str = "auto", source_template: str = YOUTUBE_URL,
+                  base_dir: str | Path | None = None) -> list[Utterance]:
+    """A CSV manifest (``.csv``), or VoxCeleb txt metadata in a folder or a zip."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return read_voxceleb_csv(path)
+    return read_voxceleb_txt(path, convention, source_template, base_dir)
+
+
+def sample_frames(utt: Utterance, per_second: float = 1.0) -> list[tuple[int, tuple[float, float, float, float]]]:
+    """``(metadata frame, box)`` one per ``1 / per_second`` seconds of the track, from its first frame."""
+    step = max(1, int(round(META_FPS / per_second)))
+    by_frame = {int(f): (x, y, w, h) for f, x, y, w, h in utt.boxes}
+    return [(f, by_frame[f]) for f in range(utt.first_frame, utt.last_frame + 1, step) if f in by_frame]
+
+
+# ---------------------------------------------------------------- status and card
+
+STATUS_EXTRA = [
+    ("identity", "string"), ("utterance", "string"), ("key", "string"),
+    ("sampled", "int64"), ("detected", "int64"), ("fallback", "int64"), ("outside", "int64"), ("past_end", "int64"),
+]
+DETECTION_COUNTS = ("sampled", "detected", "fallback", "outside", "past_end")
+
+
+def layout(data_root):
+    from tasks.dataset import Layout
+
+    return Layout.under(data_root, "voxceleb")
+
+
+def write_status_and_card(layout, records: list[dict], source: str, units: str, detector: str) -> dict:
+    """Write ``status.parquet`` (one row per utterance) and ``CARD.md``; return the summary rows."""
+    import datetime as _dt
+
+    import pyarrow as pa
+
+    from tasks.atomic import write_text_atomic
+    from tasks.dataset import failures_section, format_table, status_table
+    from tasks.shards import write_table_atomic
+
+    write_table_atomic(status_table(records, [(n, getattr(pa, t)()) for n, t in STATUS_EXTRA]), layout.status)
+    summary = []
+    for split in [s for s in SPLITS if any(r["split"] == s for r in records)] + ["all"]:
+        sel = [r for r in records if split == "all" or r["split"] == split]
+        done = [r for r in sel if r["state"] == "done"]
+        row = {"split": split, "identities": len({r["identity"] for r in sel}), "utterances": len(sel),
+               "done": len(done), "failed": len(sel) - len(done),
+               "frames": sum(int(r.get("frames") or 0) for r in done)}
+        row.update({k: sum(int(r.get(k) or 0) for r in done) for k in DETECTION_COUNTS})
+        summary.append(row)
+    total = summary[-1]
+    used = total["detected"] + total["fallback"]
+    lines = [
+        "# VoxCeleb face tracks (rebuilt by sightsound)",
+        "",
+        f"- source: `{source}`; boxes: {units} "
+        f"({'pixels of a 360-pixel-high frame' if units == 'vox1' else 'fractions of the frame'})",
+        f"- frames: 1 per second of each face track; face found with dlib ({detector}) near the metadata box,"
+        " else the metadata box; square crop with a margin, 256 x 256 RGB JPEG; dlib's 68 landmarks of the crop",
+        "- splits: by identity, 75/15/10 train/val/test, identities ordered by the SHA-256 of their name",
+        f"- built: {_dt.date.today().isoformat()}",
+        "",
+        "## Counts per split",
+        "",
+        format_table(summary),
+        "",
+        "## Detection",
+        "",
+        f"- frames kept: {used}; found by dlib: {total['detected']} ({100 * total['detected'] / max(1, used):.1f}%);"
+        f" metadata box used: {total['fallback']}",
+        f"- frames skipped: {total['outside']} with the face box mostly outside the picture, "
+        f"{total['past_end']} past the video's end",
+        "",
+    ] + failures_section(records)
+    write_text_atomic(layout.card, "\n".join(lines) + "\n")
+    return {"summary": summary}
+
+
+def redetect_build(data_root, detector: str = "hog") -> list[dict]:
+    """Per split and overall: in how many stored crops dlib finds exactly one face again."""
+    import pyarrow.dataset as ds
+
+    from tasks.faces import redetect
+
+    shards = layout(data_root).shards
+    if not shards.is_dir() or not any(shards.rglob("*.parquet")):
+        return []
+    table = ds.dataset(str(shards), format="parquet", partitioning="hive").to_table(columns=["image", "split"])
+    images, splits = table.column("image").to_pylist(), table.column("split").to_pylist()
+    rows = []
+    for split in sorted(set(splits)) + ["all"]:
+        sel = [im for im, s in zip(images, splits) if split == "all" or s == split]
+        r = redetect(sel, detector)
+        rows.append({"split": split, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}})
+    return rows
