@@ -23,10 +23,10 @@ STAGES = ("acquire", "probe", "faces")
 
 
 @task(name="faces", persist_result=True, retries=1, retry_condition_fn=transient_error)
-def faces_task(video: str, utt: dict, shards_dir: str, split: str, detector: str, min_iou: float,
+def faces_task(video: str, probe: dict, utt: dict, shards_dir: str, split: str, detector: str, min_iou: float,
                margin: float, per_second: float) -> dict:
     return build_utterance(video, utt, shards_dir, split, detector=detector, min_iou=min_iou, margin=margin,
-                           per_second=per_second)
+                           per_second=per_second, probe=probe)
 
 
 input_files("faces", "video")
@@ -61,11 +61,11 @@ def build_voxceleb(
     videos = stages.run(acquire_task, lambda k: dict(
         source=by_key[k].source, video_id=by_key[k].video_id, media_dir=str(layout.media),
         attempts=acquire_attempts, backoff_s=acquire_backoff_s), group=video_of)
-    stages.run(probe_task, lambda k: dict(path=videos[k], need_audio=False), group=video_of)
+    probes = stages.run(probe_task, lambda k: dict(path=videos[k], need_audio=False), group=video_of)
     built = stages.run(faces_task, lambda k: dict(
-        video=videos[k], utt={"identity": by_key[k].identity, "video_id": by_key[k].video_id,
+        video=videos[k], probe=probes[k], utt={"identity": by_key[k].identity, "video_id": by_key[k].video_id,
                               "utterance": by_key[k].utterance, "boxes": [list(b) for b in by_key[k].boxes],
-                              "units": by_key[k].units, "key": k},
+                              "units": by_key[k].units, "key": k, "region": by_key[k].region},
         shards_dir=str(layout.shards), split=by_key[k].split, detector=detector, min_iou=min_iou,
         margin=margin, per_second=per_second))
 

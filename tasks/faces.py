@@ -9,7 +9,9 @@ For every sampled frame of an utterance (one per second of its face track):
    GPU machines with a CUDA build of dlib);
 2. keep the detection that overlaps the metadata box best; when none
    overlaps it by at least ``min_iou`` (intersection over union), use the
-   metadata box itself and record ``found_by = "metadata"``;
+   metadata box itself and record ``found_by = "metadata"``.  A CSV row's box
+   is one region for the whole utterance rather than a per-frame track, so
+   there the overlap is the fraction of the detection inside the region;
 3. crop a square around that box, ``margin`` of its size added on every
    side (black where it leaves the frame), resize to 256 x 256 RGB, JPEG;
 4. find dlib's 68 landmarks in the crop (shape predictor from
@@ -48,7 +50,8 @@ SCHEMA = pa.schema(
         ("meta_box", pa.list_(pa.float32(), 4)),  # the metadata's box, same units
         ("landmarks", pa.list_(pa.float32(), 2 * N_LANDMARKS)),  # x0, y0, x1, y1, ... in crop pixels
         ("found_by", pa.string()),  # dlib-hog | dlib-cnn | metadata
-        ("overlap", pa.float32()),  # IoU of the best detection with the metadata box (0: none)
+        ("overlap", pa.float32()),  # IoU of the best detection with the metadata box (0: none);
+        # for a CSV row's region box, the fraction of the detection inside it
     ]
 )
 
@@ -102,14 +105,23 @@ class FaceFinder:
         return np.array([[shape.part(i).x, shape.part(i).y] for i in range(N_LANDMARKS)], np.float32).ravel()
 
 
-def iou(a, b) -> float:
+def _intersection(a, b) -> float:
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
     iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
     ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = iw * ih
-    union = aw * ah + bw * bh - inter
+    return iw * ih
+
+
+def iou(a, b) -> float:
+    inter = _intersection(a, b)
+    union = a[2] * a[3] + b[2] * b[3] - inter
     return float(inter / union) if union > 0 else 0.0
+
+
+def inside(det, region) -> float:
+    """The fraction of ``det``'s area inside ``region``."""
+    return float(_intersection(det, region) / (det[2] * det[3])) if det[2] * det[3] > 0 else 0.0
 
 
 def inside_fraction(box, width: int, height: int) -> float:
@@ -141,18 +153,25 @@ def crop_square(frame: np.ndarray, x0: int, y0: int, side: int, size: int = CROP
     return cv2.resize(out, (size, size), interpolation=interp)
 
 
-def find_face(finder: FaceFinder, frame: np.ndarray, meta_box, min_iou: float, upsample: int | None = None):
-    """The best-overlapping dlib detection near ``meta_box``: ``(box, found_by, overlap, n_detections)``."""
+def find_face(finder: FaceFinder, frame: np.ndarray, meta_box, min_iou: float, upsample: int | None = None,
+              region: bool = False):
+    """The best-overlapping dlib detection near ``meta_box``: ``(box, found_by, overlap, n_detections)``.
+
+    ``region``: ``meta_box`` is an area the face moves in (overlap = the
+    fraction of the detection inside it), not the face's own box (IoU).
+    """
     H, W = frame.shape[:2]
     x, y, w, h = meta_box
-    pad = max(w, h)
+    pad = 0 if region else max(w, h)
     rx0, ry0 = int(max(0, x - pad)), int(max(0, y - pad))
     rx1, ry1 = int(min(W, x + w + pad)), int(min(H, y + h + pad))
     if upsample is None:
-        upsample = 1 if max(w, h) < 120 else 0  # dlib's HOG window is 80 x 80 pixels
+        face = min(w, h) / 2 if region else max(w, h)
+        upsample = 1 if face < 120 else 0  # dlib's HOG window is 80 x 80 pixels
     dets = finder.detect(frame[ry0:ry1, rx0:rx1], upsample) if rx1 > rx0 and ry1 > ry0 else []
     dets = [(dx + rx0, dy + ry0, dw, dh) for dx, dy, dw, dh in dets]
-    scored = sorted(((iou(d, meta_box), d) for d in dets), key=lambda t: -t[0])
+    score = inside if region else iou
+    scored = sorted(((score(d, meta_box), d) for d in dets), key=lambda t: -t[0])
     best = scored[0][0] if scored else 0.0
     if scored and best >= min_iou:
         return scored[0][1], f"dlib-{finder.kind}", best, len(dets)
@@ -170,18 +189,22 @@ def build_utterance(
     margin: float = 0.4,
     per_second: float = 1.0,
     upsample: int | None = None,
+    probe: dict | None = None,
 ) -> dict:
     """Crop one utterance's faces (see the module docstring) and write its shard part.
 
     ``utt`` is :class:`tasks.voxceleb.Utterance` as a plain dict (identity,
-    video_id, utterance, boxes, units, key).  Returns the counts for the status table.
+    video_id, utterance, boxes, units, key, region).  ``probe`` is the
+    video's :class:`tasks.media.Probe` as a dict when the caller has it (the
+    flow probes each video once for all its utterances).  Returns the counts
+    for the status table.
     """
     import decord
 
     from tasks.voxceleb import Utterance, sample_frames
 
     u = Utterance(utt["identity"], utt["video_id"], utt["utterance"], "", tuple(map(tuple, utt["boxes"])), utt["units"])
-    info = media.probe(video_path)
+    info = media.Probe(**probe) if probe else media.probe(video_path)
     wanted = sample_frames(u, per_second)
     finder = FaceFinder.for_thread(detector)
     counts = {"sampled": len(wanted), "outside": 0, "past_end": 0, "detected": 0, "fallback": 0}
@@ -202,7 +225,7 @@ def build_utterance(
         vr = decord.VideoReader(video_path, ctx=decord.cpu(0), num_threads=1)
         frames = vr.get_batch([i for _, i, _, _ in todo]).asnumpy()
         for (meta_frame, index, t, px), frame in zip(todo, frames):
-            face, found_by, overlap, _ = find_face(finder, frame, px, min_iou, upsample)
+            face, found_by, overlap, _ = find_face(finder, frame, px, min_iou, upsample, bool(utt.get("region")))
             x0, y0, side = square_around(face, margin)
             crop = crop_square(frame, x0, y0, side)
             s = CROP / side

@@ -61,6 +61,16 @@ YOUTUBE_URL = "https://www.youtube.com/watch?v={id}"
 
 _TXT_PATH = re.compile(r"(?:^|.*/)([^/]+)/([^/]+)/([^/]+)\.txt$")
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+
+
+def check_reference(video_id: str) -> str:
+    """A YouTube id (11 characters, which may start with '-') or a plain token; else ValueError.
+
+    Real VoxCeleb references start with '-' now and then; the build only ever
+    passes them inside absolute paths, so they cannot be read as options.
+    """
+    return video_id if _YOUTUBE_ID.match(video_id or "") else check_video_id(video_id)
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,10 @@ class Utterance:
     units: str
     split: str = ""
     where: str = ""  # the file or CSV row it came from, for messages
+    # A CSV row gives one box for the whole utterance: a region the face moves
+    # in, not a per-frame track; detections are matched by how much of them
+    # lies inside it rather than by IoU (see tasks.faces.find_face).
+    region: bool = False
 
     @property
     def key(self) -> str:
@@ -208,7 +222,7 @@ def read_voxceleb_txt(path: str | Path, convention: str = "auto", source_templat
         identity, video_id, utt = m.groups()
         bad = [f"{what} {v!r}" for what, v in (("identity", identity), ("utterance", utt)) if not _TOKEN.match(v)]
         try:
-            check_video_id(video_id)
+            check_reference(video_id)
         except ValueError as exc:
             bad.append(str(exc))
         if bad:
@@ -280,7 +294,7 @@ def read_voxceleb_csv(path: str | Path) -> list[Utterance]:
         if not any(rec.values()):
             continue
         try:
-            vid = check_video_id(rec["video_id"])
+            vid = check_reference(rec["video_id"])
         except ValueError as exc:
             problems.append(f"row {line}: {exc}")
             continue
@@ -332,7 +346,7 @@ def read_voxceleb_csv(path: str | Path) -> list[Utterance]:
         first, last = int(round(start * META_FPS)), max(int(round(start * META_FPS)), int(round(end * META_FPS)) - 1)
         boxes = tuple((float(f), *box) for f in range(first, last + 1))
         out.append(Utterance(identity, vid, utt, resolve_source(url, path.parent), boxes, "vox2",
-                             split or computed[identity], f"{path.name} row {line}"))
+                             split or computed[identity], f"{path.name} row {line}", region=True))
     return out
 
 

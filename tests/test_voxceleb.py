@@ -8,10 +8,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from tasks.faces import crop_square, inside_fraction, iou, square_around
+from tasks.faces import crop_square, inside, inside_fraction, iou, square_around
 from tasks.manifest import ManifestError
 from tasks.voxceleb import (
     box_to_pixels,
+    check_reference,
     identity_splits,
     read_metadata,
     read_voxceleb_csv,
@@ -63,6 +64,10 @@ def test_vox1_folder_and_zip_read_as_pixels_of_a_360_frame(tmp_path):
         assert {u.units for u in utts} == {"vox1"}
         assert utts[0].boxes[0] == (245.0, 227.0, 61.0, 126.0, 126.0)
         assert utts[0].source == "https://www.youtube.com/watch?v=1zcIwhmdeo4"
+    # YouTube ids may start with '-' (they do in VoxCeleb); other ids must be plain tokens
+    assert check_reference("-FSZOm5JbHD") == "-FSZOm5JbHD"
+    with pytest.raises(ValueError):
+        check_reference("-rf")
     # a 720p download: pixels scale by 720 / 360 on both axes
     assert box_to_pixels((227, 61, 126, 126), "vox1", 1280, 720) == (454.0, 122.0, 252.0, 252.0)
     # the txt folder itself may be given too
@@ -171,6 +176,7 @@ def test_crop_geometry():
     assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
     assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+    assert inside((10, 10, 10, 10), (0, 0, 100, 100)) == 1.0 and inside((95, 0, 10, 10), (0, 0, 100, 100)) == 0.5
     assert inside_fraction((-5, 0, 10, 10), 100, 100) == 0.5
     assert inside_fraction((200, 0, 10, 10), 100, 100) == 0.0
     x0, y0, side = square_around((100, 100, 50, 40), 0.4)

@@ -1,0 +1,592 @@
+"""Sample talking-head media for the VoxCeleb build: real face photographs moved like speakers.
+
+``make_face_samples`` writes a small set in VoxCeleb's published layout: one
+MP4 per "YouTube video" (identity ``id10001``, ``id10002``, ...), the per-frame
+face boxes of every utterance as VoxCeleb1 and VoxCeleb2 metadata text files,
+``vox1.zip`` (the VoxCeleb1 ``txt/`` tree as it is distributed), a manifest CSV
+and ``truth.json``.  ``render_face_clip`` renders one clip for edge-case
+fixtures (a face that leaves the frame; no face at all).
+
+Photographs (:data:`PHOTOS`) are loaded from the installed packages at run
+time, never copied into the repository:
+
+* ``astronaut``: scikit-image's ``skimage.data.astronaut()`` (Eileen Collins,
+  NASA, public domain), 512 x 512;
+* ``grace_hopper``: matplotlib's sample data ``grace_hopper.jpg`` (Grace
+  Hopper, US Navy photograph, public domain), 512 x 600;
+* ``luispedro``: mahotas' demo image ``mahotas/demos/data/luispedro.jpg``
+  (``mahotas.demos.load('luispedro')``, "a colour photograph"; the name is
+  that of mahotas' author, Luis Pedro Coelho; mahotas is MIT-licensed),
+  300 x 377.  Found by listing the image files of candidate wheels; the other
+  face photographs found there (insightface's ``t1.jpg``, a TV-series still,
+  and ``Tom_Hanks_54745.png``, 112 x 112; mahotas' ``lena.jpg``) were left out
+  for their licences or size.
+
+The face box and landmarks of each photograph were measured once with dlib
+20.0.1 (``get_frontal_face_detector()``, upsampling 1, the highest-scoring
+box; the 68-point predictor of face_recognition_models 0.3.0 for the mouth,
+chin and jaw) and are written below as constants.
+
+A video is a static, smooth, face-free background (low-frequency colour
+noise, soft panels and stripes) with a head-and-shoulders cut-out of the
+photograph (a feathered ellipse around the face) composited on it.  Per
+frame the cut-out goes through a homography photo -> frame: translation,
+scale (+-12 %), in-plane rotation (+-10 deg) and a yaw-like perspective turn
+(+-12 deg about a vertical axis through the face), each a normalised sum of
+three slow sinusoids (0.04-0.3 Hz; the centre wanders at most 12 % of the
+width and 6 % of the height, at 0.04-0.2 Hz), so the motion is smooth and the
+face box stays inside the frame.  While the person "talks" the jaw drops (a smooth
+downward displacement of the lower lip and chin, at most 6 % of the face
+height) and the gap between the lips darkens, following a syllable envelope
+(3-5 syllables a second); the audio is a buzzy harmonic vowel whose loudness
+follows the same envelope, silent (a -60 dB noise floor) between utterances.
+
+The face box of a frame is the photograph's face box carried through that
+frame's homography (axis-aligned bounds of its four corners; the jaw warp is
+left out).  Everything is drawn from ``numpy.random.default_rng`` seeded
+with ``(seed, identity, video)``: the same arguments give byte-identical
+files (the MP4s with the same ffmpeg build; see :mod:`tasks.samples.encode`).
+
+Lessons learned (dlib 20.0.1 HOG detector):
+
+* On the astronaut photograph the detector also fires (score 0.12, upsampling
+  1) on her suit below the face, which is why only a feathered ellipse around
+  the head is used, never the whole photograph.
+* ``luispedro`` is turned ~30 deg to one side; dlib still scores it 3.19 on
+  the photograph, and the yaw added here is kept within +-12 deg.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.util
+import io
+import json
+import math
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from tasks.atomic import write_bytes_atomic, write_text_atomic
+
+from .encode import encode_video
+
+FPS = 25
+SAMPLE_RATE = 44100
+VOX1_FRAME_HEIGHT = 360  # VoxCeleb1 boxes are pixels of a 360-pixel-high frame
+FIRST_IDENTITY = 10001  # id10001, id10002, ... like VoxCeleb1's development set
+UTTERANCES_PER_VIDEO = 2  # an identity's utterances fill videos of at most this many
+LEAD_SECONDS = 1.0  # face visible, silent, before a video's first utterance
+GAP_SECONDS = 1.0  # ... between two utterances (plus up to 0.4 s, whole frames)
+TAIL_SECONDS = 0.5  # ... after the last one
+FACE_WIDTH_FRACTION = 0.36  # the face box is ~36 % of the frame height wide
+SCALE_RANGE = 0.12
+ROLL_DEGREES = 10.0
+YAW_DEGREES = 12.0
+MOVE_X, MOVE_Y = 0.12, 0.06  # the face's centre wanders at most this far (fractions of width, height)
+JAW_DROP = 0.06  # of the face box's height, at full mouth opening
+MANIFEST_COLUMNS = ("video_id", "url", "start", "end", "x", "y", "w", "h", "identity", "split", "utterance")
+_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+# --------------------------------------------------------------------------- photographs
+
+
+def _astronaut() -> np.ndarray:
+    import skimage.data
+
+    return np.ascontiguousarray(skimage.data.astronaut()[..., :3])
+
+
+def _grace_hopper() -> np.ndarray:
+    from matplotlib import cbook
+    from PIL import Image
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _luispedro() -> np.ndarray:
+    from PIL import Image
+
+    # find_spec locates the installed package without importing it (and its C extension).
+    spec = importlib.util.find_spec("mahotas")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the 'luispedro' face photograph ships with mahotas: pip install mahotas==1.4.19")
+    path = Path(list(spec.submodule_search_locations)[0]) / "demos" / "data" / "luispedro.jpg"
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A face photograph and its annotation, in pixels of the photograph.
+
+    ``box`` is dlib's HOG face box (x, y, w, h); ``mouth`` the centre of the
+    inner lips (mean of landmarks 60-67), ``mouth_width`` the corner-to-corner
+    distance (48-54), ``chin`` landmark 8, ``jaw_x`` the x of landmarks 4 and
+    12.  ``f0`` is the pitch (Hz) of the synthetic voice.
+    """
+
+    name: str
+    loader: Callable[[], np.ndarray]
+    box: tuple[int, int, int, int]
+    mouth: tuple[int, int]
+    mouth_width: int
+    chin: tuple[int, int]
+    jaw_x: tuple[int, int]
+    f0: float
+    source: str
+
+    def load(self) -> np.ndarray:
+        return _load_photo(self.name)
+
+
+# Measured once with dlib 20.0.1: get_frontal_face_detector().run(img, 1, 0), the
+# highest-scoring box (scores 1.16, 1.27, 3.19), then the 68-point shape predictor of
+# face_recognition_models 0.3.0 on that box for the mouth, chin and jaw.
+_PHOTO_LIST = (
+    Photo("astronaut", _astronaut, box=(175, 76, 91, 91), mouth=(223, 146), mouth_width=45, chin=(220, 178),
+          jaw_x=(185, 260), f0=205.0, source="scikit-image: skimage.data.astronaut() (NASA, public domain)"),
+    Photo("grace_hopper", _grace_hopper, box=(180, 139, 187, 187), mouth=(268, 278), mouth_width=67, chin=(269, 333),
+          jaw_x=(199, 340), f0=185.0,
+          source="matplotlib: cbook.get_sample_data('grace_hopper.jpg') (US Navy, public domain)"),
+    Photo("luispedro", _luispedro, box=(15, 98, 187, 187), mouth=(98, 259), mouth_width=63, chin=(104, 328),
+          jaw_x=(52, 207), f0=115.0, source="mahotas (MIT): mahotas/demos/data/luispedro.jpg"),
+)
+PHOTOS: dict[str, Callable[[], np.ndarray]] = {p.name: p.loader for p in _PHOTO_LIST}
+PHOTO_INFO: dict[str, Photo] = {p.name: p for p in _PHOTO_LIST}
+PHOTO_NAMES: tuple[str, ...] = tuple(p.name for p in _PHOTO_LIST)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_photo(name: str) -> np.ndarray:
+    img = PHOTOS[name]()
+    img.setflags(write=False)
+    return img
+
+
+# --------------------------------------------------------------------------- smooth motion
+
+
+def _smooth(rng: np.random.Generator, t: np.ndarray, n: int = 3, fmin: float = 0.04, fmax: float = 0.3) -> np.ndarray:
+    """A smooth signal in [-1, 1]: a sum of ``n`` sinusoids divided by the sum of their amplitudes."""
+    freqs = rng.uniform(fmin, fmax, n)
+    phases = rng.uniform(0.0, 2.0 * np.pi, n)
+    amps = rng.uniform(0.5, 1.0, n)
+    y = sum(a * np.sin(2.0 * np.pi * f * t + p) for f, p, a in zip(freqs, phases, amps))
+    return y / amps.sum()
+
+
+def _syllables(rng: np.random.Generator, spans: Sequence[tuple[float, float]]) -> list[tuple[float, float, float]]:
+    """Syllables ``(start, duration, peak)`` filling each talking span ``(t0, t1)`` (seconds)."""
+    out = []
+    for t0, t1 in spans:
+        t = t0 + rng.uniform(0.0, 0.1)
+        while True:
+            dur = rng.uniform(0.15, 0.32)
+            if t + dur > t1:
+                break
+            out.append((t, dur, rng.uniform(0.45, 1.0)))
+            t += dur + (rng.uniform(0.2, 0.45) if rng.random() < 0.12 else rng.uniform(0.0, 0.06))
+    return out
+
+
+def _envelope(syllables: Sequence[tuple[float, float, float]], t: np.ndarray) -> np.ndarray:
+    """Mouth opening in [0, 1] at times ``t`` (sorted): a raised-cosine bump per syllable."""
+    env = np.zeros(len(t))
+    for s, d, a in syllables:
+        lo, hi = np.searchsorted(t, s), np.searchsorted(t, s + d)
+        env[lo:hi] = np.maximum(env[lo:hi], a * np.sin(np.pi * (t[lo:hi] - s) / d) ** 2)
+    return env
+
+
+def _voice(syllables, n_samples: int, sr: int, f0: float, rng: np.random.Generator) -> np.ndarray:
+    """A buzzy vowel (harmonics shaped by three formants) whose loudness follows the syllables."""
+    t = np.arange(n_samples) / sr
+    env = _envelope(syllables, t)
+    f = f0 * (1.0 + 0.06 * np.sin(2.0 * np.pi * 0.7 * t + rng.uniform(0, 2 * np.pi))
+              + 0.02 * np.sin(2.0 * np.pi * 5.3 * t + rng.uniform(0, 2 * np.pi)))
+    phase = 2.0 * np.pi * np.cumsum(f) / sr
+    formants = np.array([rng.uniform(550, 750), rng.uniform(1100, 1700), rng.uniform(2300, 2900)])
+    y = np.zeros(n_samples)
+    for k in range(1, int(4500 // (f0 * 1.1)) + 1):
+        fk = k * f0
+        gain = np.exp(-0.5 * ((fk - formants[:, None]) / 180.0) ** 2).sum() + 0.05
+        y += gain / k * np.sin(k * phase)
+    y *= env
+    peak = np.abs(y).max()
+    if peak > 0:
+        y *= 0.3 / peak
+    return y + 0.001 * rng.standard_normal(n_samples)
+
+
+# --------------------------------------------------------------------------- background
+
+
+def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A face-free room-like backdrop (float32 RGB in [0, 255]): smooth colour noise, panels, stripes."""
+    base = rng.uniform(60, 200, 3)
+    coarse = base + rng.normal(0.0, 25.0, (4, 6, 3))
+    bg = cv2.resize(coarse.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    for _ in range(int(rng.integers(2, 5))):  # soft panels (windows, shelves, doors)
+        x0, x1 = np.sort(rng.uniform(-0.1, 1.1, 2) * width)
+        y0, y1 = np.sort(rng.uniform(-0.1, 1.1, 2) * height)
+        soft = 2.0 + rng.uniform(0, 6)
+        m = (np.clip((xx - x0) / soft, 0, 1) * np.clip((x1 - xx) / soft, 0, 1)
+             * np.clip((yy - y0) / soft, 0, 1) * np.clip((y1 - yy) / soft, 0, 1))
+        colour = np.clip(base + rng.normal(0.0, 40.0, 3), 10, 245).astype(np.float32)
+        alpha = rng.uniform(0.3, 0.7)
+        bg += (alpha * m)[..., None] * (colour - bg)
+    if rng.random() < 0.6:  # vertical stripes (curtain, wallpaper)
+        period = rng.uniform(18, 60)
+        stripes = 0.5 + 0.5 * np.sin(2 * np.pi * xx / period + rng.uniform(0, 2 * np.pi))
+        bg *= (1.0 - 0.12 * stripes)[..., None]
+    return np.clip(bg, 0, 255).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- head cut-out and motion
+
+
+class _Head:
+    """A feathered head-and-shoulders cut-out of a photograph and its jaw-drop warp."""
+
+    def __init__(self, photo: Photo, mirror: bool = False):
+        img = photo.load()
+        ph, pw = img.shape[:2]
+        bx, by, bw, bh = photo.box
+        mouth, chin, jaw = np.array(photo.mouth, float), np.array(photo.chin, float), np.array(photo.jaw_x, float)
+        if mirror:
+            img = img[:, ::-1]
+            bx = pw - bx - bw
+            mouth[0], chin[0], jaw = pw - 1 - mouth[0], pw - 1 - chin[0], np.sort(pw - 1 - jaw)
+        cx, cy = bx + bw / 2.0, by + bh / 2.0 + 0.2 * bw
+        rx, ry = 1.0 * bw, 1.3 * bw
+        x0, x1 = max(0, int(cx - rx) - 2), min(pw, int(math.ceil(cx + rx)) + 2)
+        y0, y1 = max(0, int(cy - ry) - 2), min(ph, int(math.ceil(cy + ry)) + 2)
+        rgb = img[y0:y1, x0:x1].astype(np.float32)
+        h, w = rgb.shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        feather = 0.08 * bw
+        r = np.sqrt(((xx + x0 - cx) / rx) ** 2 + ((yy + y0 - cy) / ry) ** 2)
+        alpha = np.clip((1.0 - r) * min(rx, ry) / feather, 0.0, 1.0)
+        # fade out at the photograph's own edges where the ellipse runs past them
+        edge = np.minimum.reduce([xx + x0, pw - 1 - (xx + x0), yy + y0, ph - 1 - (yy + y0)])
+        alpha *= np.clip(edge / feather, 0.0, 1.0)
+        self.rgb, self.alpha = rgb, alpha.astype(np.float32)
+        self._closed: np.ndarray | None = None
+        self.xx, self.yy = xx, yy
+        self.origin = (x0, y0)
+        self.box = np.array([bx - x0, by - y0, bw, bh], float)  # in cut-out pixels
+        self.mouth = mouth - (x0, y0)
+        self.mouth_width = float(photo.mouth_width)
+        self.drop = JAW_DROP * bh
+        # jaw weight: 0 above the mouth, 1 from just below it to the chin, fading on the neck;
+        # across, 1 between the jaw corners, fading at the cheeks.
+        mx, my = self.mouth
+        chin_y = chin[1] - y0
+        jl, jr = jaw - x0
+        wy = np.clip((yy - (my - 0.015 * bh)) / (0.05 * bh), 0, 1)
+        wy *= np.clip(1.0 - (yy - chin_y) / (0.35 * bh), 0, 1)
+        half = max(8.0, (jr - jl) / 2.0)
+        wx = np.exp(-(((xx - (jl + jr) / 2.0) / half) ** 4))
+        self.jaw = (wy * wx).astype(np.float32)
+        # the mouth's neighbourhood, where the lips part (a small window keeps it cheap)
+        r_x, r_y = int(0.6 * self.mouth_width) + 2, int(self.drop + 0.2 * self.mouth_width) + 2
+        self.mouth_win = (max(0, int(mx) - r_x), min(w, int(mx) + r_x + 1),
+                          max(0, int(my) - r_y), min(h, int(my) + 2 * r_y + 1))
+
+    def patch(self, opening: float) -> np.ndarray:
+        """RGBA cut-out (float32, RGB premultiplied by alpha) with the mouth ``opening`` in [0, 1]."""
+        if opening <= 1e-3:
+            if self._closed is None:
+                self._closed = np.dstack([self.rgb * self.alpha[..., None], self.alpha])
+            return self._closed
+        d = self.drop * opening
+        src = np.dstack([self.rgb, self.alpha])
+        mapy = self.yy - d * self.jaw
+        out = cv2.remap(src, self.xx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # darken the opening between the lips
+        a0, a1, b0, b1 = self.mouth_win
+        mx, my = self.mouth
+        sx, sy = 0.32 * self.mouth_width, max(1.0, 0.5 * d)
+        wx = self.xx[b0:b1, a0:a1]
+        wy = self.yy[b0:b1, a0:a1]
+        g = np.exp(-0.5 * (((wx - mx) / sx) ** 2 + ((wy - (my + 0.5 * d)) / sy) ** 2)) ** 2
+        out[b0:b1, a0:a1, :3] *= (1.0 - 0.6 * min(1.0, opening) * g)[..., None]
+        out[..., :3] *= out[..., 3:4]
+        return out
+
+
+def _homographies(head: _Head, n: int, rng: np.random.Generator, width: int, height: int,
+                  leave_from: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame homographies cut-out -> frame (n x 3 x 3) and face boxes (n x 4: x, y, w, h, frame pixels).
+
+    The face box stays inside the frame (a margin of 4 % of the width) unless
+    ``leave_from`` (a fraction of the clip) is given, from which the head
+    slides out to the right until none of it is left in the frame.
+    """
+    t = np.arange(n) / FPS
+    bx, by, bw, bh = head.box
+    fcx, fcy = bx + bw / 2.0, by + bh / 2.0
+    s = FACE_WIDTH_FRACTION * height / bw * (1.0 + SCALE_RANGE * _smooth(rng, t))
+    roll = np.deg2rad(ROLL_DEGREES) * _smooth(rng, t)
+    yaw = np.deg2rad(YAW_DEGREES) * _smooth(rng, t)
+    ux, uy = _smooth(rng, t, fmax=0.2), _smooth(rng, t, fmax=0.2)
+    dist = 3.0 * bw  # camera distance for the yaw's perspective, in photo pixels
+
+    def local(i: int) -> np.ndarray:
+        c, sn = math.cos(roll[i]), math.sin(roll[i])
+        yawm = np.array([[math.cos(yaw[i]), 0, 0], [0, 1, 0], [math.sin(yaw[i]) / dist, 0, 1]])
+        rot = np.array([[c, -sn, 0], [sn, c, 0], [0, 0, 1]])
+        sc = np.diag([s[i], s[i], 1.0])
+        centre = np.array([[1, 0, -fcx], [0, 1, -fcy], [0, 0, 1]])
+        return sc @ rot @ yawm @ centre
+
+    corners = np.array([[bx, by], [bx + bw, by], [bx + bw, by + bh], [bx, by + bh]], float)
+    loc = [local(i) for i in range(n)]
+    ext = np.array([_box_of(m, corners) for m in loc])  # boxes around the origin
+    x_lo, x_hi = ext[:, 0].min(), (ext[:, 0] + ext[:, 2]).max()
+    y_lo, y_hi = ext[:, 1].min(), (ext[:, 1] + ext[:, 3]).max()
+    margin = 0.04 * width
+    ax = min(MOVE_X * width, max(0.0, 0.5 * width - margin - max(-x_lo, x_hi)))
+    ay = min(MOVE_Y * height, max(0.0, 0.47 * height - margin - max(-y_lo, y_hi)))
+    cx = 0.5 * width + ax * ux
+    cy = 0.47 * height + ay * uy
+    if leave_from is not None:
+        u = np.clip((t / max(t[-1], 1e-9) - leave_from) / (0.85 - leave_from), 0.0, 1.0)
+        ease = u * u * (3 - 2 * u)
+        hh, hw = head.alpha.shape
+        reach = s.max() * math.hypot(hw, hh) * 1.2  # past any corner of the cut-out
+        cx = cx + ease * (width - cx + reach)
+    hs = np.empty((n, 3, 3))
+    boxes = np.empty((n, 4))
+    for i in range(n):
+        hs[i] = np.array([[1, 0, cx[i]], [0, 1, cy[i]], [0, 0, 1]]) @ loc[i]
+        boxes[i] = _box_of(hs[i], corners)
+    return hs, boxes
+
+
+def _box_of(h: np.ndarray, corners: np.ndarray) -> tuple[float, float, float, float]:
+    p = np.c_[corners, np.ones(len(corners))] @ h.T
+    p = p[:, :2] / p[:, 2:3]
+    x0, y0 = p.min(0)
+    x1, y1 = p.max(0)
+    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
+
+
+def _frames(bg: np.ndarray, head: _Head | None, hs: np.ndarray, opening: np.ndarray) -> Iterator[np.ndarray]:
+    height, width = bg.shape[:2]
+    bg_u8 = np.clip(bg + 0.5, 0, 255).astype(np.uint8)
+    for i in range(len(hs)):
+        if head is None:
+            yield bg_u8.copy()
+            continue
+        fg = cv2.warpPerspective(head.patch(float(opening[i])), hs[i], (width, height), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+        out = fg[..., :3] + bg * (1.0 - fg[..., 3:4])
+        yield np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) % (1 << 63), *keys])
+
+
+def render_face_clip(photo_name: str, seconds: float, seed: int, mode: str = "talking",
+                     width: int = 640, height: int = 360) -> tuple[Iterator[np.ndarray], np.ndarray]:
+    """One clip of ``seconds`` at 25 fps: ``(frames, boxes)``.
+
+    ``frames`` is an iterator of ``height`` x ``width`` x 3 uint8 RGB frames
+    (rendered lazily; pass it to :func:`encode_video` or ``np.stack(list(...))``),
+    ``boxes`` an (n, 4) float array of face boxes x, y, w, h in pixels of the
+    frame.  Modes:
+
+    * ``"talking"``: the face talks through the whole clip and its box stays
+      inside the frame;
+    * ``"leaves"``: as "talking", but from the middle of the clip the head
+      slides out to the right and is entirely outside the frame from 85 % of
+      the clip on; ``boxes`` are the true (unclipped) boxes, so they run past
+      the frame's right edge;
+    * ``"none"``: the same background (same seed) with no face; ``boxes`` are
+      what a tracker would have claimed: a static box of the usual face size
+      in the middle of the frame.
+    """
+    if photo_name not in PHOTOS:
+        raise KeyError(f"unknown photo {photo_name!r}; known: {', '.join(PHOTO_NAMES)}")
+    if mode not in ("talking", "leaves", "none"):
+        raise ValueError(f"mode must be 'talking', 'leaves' or 'none', not {mode!r}")
+    n = int(round(seconds * FPS))
+    if n < 1:
+        raise ValueError("seconds must give at least one frame")
+    rng = _rng(seed, 1_000_003, PHOTO_NAMES.index(photo_name))
+    bg = _background(rng, width, height)
+    head = _Head(PHOTO_INFO[photo_name])
+    hs, boxes = _homographies(head, n, rng, width, height, leave_from=0.5 if mode == "leaves" else None)
+    opening = _envelope(_syllables(rng, [(0.0, n / FPS)]), np.arange(n) / FPS)
+    if mode == "none":
+        side = FACE_WIDTH_FRACTION * height
+        boxes = np.tile([(width - side) / 2.0, (height - side) / 2.0, side, side], (n, 1))
+        return _frames(bg, None, hs, opening), boxes
+    return _frames(bg, head, hs, opening), boxes
+
+
+# --------------------------------------------------------------------------- metadata files
+
+
+def write_voxceleb_txt(path: str | os.PathLike, identity: str, reference: str,
+                       rows: Iterable[tuple[int, float, float, float, float]], convention: str = "vox1",
+                       frame_hw: tuple[int, int] = (360, 640), *, offset: int = 1, fv_conf: float = 17.910,
+                       asd_conf: float = 4.513) -> Path:
+    """Write one utterance's metadata in VoxCeleb's text format; return the path.
+
+    ``rows`` are ``(frame, x, y, w, h)``: the absolute frame index in the
+    video (25 fps) and the face box in pixels of a frame of ``frame_hw``
+    (height, width).  ``convention="vox1"`` writes integer pixels of a
+    360-pixel-high frame (boxes scaled by ``360 / height``, rounded half up);
+    ``"vox2"`` writes floats normalised by the frame's width and height, three
+    decimals.  The file (UTF-8, ``\\n`` line ends) looks like::
+
+        Identity  : \\tid10001
+        Reference : \\t1zcIwhmdeo4
+        Offset    : \\t1
+        FV Conf   : \\t17.910\\t(1)
+        ASD Conf  : \\t4.513
+
+        FRAME \\tX \\tY \\tW \\tH 
+        000245 \\t227 \\t61 \\t126 \\t126 
+    """
+    if convention not in ("vox1", "vox2"):
+        raise ValueError(f"convention must be 'vox1' or 'vox2', not {convention!r}")
+    fh, fw = frame_hw
+    lines = [f"Identity  : \t{identity}", f"Reference : \t{reference}", f"Offset    : \t{int(offset)}",
+             f"FV Conf   : \t{fv_conf:.3f}\t(1)", f"ASD Conf  : \t{asd_conf:.3f}", "", "FRAME \tX \tY \tW \tH "]
+    for frame, x, y, w, h in rows:
+        if convention == "vox1":
+            k = VOX1_FRAME_HEIGHT / fh
+            vals = [str(int(math.floor(v * k + 0.5))) for v in (x, y, w, h)]
+        else:
+            vals = [f"{v / d:.3f}" for v, d in ((x, fw), (y, fh), (w, fw), (h, fh))]
+        lines.append(f"{int(frame):06d} \t" + " \t".join(vals) + " ")
+    return write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _zip_files(root: Path, names: Iterable[str], out: Path) -> Path:
+    """Zip the files ``root/<name>`` under their ``name`` (sorted), with fixed timestamps and modes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(names):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o100644 << 16
+            info.create_system = 3
+            zf.writestr(info, (root / name).read_bytes())
+    return write_bytes_atomic(out, buf.getvalue())
+
+
+def _video_id(rng: np.random.Generator, taken: set[str]) -> str:
+    while True:
+        vid = "".join(_ID_ALPHABET[i] for i in rng.integers(0, 64, 11))
+        if vid not in taken:
+            taken.add(vid)
+            return vid
+
+
+def make_face_samples(out_dir: str | os.PathLike, identities: int = 3, utterances: int = 2, seconds: float = 4.0,
+                      seed: int = 0, width: int = 640, height: int = 360) -> Path:
+    """Write a VoxCeleb-style talking-face sample set; return the manifest's path.
+
+    Identity ``i`` (``id10001`` + i) shows photograph ``PHOTO_NAMES[i % 3]``
+    (from the fourth identity on the photographs come again, mirrored) and has
+    ``utterances`` utterances of ``seconds`` each, in videos of at most
+    ``UTTERANCES_PER_VIDEO`` (2) utterances: a video starts with 1 s of the
+    silent face, then the utterances one after another with 1-1.4 s of silent
+    face between them, and ends with 0.5 s.  Layout under ``out_dir``::
+
+        videos/<video_id>.mp4       H.264 yuv420p 25 fps + AAC mono 44.1 kHz, width x height
+        txt/<identity>/<video_id>/00001.txt       VoxCeleb1 metadata (pixels of a 360-high frame)
+        txt_vox2/<identity>/<video_id>/00001.txt  VoxCeleb2 metadata (boxes normalised to [0, 1])
+        vox1.zip                    the txt/ tree (zip paths txt/...), fixed timestamps
+        manifest.csv                video_id,url,start,end,x,y,w,h,identity,split,utterance
+        truth.json                  per video and utterance: photograph, frames, seeds; per
+                                    utterance frame the unrounded box (x, y, w, h; frame pixels)
+
+    Video ids are 11 YouTube-like characters drawn from the seed; utterances
+    are numbered per video (00001, 00002, ...).  A manifest row is one
+    utterance: ``url`` the video's absolute path, ``start = first frame / 25``,
+    ``end = (last frame + 1) / 25`` (seconds), ``x, y, w, h`` the union of its
+    per-frame face boxes normalised by the frame's width and height, ``split``
+    empty.
+    """
+    if identities < 1 or utterances < 1:
+        raise ValueError("identities and utterances must be at least 1")
+    n_utt = int(round(seconds * FPS))
+    if n_utt < FPS:
+        raise ValueError("seconds must be at least 1")
+    out_dir = Path(out_dir)
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    manifest_rows, truth_videos, truth_utts, vox1_files = [], [], [], []
+    for i in range(identities):
+        identity = f"id{FIRST_IDENTITY + i}"
+        photo = PHOTO_INFO[PHOTO_NAMES[i % len(PHOTO_NAMES)]]
+        mirror = (i // len(PHOTO_NAMES)) % 2 == 1
+        head = _Head(photo, mirror=mirror)
+        f0 = photo.f0 * (1.0 + 0.08 * (i // len(PHOTO_NAMES)))
+        n_videos = -(-utterances // UTTERANCES_PER_VIDEO)
+        for k in range(n_videos):
+            rng = _rng(seed, i, k)
+            vid = _video_id(rng, taken)
+            count = min(UTTERANCES_PER_VIDEO, utterances - k * UTTERANCES_PER_VIDEO)
+            spans, f = [], int(round(LEAD_SECONDS * FPS))
+            for u in range(count):
+                if u:
+                    f += int(round(GAP_SECONDS * FPS)) + int(rng.integers(0, 11))
+                spans.append((f, f + n_utt - 1))
+                f += n_utt
+            n = f + int(round(TAIL_SECONDS * FPS))
+            bg = _background(rng, width, height)
+            hs, boxes = _homographies(head, n, rng, width, height)
+            syll = _syllables(rng, [(a / FPS, (b + 1) / FPS) for a, b in spans])
+            opening = _envelope(syll, np.arange(n) / FPS)
+            audio = _voice(syll, int(round(n / FPS * SAMPLE_RATE)), SAMPLE_RATE, f0, rng)
+            video_path = out_dir / "videos" / f"{vid}.mp4"
+            encode_video(_frames(bg, head, hs, opening), audio, SAMPLE_RATE, FPS, video_path, width, height)
+            for u, (a, b) in enumerate(spans):
+                utt = f"{u + 1:05d}"
+                rows = [(j, *boxes[j]) for j in range(a, b + 1)]
+                offset, fv, asd = 0, float(rng.uniform(12.0, 20.0)), float(rng.uniform(3.0, 6.0))
+                for sub, conv in (("txt", "vox1"), ("txt_vox2", "vox2")):
+                    write_voxceleb_txt(out_dir / sub / identity / vid / f"{utt}.txt", identity, vid, rows, conv,
+                                       (height, width), offset=offset, fv_conf=fv, asd_conf=asd)
+                vox1_files.append(f"txt/{identity}/{vid}/{utt}.txt")
+                seg = boxes[a:b + 1]
+                x0, y0 = seg[:, 0].min(), seg[:, 1].min()
+                x1, y1 = (seg[:, 0] + seg[:, 2]).max(), (seg[:, 1] + seg[:, 3]).max()
+                nx0, nx1 = max(0.0, x0 / width), min(1.0, x1 / width)
+                ny0, ny1 = max(0.0, y0 / height), min(1.0, y1 / height)
+                manifest_rows.append([vid, str(video_path.resolve()), f"{a / FPS:.2f}", f"{(b + 1) / FPS:.2f}",
+                                      f"{nx0:.6f}", f"{ny0:.6f}", f"{nx1 - nx0:.6f}", f"{ny1 - ny0:.6f}",
+                                      identity, "", utt])
+                truth_utts.append({"video_id": vid, "utterance": utt, "identity": identity, "photo": photo.name,
+                                   "mirrored": mirror, "first_frame": a, "last_frame": b, "start": a / FPS,
+                                   "end": (b + 1) / FPS, "boxes": seg.tolist()})
+            truth_videos.append({"video_id": vid, "identity": identity, "photo": photo.name, "mirrored": mirror,
+                                 "frames": n, "fps": FPS, "width": width, "height": height, "seed": [seed, i, k],
+                                 "utterances": count, "f0": round(f0, 3)})
+    _zip_files(out_dir, vox1_files, out_dir / "vox1.zip")  # only this call's files, not stale ones
+    truth = {"seed": seed, "fps": FPS, "sample_rate": SAMPLE_RATE, "photos": {p.name: p.source for p in _PHOTO_LIST},
+             "videos": truth_videos, "utterances": truth_utts}
+    write_text_atomic(out_dir / "truth.json", json.dumps(truth, indent=1, sort_keys=True) + "\n")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    writer.writerows(manifest_rows)
+    return write_text_atomic(out_dir / "manifest.csv", buf.getvalue())

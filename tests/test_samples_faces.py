@@ -1,0 +1,277 @@
+"""Generated talking-face sample media (VoxCeleb layout): files, metadata formats,
+reproducibility, and faces that dlib's HOG detector finds where the metadata says."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import re
+import zipfile
+from pathlib import Path
+
+import cv2  # noqa: F401  (before decord: decord bundles an old zlib; see tasks/__init__.py)
+import numpy as np
+import pytest
+
+from tasks.samples import faces
+from tasks.samples.faces import (MANIFEST_COLUMNS, PHOTO_INFO, PHOTO_NAMES, PHOTOS, make_face_samples,
+                                 render_face_clip, write_voxceleb_txt)
+from tests.conftest import assert_sample_video
+
+dlib = pytest.importorskip("dlib")
+
+IDENTITIES, UTTERANCES, SECONDS, SEED, W, H, FPS = 3, 2, 2.0, 0, 640, 360, 25
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("face_samples")
+    manifest = make_face_samples(out, identities=IDENTITIES, utterances=UTTERANCES, seconds=SECONDS, seed=SEED)
+    assert manifest == out / "manifest.csv"
+    return out
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return dlib.get_frontal_face_detector()
+
+
+def _manifest(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        assert tuple(next(reader)) == MANIFEST_COLUMNS
+        return [dict(zip(MANIFEST_COLUMNS, row)) for row in reader]
+
+
+def _parse_txt(path: Path) -> tuple[dict, list[tuple]]:
+    """VoxCeleb metadata: the header fields and the rows (frame, x, y, w, h) as strings."""
+    lines = path.read_text().split("\n")
+    assert lines[-1] == ""
+    head = {}
+    for line, key in zip(lines[:5], ("Identity  ", "Reference ", "Offset    ", "FV Conf   ", "ASD Conf  ")):
+        k, v = line.split(": \t", 1)
+        assert k == key
+        head[k.strip()] = v
+    assert lines[5] == ""
+    assert lines[6] == "FRAME \tX \tY \tW \tH "
+    rows = []
+    for line in lines[7:-1]:
+        assert line.endswith(" ")
+        fields = line[:-1].split(" \t")
+        assert len(fields) == 5 and re.fullmatch(r"\d{6}", fields[0])
+        rows.append(tuple(fields))
+    return head, rows
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def _rect(r) -> tuple[int, int, int, int]:
+    return r.left(), r.top(), r.width(), r.height()
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            data = p.read_bytes()
+            if p.name == "manifest.csv":  # urls are absolute paths of this folder
+                data = data.replace(str(root.resolve()).encode(), b"ROOT")
+            out[p.relative_to(root).as_posix()] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def test_photos_ship_with_packages_and_match_their_annotation(detector):
+    assert len(PHOTOS) >= 3 and {"astronaut", "grace_hopper"} <= set(PHOTOS)
+    for name in PHOTO_NAMES:
+        img = PHOTOS[name]()
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+        info = PHOTO_INFO[name]
+        dets = detector(img, 1)
+        best = max(_iou(_rect(r), info.box) for r in dets)
+        assert best > 0.9, (name, [_rect(r) for r in dets], info.box)
+
+
+def test_layout(samples):
+    rows = _manifest(samples / "manifest.csv")
+    truth = json.loads((samples / "truth.json").read_text())
+    assert len(rows) == IDENTITIES * UTTERANCES == len(truth["utterances"])
+    identities = sorted({r["identity"] for r in rows})
+    assert identities == [f"id{10001 + i}" for i in range(IDENTITIES)]
+    videos = sorted({r["video_id"] for r in rows})
+    assert sorted(p.stem for p in (samples / "videos").glob("*.mp4")) == videos
+    by_video = {v["video_id"]: v for v in truth["videos"]}
+    txt_files = []
+    for r, t in zip(rows, truth["utterances"]):
+        vid = r["video_id"]
+        assert re.fullmatch(r"[A-Za-z0-9_-]{11}", vid)
+        assert Path(r["url"]).is_absolute() and Path(r["url"]) == (samples / "videos" / f"{vid}.mp4").resolve()
+        assert r["split"] == ""
+        assert re.fullmatch(r"\d{5}", r["utterance"])
+        assert (t["video_id"], t["utterance"], t["identity"]) == (vid, r["utterance"], r["identity"])
+        assert float(r["start"]) == pytest.approx(t["first_frame"] / FPS)
+        assert float(r["end"]) == pytest.approx((t["last_frame"] + 1) / FPS)
+        assert t["last_frame"] - t["first_frame"] + 1 == round(SECONDS * FPS)
+        assert t["last_frame"] < by_video[vid]["frames"]
+        x, y, w, h = (float(r[k]) for k in "xywh")
+        assert 0 <= x and 0 <= y and x + w <= 1 + 1e-9 and y + h <= 1 + 1e-9 and w > 0.1 and h > 0.1
+        for sub in ("txt", "txt_vox2"):
+            assert (samples / sub / r["identity"] / vid / f"{r['utterance']}.txt").is_file()
+        txt_files.append(f"txt/{r['identity']}/{vid}/{r['utterance']}.txt")
+    # every identity has its utterances in one video (two per video), numbered 00001, 00002
+    for ident in identities:
+        utts = [r for r in rows if r["identity"] == ident]
+        assert len({r["video_id"] for r in utts}) == 1
+        assert [r["utterance"] for r in utts] == ["00001", "00002"]
+        assert float(utts[1]["start"]) - float(utts[0]["end"]) >= 1.0  # a silent gap between them
+    with zipfile.ZipFile(samples / "vox1.zip") as zf:
+        names = zf.namelist()
+        assert names == sorted(txt_files)
+        for n in names:
+            assert zf.read(n) == (samples / n).read_bytes()
+            assert zf.getinfo(n).date_time == (1980, 1, 1, 0, 0, 0)
+    for v in truth["videos"]:
+        assert_sample_video(samples / "videos" / f"{v['video_id']}.mp4", v["frames"], (H, W), FPS)
+
+
+def test_same_seed_same_bytes(samples, tmp_path):
+    again = tmp_path / "again"
+    make_face_samples(again, identities=IDENTITIES, utterances=UTTERANCES, seconds=SECONDS, seed=SEED)
+    first, second = _hashes(samples), _hashes(again)
+    assert len(first) == 2 * IDENTITIES * UTTERANCES + IDENTITIES + 3
+    assert first == second
+
+
+def test_render_face_clip_is_deterministic():
+    for mode in ("talking", "none"):
+        a_frames, a_boxes = render_face_clip("astronaut", 0.4, 3, mode, width=320, height=180)
+        b_frames, b_boxes = render_face_clip("astronaut", 0.4, 3, mode, width=320, height=180)
+        assert np.array_equal(np.stack(list(a_frames)), np.stack(list(b_frames)))
+        assert np.array_equal(a_boxes, b_boxes)
+    c_frames, _ = render_face_clip("astronaut", 0.4, 4, "talking", width=320, height=180)
+    a_frames, _ = render_face_clip("astronaut", 0.4, 3, "talking", width=320, height=180)
+    assert not np.array_equal(next(a_frames), next(c_frames))
+
+
+def test_metadata_parses_back_in_both_conventions(samples):
+    truth = json.loads((samples / "truth.json").read_text())
+    rows = _manifest(samples / "manifest.csv")
+    for r, t in zip(rows, truth["utterances"]):
+        rel = Path(r["identity"]) / r["video_id"] / f"{r['utterance']}.txt"
+        head1, rows1 = _parse_txt(samples / "txt" / rel)
+        head2, rows2 = _parse_txt(samples / "txt_vox2" / rel)
+        assert head1 == head2
+        assert head1["Identity"] == r["identity"] and head1["Reference"] == r["video_id"]
+        assert re.fullmatch(r"-?\d+", head1["Offset"])
+        assert re.fullmatch(r"\d+\.\d{3}\t\(1\)", head1["FV Conf"])
+        assert re.fullmatch(r"\d+\.\d{3}", head1["ASD Conf"])
+        frames = list(range(t["first_frame"], t["last_frame"] + 1))
+        assert [int(f[0]) for f in rows1] == frames == [int(f[0]) for f in rows2]
+        assert len(t["boxes"]) == len(frames)
+        for f1, f2, box in zip(rows1, rows2, t["boxes"]):
+            assert all(re.fullmatch(r"-?\d+", v) for v in f1[1:])  # VoxCeleb1: integer pixels
+            assert all(re.fullmatch(r"-?\d+\.\d{3}", v) for v in f2[1:])  # VoxCeleb2: 3 decimals
+            assert [int(v) for v in f1[1:]] == [math.floor(v * 360 / H + 0.5) for v in box]
+            assert [float(v) for v in f2[1:]] == pytest.approx(
+                [box[0] / W, box[1] / H, box[2] / W, box[3] / H], abs=0.0005 + 1e-9)
+            x, y, w, h = box  # inside the frame while talking
+            assert 0 <= x and 0 <= y and x + w <= W and y + h <= H
+        b = np.array(t["boxes"])
+        union = [b[:, 0].min() / W, b[:, 1].min() / H, (b[:, 0] + b[:, 2]).max() / W - b[:, 0].min() / W,
+                 (b[:, 1] + b[:, 3]).max() / H - b[:, 1].min() / H]
+        assert [float(r[k]) for k in "xywh"] == pytest.approx(union, abs=2e-6)
+        # smooth motion: the box moves a few pixels a frame at most
+        assert np.abs(np.diff(b, axis=0)).max() < 6
+
+
+def test_write_voxceleb_txt_scales_to_a_360_high_frame(tmp_path):
+    rows = [(245, 454.0, 122.0, 252.0, 252.0), (246, 455.0, 123.0, 251.0, 253.0)]
+    p1 = write_voxceleb_txt(tmp_path / "a" / "00001.txt", "id10001", "1zcIwhmdeo4", rows, "vox1", (720, 1280))
+    assert p1.read_text() == ("Identity  : \tid10001\nReference : \t1zcIwhmdeo4\nOffset    : \t1\n"
+                              "FV Conf   : \t17.910\t(1)\nASD Conf  : \t4.513\n\nFRAME \tX \tY \tW \tH \n"
+                              "000245 \t227 \t61 \t126 \t126 \n000246 \t228 \t62 \t126 \t127 \n")
+    p2 = write_voxceleb_txt(tmp_path / "b.txt", "id00012", "21Uxsk56VDQ", rows[:1], "vox2", (720, 1280))
+    assert p2.read_text().splitlines()[-1] == "000245 \t0.355 \t0.169 \t0.197 \t0.350 "
+    with pytest.raises(ValueError):
+        write_voxceleb_txt(tmp_path / "c.txt", "id1", "x", rows, "vox3")
+
+
+def test_dlib_finds_one_face_in_the_box(samples, detector):
+    import decord
+
+    truth = json.loads((samples / "truth.json").read_text())
+    hits = total = crop_hits = 0
+    misses = []
+    for t in truth["utterances"]:
+        vr = decord.VideoReader(str(samples / "videos" / f"{t['video_id']}.mp4"))
+        idx = list(range(t["first_frame"], t["last_frame"] + 1, FPS // 2))  # two frames a second
+        frames = vr.get_batch(idx).asnumpy()
+        for j, frame in zip(idx, frames):
+            box = t["boxes"][j - t["first_frame"]]
+            dets = detector(frame, 1)
+            ok = len(dets) == 1 and _iou(_rect(dets[0]), box) > 0.3
+            hits += ok
+            total += 1
+            if not ok:
+                misses.append((t["video_id"], j, [_rect(d) for d in dets], box))
+            # the build's view: a square crop around the box, resized to 256 x 256
+            cx, cy, side = box[0] + box[2] / 2, box[1] + box[3] / 2, 1.8 * max(box[2], box[3])
+            k = 256 / side
+            crop = cv2.warpAffine(frame, np.array([[k, 0, 128 - k * cx], [0, k, 128 - k * cy]]), (256, 256))
+            crop_hits += len(detector(crop, 1)) == 1
+    assert total >= 20
+    assert hits >= 0.95 * total, misses
+    assert crop_hits >= 0.95 * total
+
+
+def test_edge_case_clips(detector):
+    seconds = 3.0
+    n = int(seconds * FPS)
+    for i, name in enumerate(PHOTO_NAMES):
+        # no face: the same background, nothing detected, a static claimed box
+        frames, boxes = render_face_clip(name, seconds, i, "none")
+        frames = list(frames)
+        assert len(frames) == n and boxes.shape == (n, 4) and np.all(boxes == boxes[0])
+        assert all(len(detector(frames[j], 1)) == 0 for j in range(0, n, FPS))
+        # the face leaves: found at first, gone (and its box past the right edge) at the end
+        frames, boxes = render_face_clip(name, seconds, i, "leaves")
+        frames = list(frames)
+        assert len(detector(frames[0], 1)) == 1
+        assert len(detector(frames[-1], 1)) == 0
+        assert boxes[-1, 0] > W
+        assert frames[-1].shape == (H, W, 3)
+    with pytest.raises(ValueError):
+        render_face_clip("astronaut", 1.0, 0, "sideways")
+    with pytest.raises(KeyError):
+        render_face_clip("nobody", 1.0, 0)
+
+
+def test_photos_repeat_mirrored_beyond_the_third_identity(tmp_path, detector):
+    import decord
+
+    make_face_samples(tmp_path, identities=4, utterances=1, seconds=1.0, seed=7, width=320, height=180)
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    assert [(v["photo"], v["mirrored"]) for v in truth["videos"]] == [
+        ("astronaut", False), ("grace_hopper", False), ("luispedro", False), ("astronaut", True)]
+    t = truth["utterances"][3]
+    frame = decord.VideoReader(str(tmp_path / "videos" / f"{t['video_id']}.mp4"))[t["first_frame"]].asnumpy()
+    box = t["boxes"][0]
+    dets = detector(frame, 1)
+    assert len(dets) == 1 and _iou(_rect(dets[0]), box) > 0.3
+    # VoxCeleb1 boxes are pixels of a 360-high frame: twice the 180-high frame's
+    _, rows = _parse_txt(tmp_path / "txt" / t["identity"] / t["video_id"] / "00001.txt")
+    assert [int(v) for v in rows[0][1:]] == [math.floor(v * 2 + 0.5) for v in box]
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError):
+        make_face_samples(tmp_path, identities=0)
+    with pytest.raises(ValueError):
+        make_face_samples(tmp_path, seconds=0.5)
+    assert faces.FPS == FPS
