@@ -185,3 +185,17 @@ def test_crop_geometry():
     crop = crop_square(frame, -20, -20, 80)  # a quarter of it outside the picture: black there
     assert crop.shape == (256, 256, 3)
     assert crop[:50, :50].max() == 0 and crop[200:, 200:].min() == 200
+
+
+def test_both_dlib_detectors_find_the_astronaut_near_its_box():
+    from skimage import data
+
+    from tasks.faces import FaceFinder, find_face
+
+    img = data.astronaut()
+    for kind in ("hog", "cnn"):  # the CNN (MMOD) detector of face_recognition_models; ~3 s on a CPU here
+        box, found_by, overlap, _ = find_face(FaceFinder.for_thread(kind), img, (170, 70, 100, 100), 0.3)
+        assert found_by == f"dlib-{kind}" and overlap > 0.6, (kind, box, overlap)
+    # Nothing near a box over the sky: the metadata box is used, and said so.
+    box, found_by, overlap, n = find_face(FaceFinder.for_thread("hog"), img, (400, 10, 60, 60), 0.3)
+    assert (found_by, overlap, box) == ("metadata", 0.0, (400.0, 10.0, 60.0, 60.0))
