@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import Stages, transient_error, acquire_task, extract_audio_task, input_files, probe_task
-from tasks import media
+from tasks import media, storage
 from tasks.manifest import CROP_REFERENCE, read_pianoyt
 from tasks.pianoyt import build_frames, layout as pianoyt_layout, write_status_and_card
 from tasks.transcribe import get_transcriber, labeler_sample_rate, write_midi
@@ -37,7 +37,7 @@ def _transcriber(name: str, options: dict):
 
 @task(name="label", persist_result=True, retries=1, retry_condition_fn=transient_error)
 def label_task(wav: str, out_mid: str, labeler: str, labeler_options: dict) -> str:
-    audio, _ = media.read_wav(wav)
+    audio, _ = media.read_wav(storage.local_path(wav))
     # One model and one transcription at a time per process: the model
     # already uses every core (or the GPU).
     with _TRANSCRIBE_LOCK:
@@ -57,7 +57,7 @@ def frames_task(
     image_format: str,
 ) -> dict:
     return build_frames(
-        video, labels, video_id, split, tuple(crop), shards_dir,
+        storage.local_path(video), storage.local_path(labels), video_id, split, tuple(crop), shards_dir,
         crop_reference=tuple(crop_reference), image_format=image_format,
     )
 
@@ -89,16 +89,16 @@ def build_pianoyt(
     sample_rate = labeler_sample_rate(labeler)
 
     videos = stages.run(acquire_task, lambda v: dict(
-        source=row[v].source, video_id=v, media_dir=str(layout.media),
+        source=row[v].source, video_id=v, media_dir=layout.media,
         attempts=acquire_attempts, backoff_s=acquire_backoff_s))
     stages.run(probe_task, lambda v: dict(path=videos[v]))
     wavs = stages.run(extract_audio_task, lambda v: dict(
-        path=videos[v], out_wav=str(layout.audio / f"{v}.wav"), sample_rate=sample_rate))
+        path=videos[v], out_wav=layout.at("audio", f"{v}.wav"), sample_rate=sample_rate))
     mids = stages.run(label_task, lambda v: dict(
-        wav=wavs[v], out_mid=str(layout.labels / f"{v}.mid"), labeler=labeler, labeler_options=labeler_options))
+        wav=wavs[v], out_mid=layout.at("labels", f"{v}.mid"), labeler=labeler, labeler_options=labeler_options))
     built = stages.run(frames_task, lambda v: dict(
         video=videos[v], labels=mids[v], video_id=v, split=row[v].split, crop=list(row[v].crop),
-        shards_dir=str(layout.shards), crop_reference=list(crop_reference), image_format=image_format))
+        shards_dir=layout.shards, crop_reference=list(crop_reference), image_format=image_format))
 
     return stages.finish(layout, built, ("frames", "seconds", "notes"),
                          lambda records: write_status_and_card(layout, records, manifest, labeler))

@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import Stages, acquire_task, extract_audio_task, input_files, probe_task, transient_error
+from tasks import storage
 from tasks.manifest import CROP_REFERENCE, read_violin
 from tasks.violinyt import AUDIO_RATE, build_frames, label_from_f0, label_yin, layout as violin_layout
 from tasks.violinyt import write_status_and_card
@@ -26,13 +27,13 @@ STAGES = ("acquire", "probe", "extract-audio", "pitch", "violin-frames")
 def pitch_task(wav: str, f0: str, out: str, fps: float, n_frames: int, yin: dict) -> str:
     if f0:
         return label_from_f0(f0, out, fps, n_frames, yin.get("min_midi", 55), yin.get("max_midi", 88))
-    return label_yin(wav, out, fps, n_frames, yin)
+    return label_yin(storage.local_path(wav), out, fps, n_frames, yin)
 
 
 @task(name="violin-frames", persist_result=True, retries=1, retry_condition_fn=transient_error)
 def frames_task(video: str, pitch: str, video_id: str, split: str, crop: list, shards_dir: str,
                 audio_path: str, crop_reference: list, image_format: str) -> dict:
-    return build_frames(video, pitch, video_id, split, tuple(crop), shards_dir, audio_path,
+    return build_frames(storage.local_path(video), storage.local_path(pitch), video_id, split, tuple(crop), shards_dir, audio_path,
                         crop_reference=tuple(crop_reference), image_format=image_format)
 
 
@@ -69,17 +70,17 @@ def build_violinyt(
     stages = Stages("build-violinyt", rows, STAGES, data_root, refresh, logger)
 
     videos = stages.run(acquire_task, lambda v: dict(
-        source=row[v].source, video_id=v, media_dir=str(layout.media),
+        source=row[v].source, video_id=v, media_dir=layout.media,
         attempts=acquire_attempts, backoff_s=acquire_backoff_s))
     probes = stages.run(probe_task, lambda v: dict(path=videos[v], need_audio=not row[v].audio_source))
     wavs = stages.run(extract_audio_task, lambda v: dict(
-        path=row[v].audio_source or videos[v], out_wav=str(layout.audio / f"{v}.wav"), sample_rate=AUDIO_RATE))
+        path=row[v].audio_source or videos[v], out_wav=layout.at("audio", f"{v}.wav"), sample_rate=AUDIO_RATE))
     pitches = stages.run(pitch_task, lambda v: dict(
-        wav=wavs[v], f0=row[v].pitch_source, out=str(layout.labels / f"{v}.parquet"),
+        wav=wavs[v], f0=row[v].pitch_source, out=layout.at("labels", f"{v}.parquet"),
         fps=probes[v]["fps"], n_frames=probes[v]["frames"], yin=yin))
     built = stages.run(frames_task, lambda v: dict(
         video=videos[v], pitch=pitches[v], video_id=v, split=row[v].split, crop=list(row[v].crop),
-        shards_dir=str(layout.shards), audio_path=f"audio/{v}.wav", crop_reference=list(crop_reference),
+        shards_dir=layout.shards, audio_path=f"audio/{v}.wav", crop_reference=list(crop_reference),
         image_format=image_format))
 
     labels = "URMP ground-truth F0" if urmp else "aubio yinfft"

@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import Stages, acquire_task, input_files, probe_task, transient_error
+from tasks import storage
 from tasks.faces import build_utterance
 from tasks.voxceleb import YOUTUBE_URL, layout as voxceleb_layout, read_metadata, write_status_and_card
 
@@ -25,7 +26,7 @@ STAGES = ("acquire", "probe", "faces")
 @task(name="faces", persist_result=True, retries=1, retry_condition_fn=transient_error)
 def faces_task(video: str, probe: dict, utt: dict, shards_dir: str, split: str, detector: str, min_iou: float,
                margin: float, per_second: float) -> dict:
-    return build_utterance(video, utt, shards_dir, split, detector=detector, min_iou=min_iou, margin=margin,
+    return build_utterance(storage.local_path(video), utt, shards_dir, split, detector=detector, min_iou=min_iou, margin=margin,
                            per_second=per_second, probe=probe)
 
 
@@ -59,14 +60,14 @@ def build_voxceleb(
     video_of = lambda k: by_key[k].video_id  # noqa: E731  one download and probe per video
 
     videos = stages.run(acquire_task, lambda k: dict(
-        source=by_key[k].source, video_id=by_key[k].video_id, media_dir=str(layout.media),
+        source=by_key[k].source, video_id=by_key[k].video_id, media_dir=layout.media,
         attempts=acquire_attempts, backoff_s=acquire_backoff_s), group=video_of)
     probes = stages.run(probe_task, lambda k: dict(path=videos[k], need_audio=False), group=video_of)
     built = stages.run(faces_task, lambda k: dict(
         video=videos[k], probe=probes[k], utt={"identity": by_key[k].identity, "video_id": by_key[k].video_id,
                               "utterance": by_key[k].utterance, "boxes": [list(b) for b in by_key[k].boxes],
                               "units": by_key[k].units, "key": k, "region": by_key[k].region},
-        shards_dir=str(layout.shards), split=by_key[k].split, detector=detector, min_iou=min_iou,
+        shards_dir=layout.shards, split=by_key[k].split, detector=detector, min_iou=min_iou,
         margin=margin, per_second=per_second))
 
     fields = ("frames", "seconds", "sampled", "detected", "fallback", "outside", "past_end")

@@ -28,16 +28,26 @@ from pathlib import Path
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_SOME_FAILED = 0, 1, 2, 3
 
 
-def _prefect_env(data_root: Path) -> None:
+def _prefect_env(data_root: str | Path) -> None:
     """Keep Prefect's cached task results beside the data they describe.
 
     Must run before prefect is imported: Prefect reads its settings then.
     Users who set these variables themselves keep their values.
     """
-    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(data_root / ".prefect" / "results"))
+    from tasks import storage
+
+    local = Path(data_root) if storage.is_local(data_root) else storage.scratch_dir("prefect")
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(local / ".prefect" / "results"))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     # The temporary local server otherwise tries to send telemetry at start.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _data_root(text: str) -> str:
+    """A local data root made absolute; an fsspec URL (s3://, memory://, ...) kept as it is."""
+    from tasks import storage
+
+    return storage.root_location(text)
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -112,7 +122,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def cmd_build_pianoyt(args) -> int:
     return run_build_pianoyt(
-        Path(args.manifest).resolve(), Path(args.data_root).resolve(), args.labeler, args.device,
+        Path(args.manifest).resolve(), _data_root(args.data_root), args.labeler, args.device,
         args.refresh, args.image_format, args.crop_reference, args.acquire_attempts, args.acquire_backoff,
     )
 
@@ -134,7 +144,7 @@ def cmd_build_violinyt(args) -> int:
         read_urmp(args.urmp) if args.urmp else read_violin(args.manifest)
     except ManifestError as exc:
         return _refused(exc)
-    data_root = Path(args.data_root).resolve()
+    data_root = _data_root(args.data_root)
     _prefect_env(data_root)
     from flows.build_violinyt import build_violinyt
 
@@ -202,7 +212,7 @@ def cmd_build_voxceleb(args) -> int:
     except ManifestError as exc:
         return _refused(exc)
     print(f"{len(utts)} utterances, boxes read as {utts[0].units}")
-    data_root = Path(args.data_root).resolve()
+    data_root = _data_root(args.data_root)
     _prefect_env(data_root)
     from flows.build_voxceleb import build_voxceleb
 
@@ -228,7 +238,7 @@ def cmd_evaluate(args) -> int:
     if args.kind == "voxceleb-crops":
         from tasks.voxceleb import redetect_build
 
-        rows = redetect_build(Path(args.data_root), detector=args.detector)
+        rows = redetect_build(_data_root(args.data_root), detector=args.detector)
         if not rows:
             return _refused(f"no face shards under {args.data_root}/voxceleb")
         _print_table(rows)

@@ -10,14 +10,16 @@ data root, so a rerun does no finished work again.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import CacheKeyFnPolicy
 
-from tasks import media
+from tasks import media, storage
 from tasks.acquire import AcquireError, acquire
 from tasks.cache import prefect_cache_key
 from tasks.dataset import format_table
@@ -25,7 +27,22 @@ from tasks.shards import remove_video, videos_in_shards
 
 
 def _cache_root(data_root: str) -> str:
-    return os.environ.get("SIGHTSOUND_CACHE_DIR") or str(Path(data_root) / ".prefect" / "cache-keys")
+    """Prefect's cache keys: beside the data when the data root is local, else in the scratch folder.
+
+    Builds sharing a remote data root from several machines should share this
+    folder too (``SIGHTSOUND_CACHE_DIR``), or each machine redoes the work it
+    has no key for (the results are identical; see README, Running at scale).
+    """
+    if os.environ.get("SIGHTSOUND_CACHE_DIR"):
+        return os.environ["SIGHTSOUND_CACHE_DIR"]
+    if storage.is_local(data_root):
+        return str(Path(storage.root_location(data_root)) / ".prefect" / "cache-keys")
+    # Beside Prefect's result storage: a key whose result cannot be read makes
+    # Prefect fail the task instead of running it again.
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    tag = hashlib.sha256(storage.root_location(data_root).encode("utf-8")).hexdigest()[:16]
+    return str(Path(PREFECT_LOCAL_STORAGE_PATH.value()).parent / "sightsound-cache-keys" / tag)
 
 
 def _policy(data_root: str, *input_files: str):
@@ -63,12 +80,21 @@ def transient_error(task, task_run, state) -> bool:
 
 @task(name="acquire", persist_result=True, tags=["network"])
 def acquire_task(source: str, video_id: str, media_dir: str, attempts: int, backoff_s: float) -> str:
-    return acquire(source, video_id, media_dir, attempts=attempts, backoff_s=backoff_s)
+    """A local path or the location under ``media_dir`` of the video (downloaded once)."""
+    if storage.is_local(media_dir):
+        return acquire(source, video_id, media_dir, attempts=attempts, backoff_s=backoff_s)
+    if "://" not in source:  # a local file named by the manifest is used where it is
+        return acquire(source, video_id, media_dir, attempts=attempts, backoff_s=backoff_s)
+    done = storage.glob(storage.join(media_dir, f"{video_id}.*"))
+    if done:
+        return done[0]
+    local = acquire(source, video_id, storage.scratch_dir("media"), attempts=attempts, backoff_s=backoff_s)
+    return storage.publish(local, storage.join(media_dir, Path(local).name), keep_local=True)
 
 
 @task(name="probe", persist_result=True, retries=1, retry_condition_fn=transient_error)
 def probe_task(path: str, need_audio: bool = True) -> dict:
-    info = media.probe(path)
+    info = media.probe(storage.local_path(path))
     if need_audio and not info.has_audio:
         raise media.MediaError(f"{Path(path).name} has no audio track to label")
     return info.as_dict()
@@ -76,15 +102,20 @@ def probe_task(path: str, need_audio: bool = True) -> dict:
 
 @task(name="extract-audio", persist_result=True, retries=1, retry_condition_fn=transient_error)
 def extract_audio_task(path: str, out_wav: str, sample_rate: int) -> str:
-    return media.extract_audio(path, out_wav, sample_rate)
+    src = storage.local_path(path)
+    if storage.is_local(out_wav):
+        return media.extract_audio(src, out_wav, sample_rate)
+    with tempfile.TemporaryDirectory(dir=storage.scratch_dir("audio")) as folder:
+        local = media.extract_audio(src, Path(folder) / Path(storage.fs_of(out_wav)[1]).name, sample_rate)
+        return storage.publish(local, out_wav, keep_local=True)
 
 
 def _outputs_exist(value) -> bool:
     """A cached result is trusted only while the files it names still exist."""
     if isinstance(value, str):
-        return os.path.exists(value)
+        return storage.exists(value)
     if isinstance(value, dict):
-        return all(os.path.exists(p) for p in value.get("parts", []))
+        return all(storage.exists(p) for p in value.get("parts", []))
     return True
 
 

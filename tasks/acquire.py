@@ -11,10 +11,11 @@ the flow records in the status table.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
+
+from tasks import storage
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def acquire(
             if not files:
                 raise AcquireError(f"yt-dlp reported success but wrote no video for {source}", permanent=False)
             final = media_dir / f"{video_id}{files[0].suffix}"
-            os.replace(files[0], final)
+            storage.publish(files[0], str(final))
             shutil.rmtree(tmp_dir, ignore_errors=True)
             return str(final)
         except yt_dlp.utils.DownloadError as exc:

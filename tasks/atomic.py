@@ -1,25 +1,20 @@
-"""Write-then-rename: a file appears under its final name only when complete (DESIGN.md: Storage)."""
+"""Write-then-rename: a file appears under its final name only when complete (DESIGN.md: Storage).
+
+``path`` may be a local path or an fsspec URL (see :mod:`tasks.storage`).
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+from tasks import storage
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path | str:
+    """Write ``data`` as the complete file ``path``; return it (a ``Path`` when local, else the URL)."""
+    location = storage.write_bytes(path, data)
+    return Path(location) if storage.is_local(location) else location
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path | str:
     return write_bytes_atomic(path, text.encode("utf-8"))

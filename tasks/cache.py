@@ -21,10 +21,13 @@ _EDGE = 4 * 1024 * 1024
 
 
 def file_fingerprint(path: str | Path) -> str:
-    path = Path(path)
-    size = path.stat().st_size
+    """Size plus SHA-256 of a file's content (its edges for big files); ``path`` may be an fsspec URL."""
+    from tasks import storage
+
+    fs, p = storage.fs_of(path)
+    size = fs.size(p)
     h = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
+    with fs.open(p, "rb") as f:
         if size <= _BIG:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
@@ -35,11 +38,20 @@ def file_fingerprint(path: str | Path) -> str:
     return f"{size}:{h.hexdigest()[:32]}"
 
 
+def _is_file(location: str) -> bool:
+    if "://" not in location:
+        return os.path.isfile(location)
+    from tasks import storage
+
+    fs, p = storage.fs_of(location)
+    return fs.isfile(p)
+
+
 def key_for(name: str, params: dict, input_files: tuple[str, ...] = ()) -> str:
     """Cache key of task ``name`` called with ``params``; ``input_files`` are fingerprinted."""
     norm = {}
     for k, v in sorted(params.items()):
-        if k in input_files and isinstance(v, str) and os.path.isfile(v):
+        if k in input_files and isinstance(v, str) and _is_file(v):
             v = {"file": file_fingerprint(v)}
         norm[k] = v
     blob = json.dumps({"task": name, "v": CACHE_VERSION, "params": norm}, sort_keys=True, default=str)

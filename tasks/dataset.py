@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from tasks import storage
+
 STATUS_FIELDS = [
     ("video_id", pa.string()),
     ("split", pa.string()),
@@ -26,41 +28,45 @@ STATUS_FIELDS = [
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a build of one dataset keeps its files under the data root."""
+    """Where a build of one dataset keeps its files under the data root (a path or an fsspec URL)."""
 
-    root: Path
+    root: str
 
     @classmethod
     def under(cls, data_root: str | Path, name: str) -> "Layout":
-        return cls(Path(data_root) / name)
+        return cls(storage.join(storage.root_location(data_root), name))
+
+    def at(self, folder: str, name: str) -> str:
+        """The location of file ``name`` in ``folder`` (media, audio, labels, shards)."""
+        return storage.join(self.root, folder, name)
 
     @property
-    def media(self) -> Path:
-        return self.root / "media"
+    def media(self) -> str:
+        return storage.join(self.root, "media")
 
     @property
-    def audio(self) -> Path:
-        return self.root / "audio"
+    def audio(self) -> str:
+        return storage.join(self.root, "audio")
 
     @property
-    def labels(self) -> Path:
-        return self.root / "labels"
+    def labels(self) -> str:
+        return storage.join(self.root, "labels")
 
     @property
-    def shards(self) -> Path:
-        return self.root / "shards"
+    def shards(self) -> str:
+        return storage.join(self.root, "shards")
 
     @property
-    def status(self) -> Path:
-        return self.root / "status.parquet"
+    def status(self) -> str:
+        return storage.join(self.root, "status.parquet")
 
     @property
-    def card(self) -> Path:
-        return self.root / "CARD.md"
+    def card(self) -> str:
+        return storage.join(self.root, "CARD.md")
 
     def make_dirs(self) -> None:
         for d in (self.media, self.audio, self.labels, self.shards):
-            d.mkdir(parents=True, exist_ok=True)
+            storage.makedirs(d)
 
 
 def status_table(records: list[dict], extra: list[tuple[str, pa.DataType]] = ()) -> pa.Table:

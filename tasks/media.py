@@ -109,8 +109,9 @@ def extract_audio(path: str | Path, out_wav: str | Path, sample_rate: int) -> st
     except ffmpeg.Error as exc:
         tmp.unlink(missing_ok=True)
         raise MediaError(f"audio extraction failed: {_last_line(exc.stderr.decode(errors='replace'))}") from None
-    os.replace(tmp, out_wav)
-    return str(out_wav)
+    from tasks import storage
+
+    return storage.publish(tmp, str(out_wav))
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:

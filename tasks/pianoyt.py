@@ -16,6 +16,7 @@ import pyarrow as pa
 from tasks import media
 from tasks.align import N_KEYS, frame_labels
 from tasks.manifest import CROP_REFERENCE
+from tasks import storage
 from tasks.atomic import write_text_atomic
 from tasks.dataset import Layout, failures_section, format_table, status_table, summary_rows
 from tasks.shards import VideoShardWriter, write_table_atomic
@@ -103,13 +104,13 @@ def build_frames(
     }
 
 
-def note_statistics(labels_dir: Path, video_ids: list[str]) -> dict:
+def note_statistics(labels_dir: str, video_ids: list[str]) -> dict:
     pitches, durations, per_sec = [], [], []
     for vid in video_ids:
-        p = labels_dir / f"{vid}.mid"
-        if not p.is_file():
+        p = storage.join(labels_dir, f"{vid}.mid")
+        if not storage.exists(p):
             continue
-        notes = read_midi(p)
+        notes = read_midi(storage.local_path(p))
         pitches += [n.pitch for n in notes]
         durations += [n.offset - n.onset for n in notes]
         if notes:

@@ -14,19 +14,31 @@ the folder names (read with ``pyarrow.dataset.dataset(path, partitioning="hive")
 A video's parts are first written under ``shards/.staging/<video id>/`` and
 moved into place only when all of them are complete; pyarrow.dataset skips
 names starting with ``.``, so a reader never sees a half-written video.
+
+On a data root that is not a local folder (an fsspec URL, :mod:`tasks.storage`)
+the parts are staged in the local scratch folder and uploaded one by one to
+their final names (an object appears only once complete), and then a
+completion marker ``shards/_committed/<video id>.json`` lists them;
+:func:`read_dataset` reads only parts that a marker lists, so a video whose
+upload was cut short is never read as complete.  pyarrow skips names starting
+with ``_`` too.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks import storage
+
 DEFAULT_MAX_PART_BYTES = 256 * 1024 * 1024
 STAGING = ".staging"
+MARKERS = "_committed"
 
 
 def part_name(video_id: str, index: int) -> str:
@@ -51,12 +63,16 @@ class VideoShardWriter:
         schema: pa.Schema,
         max_part_bytes: int = DEFAULT_MAX_PART_BYTES,
     ):
-        self.shards_dir = Path(shards_dir)
+        self.shards_dir = str(shards_dir)
         self.video_id = video_id
         self.split = split
         self.schema = schema
         self.max_part_bytes = max_part_bytes
-        self.staging = self.shards_dir / STAGING / video_id
+        if storage.is_local(self.shards_dir):
+            self.staging = Path(storage.fs_of(self.shards_dir)[1]) / STAGING / video_id
+        else:
+            key = hashlib.sha256(self.shards_dir.encode("utf-8")).hexdigest()[:16]
+            self.staging = storage.scratch_dir(f"staging-{key}") / video_id
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir(parents=True)
         self.parts: list[tuple[str, Path]] = []  # (split, staged path)
@@ -108,13 +124,10 @@ class VideoShardWriter:
             self._open(self.split)
             self._close(self.split)
         remove_video(self.shards_dir, self.video_id)
-        out = []
-        for split, p in self.parts:
-            dest = self.shards_dir / f"split={split}"
-            dest.mkdir(parents=True, exist_ok=True)
-            final = dest / p.name
-            os.replace(p, final)
-            out.append(str(final))
+        out = [storage.publish(p, storage.join(self.shards_dir, f"split={split}", p.name)) for split, p in self.parts]
+        if not storage.is_local(self.shards_dir):
+            storage.write_bytes(_marker(self.shards_dir, self.video_id),
+                                json.dumps({"video_id": self.video_id, "parts": out}, indent=1).encode("utf-8"))
         shutil.rmtree(self.staging, ignore_errors=True)
         return out
 
@@ -132,36 +145,57 @@ class VideoShardWriter:
         return False
 
 
+def _marker(shards_dir: str, video_id: str) -> str:
+    return storage.join(shards_dir, MARKERS, f"{video_id}.json")
+
+
 def remove_video(shards_dir: str | Path, video_id: str) -> int:
-    """Delete every committed part of ``video_id``; return how many were removed."""
-    shards_dir = Path(shards_dir)
-    n = 0
-    for split_dir in shards_dir.glob("split=*"):
-        for p in split_dir.glob(f"part-{video_id}-[0-9][0-9][0-9][0-9].parquet"):
-            p.unlink()
-            n += 1
-    return n
+    """Delete every part of ``video_id`` (and its completion marker); return how many parts were removed."""
+    shards_dir = str(shards_dir)
+    storage.remove(_marker(shards_dir, video_id))  # first: the video stops counting as complete
+    parts = storage.glob(storage.join(shards_dir, "split=*", f"part-{video_id}-[0-9][0-9][0-9][0-9].parquet"))
+    for p in parts:
+        storage.remove(p)
+    return len(parts)
 
 
 def videos_in_shards(shards_dir: str | Path) -> set[str]:
-    """Ids of the videos that have committed parts."""
-    ids = set()
-    for p in Path(shards_dir).glob("split=*/part-*.parquet"):
-        ids.add(p.name[len("part-") : -len("-0000.parquet")])
-    return ids
+    """Ids of the videos that have parts (complete or not)."""
+    return {Path(p).name[len("part-"): -len("-0000.parquet")]
+            for p in storage.glob(storage.join(str(shards_dir), "split=*", "part-*.parquet"))}
+
+
+def complete_parts(shards_dir: str | Path) -> list[str]:
+    """The part files of complete videos: all of them locally; those a marker lists elsewhere."""
+    shards_dir = str(shards_dir)
+    if storage.is_local(shards_dir):
+        return storage.glob(storage.join(shards_dir, "split=*", "part-*.parquet"))
+    parts = []
+    for marker in storage.glob(storage.join(shards_dir, MARKERS, "*.json")):
+        parts += json.loads(storage.read_bytes(marker))["parts"]
+    return sorted(parts)
 
 
 def read_dataset(shards_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
-    """All committed rows, with ``split`` from the hive folders."""
+    """All rows of complete videos, with ``split`` from the hive folders."""
     import pyarrow.dataset as ds
 
-    return ds.dataset(str(shards_dir), format="parquet", partitioning="hive").to_table(columns=columns)
+    shards_dir = str(shards_dir)
+    if storage.is_local(shards_dir):
+        return ds.dataset(shards_dir, format="parquet", partitioning="hive").to_table(columns=columns)
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, root = storage.fs_of(shards_dir)
+    files = [storage.fs_of(p)[1] for p in complete_parts(shards_dir)]
+    if not files:
+        raise FileNotFoundError(f"no complete shard parts under {shards_dir}")
+    dataset = ds.dataset(files, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs)),
+                         partitioning=ds.partitioning(flavor="hive"), partition_base_dir=root)
+    return dataset.to_table(columns=columns)
 
 
 def write_table_atomic(table: pa.Table, path: str | Path) -> str:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, str(tmp), compression="zstd")
-    os.replace(tmp, path)
-    return str(path)
+    """Write ``table`` as the complete Parquet file at ``path`` (a path or URL; :func:`storage.publish`)."""
+    tmp = storage.local_output(path)
+    pq.write_table(table, tmp, compression="zstd")
+    return storage.publish(tmp, path)

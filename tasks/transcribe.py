@@ -131,9 +131,7 @@ class TranskunTranscriber:
 
 
 def write_midi(notes: list[Note], path: str | Path) -> str:
-    """Write notes as a one-track piano MIDI file (atomically)."""
-    import os
-
+    """Write notes as a one-track piano MIDI file (atomically; ``path`` may be an fsspec URL)."""
     import pretty_midi
 
     pm = pretty_midi.PrettyMIDI(resolution=960, initial_tempo=120.0)
@@ -141,12 +139,11 @@ def write_midi(notes: list[Note], path: str | Path) -> str:
     for n in notes:
         piano.notes.append(pretty_midi.Note(velocity=n.velocity, pitch=n.pitch, start=n.onset, end=n.offset))
     pm.instruments.append(piano)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pm.write(str(tmp))
-    os.replace(tmp, path)
-    return str(path)
+    from tasks import storage
+
+    tmp = storage.local_output(path)
+    pm.write(tmp)
+    return storage.publish(tmp, str(path))
 
 
 def read_midi(path: str | Path) -> list[Note]:

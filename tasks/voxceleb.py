@@ -431,14 +431,13 @@ def write_status_and_card(layout, records: list[dict], source: str, units: str, 
 
 def redetect_build(data_root, detector: str = "hog") -> list[dict]:
     """Per split and overall: in how many stored crops dlib finds exactly one face again."""
-    import pyarrow.dataset as ds
-
     from tasks.faces import redetect
+    from tasks.shards import complete_parts, read_dataset
 
     shards = layout(data_root).shards
-    if not shards.is_dir() or not any(shards.rglob("*.parquet")):
+    if not complete_parts(shards):
         return []
-    table = ds.dataset(str(shards), format="parquet", partitioning="hive").to_table(columns=["image", "split"])
+    table = read_dataset(shards, columns=["image", "split"])
     images, splits = table.column("image").to_pylist(), table.column("split").to_pylist()
     rows = []
     for split in sorted(set(splits)) + ["all"]:

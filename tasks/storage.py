@@ -1,0 +1,212 @@
+"""Where a build's files live: a local folder or any fsspec URL (DESIGN.md: Storage).
+
+Every file a build keeps (media, audio, labels, shards, status, card) is
+named by a *location*: a local path, or a URL such as ``s3://bucket/data/...``
+or ``memory://data/...``.  This module is the only place that reads or writes
+them, through fsspec:
+
+* :func:`publish` / :func:`write_bytes` make a finished file visible under its
+  final name in one step.  On a local file system the file is written under
+  a temporary name beside it and renamed; object stores have no rename, but
+  they show an object only once its upload is complete, so the file is
+  uploaded straight to its name (a reader never sees half of it).  What must
+  appear *together* (all the shard parts of one video) gets an explicit
+  completion marker on such stores (:mod:`tasks.shards`).
+* :func:`local_path` gives the tools that need a real file (ffmpeg, decord,
+  the transcribers) one: the path itself when the location is local, else a
+  copy in the scratch folder (``SIGHTSOUND_SCRATCH``, default a folder under
+  the system's temporary directory), fetched once and reused while its size
+  matches.
+
+Crash points (for the crash-safety tests): with ``SIGHTSOUND_CRASH_AFTER=N``
+in the environment the process kills itself with SIGKILL right after its N-th
+durable write; with ``SIGHTSOUND_CRASH_BEFORE=N``, just before the N-th (its
+data written under the temporary name, not yet renamed).  Nothing happens
+when neither is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from pathlib import Path
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+_writes = 0
+_writes_lock = threading.Lock()
+
+
+def crash_point(when: str) -> None:
+    """Count durable writes and SIGKILL this process at the one the environment names (see module doc)."""
+    global _writes
+    before, after = os.environ.get("SIGHTSOUND_CRASH_BEFORE"), os.environ.get("SIGHTSOUND_CRASH_AFTER")
+    if not before and not after:
+        return
+    with _writes_lock:
+        if when == "before":
+            _writes += 1
+            n = _writes
+        else:
+            n = _writes
+    if (when == "before" and before and n == int(before)) or (when == "after" and after and n == int(after)):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fs_of(location: str | os.PathLike):
+    """``(filesystem, path)`` of a location."""
+    fs, path = fsspec.core.url_to_fs(str(location))
+    return fs, path
+
+
+def is_local(location: str | os.PathLike) -> bool:
+    return isinstance(fs_of(location)[0], LocalFileSystem)
+
+
+def join(location: str | os.PathLike, *parts: str) -> str:
+    """``location/part/...`` for paths and URLs alike."""
+    out = str(location).rstrip("/")
+    for p in parts:
+        out = f"{out}/{str(p).strip('/')}"
+    return out
+
+
+def root_location(root: str | os.PathLike) -> str:
+    """A data root as given on the command line: local paths made absolute, URLs kept."""
+    text = str(root)
+    if "://" in text and not text.startswith("file://"):
+        return text.rstrip("/")
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    return str(Path(text).resolve())
+
+
+def exists(location: str | os.PathLike) -> bool:
+    fs, path = fs_of(location)
+    return fs.exists(path)
+
+
+def makedirs(location: str | os.PathLike) -> None:
+    fs, path = fs_of(location)
+    fs.makedirs(path, exist_ok=True)
+
+
+def remove(location: str | os.PathLike) -> None:
+    fs, path = fs_of(location)
+    if fs.exists(path):
+        fs.rm(path, recursive=fs.isdir(path))
+
+
+def glob(location_pattern: str) -> list[str]:
+    """Locations matching a glob pattern, sorted, in the pattern's own form (path or URL)."""
+    fs, path = fs_of(location_pattern)
+    found = sorted(fs.glob(path))
+    if isinstance(fs, LocalFileSystem):
+        return found
+    protocol = location_pattern.split("://", 1)[0]
+    return [f"{protocol}://{p.lstrip('/')}" if protocol == "memory" else fs.unstrip_protocol(p) for p in found]
+
+
+def read_bytes(location: str | os.PathLike) -> bytes:
+    fs, path = fs_of(location)
+    return fs.cat_file(path)
+
+
+def _scratch_root() -> Path:
+    return Path(os.environ.get("SIGHTSOUND_SCRATCH") or Path(tempfile.gettempdir()) / "sightsound-scratch")
+
+
+def scratch_dir(name: str = "work") -> Path:
+    """A local folder for temporary work (created)."""
+    d = _scratch_root() / name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _cache_path(location: str) -> Path:
+    digest = hashlib.sha256(location.encode("utf-8")).hexdigest()[:16]
+    return _scratch_root() / "fetched" / digest / Path(fs_of(location)[1]).name
+
+
+def local_path(location: str | os.PathLike) -> str:
+    """A local file with the content of ``location`` (itself when local; else a cached copy)."""
+    location = str(location)
+    fs, path = fs_of(location)
+    if isinstance(fs, LocalFileSystem):
+        return path
+    target = _cache_path(location)
+    size = fs.size(path)
+    if target.is_file() and target.stat().st_size == size:
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        fs.get_file(path, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return str(target)
+
+
+def local_output(location: str | os.PathLike) -> str:
+    """A local file name to write ``location``'s content to before :func:`publish`.
+
+    Beside the destination when it is local (so the rename stays on one file
+    system), else in the scratch folder.
+    """
+    location = str(location)
+    fs, path = fs_of(location)
+    if isinstance(fs, LocalFileSystem):
+        folder = Path(path).parent
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = scratch_dir("outgoing")
+    fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".part", dir=folder)
+    os.close(fd)
+    return tmp
+
+
+def publish(local_file: str | os.PathLike, location: str | os.PathLike, keep_local: bool = False) -> str:
+    """Make ``local_file`` the complete content of ``location`` in one visible step; return ``location``.
+
+    The local file is moved (local destination) or uploaded and removed
+    (remote destination; kept as the cached copy with ``keep_local``).
+    """
+    location = str(location)
+    fs, path = fs_of(location)
+    crash_point("before")
+    if isinstance(fs, LocalFileSystem):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(local_file, path)
+        except OSError:  # another file system: copy beside it, then rename
+            tmp = local_output(location)
+            shutil.copyfile(local_file, tmp)
+            os.replace(tmp, path)
+            Path(local_file).unlink(missing_ok=True)
+    else:
+        fs.makedirs(fs._parent(path), exist_ok=True)
+        fs.put_file(str(local_file), path)
+        if keep_local:
+            target = _cache_path(location)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(local_file, target)
+        else:
+            Path(local_file).unlink(missing_ok=True)
+    crash_point("after")
+    return location
+
+
+def write_bytes(location: str | os.PathLike, data: bytes) -> str:
+    """Write ``data`` as the complete content of ``location`` (see :func:`publish`)."""
+    tmp = local_output(location)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    return publish(tmp, location)
