@@ -10,11 +10,10 @@ the stage and the error; the others go on.
 
 from __future__ import annotations
 
-import os
 import threading
 
 from prefect import flow, get_run_logger, task
-from prefect.task_runners import ThreadPoolTaskRunner
+from flows.runners import make_runner
 
 from flows.common import Stages, transient_error, acquire_task, extract_audio_task, input_files, probe_task
 from tasks import media, storage
@@ -35,14 +34,21 @@ def _transcriber(name: str, options: dict):
     return _TRANSCRIBERS[key]
 
 
+def _transcribe(name: str, options: dict, audio):
+    # One model and one transcription at a time per process: the model
+    # already uses every core (or the GPU).  Kept out of the task's body: a
+    # task function goes to process and Dask workers pickled by value, with
+    # the globals it names (a lock does not pickle, and a copied cache would
+    # load the model again for every video); a plain module function goes by
+    # reference, so each worker keeps one model.
+    with _TRANSCRIBE_LOCK:
+        return _transcriber(name, options).transcribe(audio)
+
+
 @task(name="label", persist_result=True, retries=1, retry_condition_fn=transient_error)
 def label_task(wav: str, out_mid: str, labeler: str, labeler_options: dict) -> str:
     audio, _ = media.read_wav(storage.local_path(wav))
-    # One model and one transcription at a time per process: the model
-    # already uses every core (or the GPU).
-    with _TRANSCRIBE_LOCK:
-        notes = _transcriber(labeler, labeler_options).transcribe(audio)
-    return write_midi(notes, out_mid)
+    return write_midi(_transcribe(labeler, labeler_options, audio), out_mid)
 
 
 @task(name="frames", persist_result=True, retries=1, retry_condition_fn=transient_error)
@@ -66,7 +72,7 @@ input_files("label", "wav")
 input_files("frames", "video", "labels")
 
 
-@flow(name="build-pianoyt", task_runner=ThreadPoolTaskRunner(max_workers=max(2, os.cpu_count() or 2)))
+@flow(name="build-pianoyt", task_runner=make_runner())
 def build_pianoyt(
     manifest: str,
     data_root: str,

@@ -9,10 +9,9 @@ pitch and a reference into the audio for the teacher network.
 
 from __future__ import annotations
 
-import os
 
 from prefect import flow, get_run_logger, task
-from prefect.task_runners import ThreadPoolTaskRunner
+from flows.runners import make_runner
 
 from flows.common import Stages, acquire_task, extract_audio_task, input_files, probe_task, transient_error
 from tasks import storage
@@ -41,7 +40,7 @@ input_files("pitch", "wav", "f0")
 input_files("violin-frames", "video", "pitch")
 
 
-@flow(name="build-violinyt", task_runner=ThreadPoolTaskRunner(max_workers=max(2, os.cpu_count() or 2)))
+@flow(name="build-violinyt", task_runner=make_runner())
 def build_violinyt(
     data_root: str,
     manifest: str | None = None,

@@ -10,10 +10,9 @@ has one row per utterance.
 
 from __future__ import annotations
 
-import os
 
 from prefect import flow, get_run_logger, task
-from prefect.task_runners import ThreadPoolTaskRunner
+from flows.runners import make_runner
 
 from flows.common import Stages, acquire_task, input_files, probe_task, transient_error
 from tasks import storage
@@ -33,7 +32,7 @@ def faces_task(video: str, probe: dict, utt: dict, shards_dir: str, split: str, 
 input_files("faces", "video")
 
 
-@flow(name="build-voxceleb", task_runner=ThreadPoolTaskRunner(max_workers=max(2, os.cpu_count() or 2)))
+@flow(name="build-voxceleb", task_runner=make_runner())
 def build_voxceleb(
     metadata: str,
     data_root: str,

@@ -45,7 +45,7 @@ _PERMANENT = (
 class AcquireError(RuntimeError):
     """Raised when a video could not be acquired; ``permanent`` says whether a retry can help."""
 
-    def __init__(self, message: str, permanent: bool):
+    def __init__(self, message: str, permanent: bool = False):
         super().__init__(message)
         self.permanent = permanent
 
