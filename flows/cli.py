@@ -11,6 +11,10 @@
     sightsound evaluate pianoyt-labels|violinyt-labels --samples S --data-root D
     sightsound audit violin --samples S [--out TABLE.md]
     sightsound demo [--out DIR]          # sample set + build-pianoyt, the README's quick start
+    sightsound samples piano-audio --out DIR --pieces N [--seconds 30]   # rendered pieces, MAESTRO layout
+    sightsound train onsets-frames --data DIR --out DIR [--config small|default] [--max-minutes M]
+    sightsound describe onsets-frames [--config default|small]
+    sightsound evaluate transcription --ref DIR --est [NAME=]DIR [--est ...]
 
 Exit codes of the builds (and ``demo``): 0 every video built; 3 the build
 finished but some videos failed (see status.parquet); 2 the manifest or the
@@ -61,7 +65,26 @@ def _refused(message) -> int:
     return EXIT_REFUSED
 
 
+def _runner_option(p) -> None:
+    from flows.runners import ENV_VAR, HELP
+
+    p.add_argument("--runner", default=None, metavar="SPEC",
+                   help=f"where the tasks run: {HELP} (default: ${ENV_VAR}, else threads)")
+
+
+def _use_runner(spec: str | None) -> str | None:
+    """Check ``--runner`` before Prefect starts (ValueError); the flow modules read $SIGHTSOUND_RUNNER at import."""
+    from flows.runners import ENV_VAR, parse_spec
+
+    parse_spec(spec)
+    if spec:
+        os.environ[ENV_VAR] = spec
+    return spec
+
+
 def cmd_samples(args) -> int:
+    if args.kind == "piano-audio":
+        return cmd_samples_piano_audio(args)
     if args.kind == "faces":
         from tasks.samples.faces import make_face_samples
 
@@ -97,18 +120,22 @@ def _report(result: dict, name: str) -> int:
 def run_build_pianoyt(manifest: Path, data_root: Path, labeler: str = "transkun", device: str = "auto",
                       refresh: bool = False, image_format: str = "png",
                       crop_reference: tuple[int, int] | None = None, acquire_attempts: int = 4,
-                      acquire_backoff_s: float = 2.0) -> int:
+                      acquire_backoff_s: float = 2.0, checkpoint: str | None = None,
+                      runner: str | None = None) -> int:
     from tasks.manifest import CROP_REFERENCE, ManifestError, read_pianoyt
 
     try:
         read_pianoyt(manifest)  # refuse a bad manifest before Prefect starts anything
-    except ManifestError as exc:
+        options = _labeler_options(labeler, device, checkpoint)
+        runner = _use_runner(runner)
+    except (ManifestError, ValueError) as exc:
         return _refused(exc)
     _prefect_env(data_root)
     from flows.build_pianoyt import build_pianoyt
+    from flows.runners import run_flow
 
-    result = build_pianoyt(
-        manifest=str(manifest), data_root=str(data_root), labeler=labeler, labeler_options={"device": device},
+    result = run_flow(build_pianoyt, runner,
+        manifest=str(manifest), data_root=str(data_root), labeler=labeler, labeler_options=options,
         crop_reference=tuple(crop_reference or CROP_REFERENCE), image_format=image_format,
         acquire_attempts=acquire_attempts, acquire_backoff_s=acquire_backoff_s, refresh=refresh,
     )
@@ -124,6 +151,7 @@ def cmd_build_pianoyt(args) -> int:
     return run_build_pianoyt(
         Path(args.manifest).resolve(), _data_root(args.data_root), args.labeler, args.device,
         args.refresh, args.image_format, args.crop_reference, args.acquire_attempts, args.acquire_backoff,
+        checkpoint=args.checkpoint, runner=args.runner,
     )
 
 
@@ -145,10 +173,15 @@ def cmd_build_violinyt(args) -> int:
     except ManifestError as exc:
         return _refused(exc)
     data_root = _data_root(args.data_root)
+    try:
+        runner = _use_runner(args.runner)
+    except ValueError as exc:
+        return _refused(exc)
     _prefect_env(data_root)
     from flows.build_violinyt import build_violinyt
+    from flows.runners import run_flow
 
-    result = build_violinyt(
+    result = run_flow(build_violinyt, runner,
         data_root=str(data_root),
         manifest=str(Path(args.manifest).resolve()) if args.manifest else None,
         urmp=str(Path(args.urmp).resolve()) if args.urmp else None,
@@ -166,7 +199,11 @@ def cmd_label(args) -> int:
     if args.kind == "piano":
         from tasks.transcribe import get_transcriber, read_midi, transcribe_file, write_midi
 
-        notes = transcribe_file(src, get_transcriber(args.labeler, device=args.device))
+        try:
+            options = _labeler_options(args.labeler, args.device, args.checkpoint)
+        except ValueError as exc:
+            return _refused(exc)
+        notes = transcribe_file(src, get_transcriber(args.labeler, **options))
         write_midi(notes, args.out)
         print(f"{len(notes)} notes -> {args.out}")
         if args.reference:
@@ -213,10 +250,15 @@ def cmd_build_voxceleb(args) -> int:
         return _refused(exc)
     print(f"{len(utts)} utterances, boxes read as {utts[0].units}")
     data_root = _data_root(args.data_root)
+    try:
+        runner = _use_runner(args.runner)
+    except ValueError as exc:
+        return _refused(exc)
     _prefect_env(data_root)
     from flows.build_voxceleb import build_voxceleb
+    from flows.runners import run_flow
 
-    result = build_voxceleb(
+    result = run_flow(build_voxceleb, runner,
         metadata=str(Path(args.metadata).resolve()), data_root=str(data_root), convention=utts[0].units,
         source_template=_absolute_template(args.sources), detector=args.detector, min_iou=args.min_iou,
         margin=args.margin, acquire_attempts=args.acquire_attempts, acquire_backoff_s=args.acquire_backoff,
@@ -235,6 +277,10 @@ def _absolute_template(template: str) -> str:
 
 
 def cmd_evaluate(args) -> int:
+    if args.kind == "transcription":
+        return cmd_evaluate_transcription(args)
+    if not args.data_root:
+        return _refused(f"evaluate {args.kind} needs --data-root")
     if args.kind == "voxceleb-crops":
         from tasks.voxceleb import redetect_build
 
@@ -280,6 +326,100 @@ def cmd_demo(args) -> int:
     return run_build_pianoyt(manifest, out / "data", device=args.device)
 
 
+# ---- Onsets and Frames (issue 5): rendered training set, training, description, scores, labeler options
+
+
+def _labeler_options(labeler: str, device: str, checkpoint: str | None) -> dict:
+    """The options ``get_transcriber`` takes for ``labeler``; ``--checkpoint`` belongs to onsets-frames only."""
+    options = {"device": device}
+    if labeler == "onsets-frames":
+        if not checkpoint:
+            raise ValueError("--labeler onsets-frames needs --checkpoint PATH (a checkpoint of train onsets-frames)")
+        if not Path(checkpoint).is_file():
+            raise ValueError(f"no such checkpoint: {checkpoint}")
+        from tasks.cache import file_fingerprint
+
+        options["checkpoint"] = str(Path(checkpoint).resolve())
+        options["fingerprint"] = file_fingerprint(checkpoint)  # in the label task's cache key
+    elif checkpoint:
+        raise ValueError(f"--checkpoint is for --labeler onsets-frames, not {labeler}")
+    return options
+
+
+def cmd_samples_piano_audio(args) -> int:
+    from tasks.samples.piano_audio import make_piano_audio
+
+    try:
+        csv_path = make_piano_audio(Path(args.out), pieces=args.pieces,
+                                    seconds=args.seconds if args.seconds is not None else 30.0, seed=args.seed,
+                                    soundfonts=args.soundfont, augmentation=not args.no_augment,
+                                    log=lambda m: print(m, flush=True))
+    except (ValueError, FileNotFoundError) as exc:
+        return _refused(exc)
+    print(f"wrote {args.pieces} rendered pieces in MAESTRO's layout: {csv_path}")
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    from tasks.maestro import MaestroError, read_maestro
+
+    try:
+        read_maestro(args.data)  # refuse a bad folder before Prefect starts
+    except MaestroError as exc:
+        return _refused(exc)
+    out = Path(args.out).resolve()
+    _prefect_env(out)
+    from flows.train_onsets_frames import train_onsets_frames
+
+    summary = train_onsets_frames(
+        data=str(Path(args.data).resolve()), out_dir=str(out), config=args.config, max_steps=args.max_steps,
+        max_minutes=args.max_minutes, batch_size=args.batch_size, window_seconds=args.window_seconds,
+        learning_rate=args.learning_rate, validate_every=args.validate_every, device=args.device, amp=args.amp,
+        seed=args.seed, resume=not args.no_resume, threads=args.threads,
+    )
+    print(json.dumps(summary, indent=1))
+    return EXIT_OK
+
+
+def cmd_describe(args) -> int:
+    from models.onsets_frames import OnsetsFramesConfig, describe
+
+    print(describe(OnsetsFramesConfig.named(args.config)))
+    return EXIT_OK
+
+
+def _est_dirs(values: list[str]) -> dict:
+    out = {}
+    for v in values:
+        name, _, folder = v.rpartition("=") if "=" in v else ("", "", v)
+        out[name or Path(folder).name] = folder
+    return out
+
+
+def cmd_evaluate_transcription(args) -> int:
+    if not args.ref or not args.est:
+        return _refused("evaluate transcription needs --ref DIR and at least one --est [NAME=]DIR")
+    from tasks.dataset import format_table
+    from tasks.evaluate import score_transcriptions
+
+    try:
+        summary, _ = score_transcriptions(args.ref, _est_dirs(args.est))
+    except ValueError as exc:
+        return _refused(exc)
+    table = format_table(summary)
+    print(table)
+    if args.out:
+        from tasks.atomic import write_text_atomic
+
+        write_text_atomic(args.out, table + "\n")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.train_onsets_frames import publish_table
+
+    publish_table(key="evaluate-transcription", rows=summary,
+                  description=f"note- and frame-level scores against {args.ref}")
+    return EXIT_OK
+
+
 def _build_options(b) -> None:
     b.add_argument("--data-root", required=True)
     b.add_argument("--crop-reference", type=_size, default=None,
@@ -288,6 +428,7 @@ def _build_options(b) -> None:
     b.add_argument("--acquire-backoff", type=float, default=2.0,
                    help="seconds before the first retry, doubling each time (default 2)")
     b.add_argument("--refresh", action="store_true", help="ignore cached task results and redo every step")
+    _runner_option(b)
 
 
 def _yin_options(p) -> None:
@@ -310,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("samples", help="generate a sample set in a published manifest format")
-    s.add_argument("kind", choices=["piano", "violin", "faces"])
+    s.add_argument("kind", choices=["piano", "violin", "faces", "piano-audio"])
     s.add_argument("--out", required=True)
     s.add_argument("--videos", type=int, default=3, help="piano, violin")
     s.add_argument("--identities", type=int, default=3, help="faces")
@@ -318,12 +459,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seconds", type=float, default=None,
                    help="length of each video (piano, violin; default 20) or utterance (faces; default 4)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--pieces", type=int, default=48, help="piano-audio: pieces to render (default 48)")
+    s.add_argument("--soundfont", action="append", default=None,
+                   help="piano-audio: a SoundFont to render with (repeat for several; default TimGM6mb)")
+    s.add_argument("--no-augment", action="store_true", help="piano-audio: no gain/EQ/room/noise augmentation")
     s.set_defaults(func=cmd_samples)
 
     b = sub.add_parser("build-pianoyt", help="build PianoYT shards from a manifest (Prefect flow build-pianoyt)")
     b.add_argument("--manifest", required=True)
     b.add_argument("--labeler", default="transkun", choices=sorted(LABELERS))
     b.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    b.add_argument("--checkpoint", default=None, help="--labeler onsets-frames: the model checkpoint (.pt)")
     b.add_argument("--image-format", default="png", choices=["png", "jpeg"])
     _build_options(b)
     b.set_defaults(func=cmd_build_pianoyt)
@@ -359,16 +505,21 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--out", required=True)
     lab.add_argument("--labeler", default="transkun", choices=sorted(LABELERS), help="piano only")
     lab.add_argument("--device", default="auto", help="piano only")
+    lab.add_argument("--checkpoint", default=None, help="piano, --labeler onsets-frames: the model checkpoint (.pt)")
     lab.add_argument("--rate", type=float, default=100.0, help="violin: analysis frames per second (default 100)")
     lab.add_argument("--reference", help="true MIDI: print the scores against it")
     _yin_options(lab)
     lab.set_defaults(func=cmd_label)
 
     e = sub.add_parser("evaluate", help="score a build of a sample set against the samples' true MIDI")
-    e.add_argument("kind", choices=["pianoyt-labels", "violinyt-labels", "voxceleb-crops"])
+    e.add_argument("kind", choices=["pianoyt-labels", "violinyt-labels", "voxceleb-crops", "transcription"])
     e.add_argument("--samples", help="the sample folder (with midi/<id>.mid); not for voxceleb-crops")
     e.add_argument("--detector", default="hog", choices=["hog", "cnn"], help="voxceleb-crops: dlib detector")
-    e.add_argument("--data-root", required=True)
+    e.add_argument("--data-root", default=None, help="the build's data root (not for transcription)")
+    e.add_argument("--ref", help="transcription: folder of true MIDI files (matched to estimates by file name)")
+    e.add_argument("--est", action="append", default=None,
+                   help="transcription: [NAME=]folder of estimated MIDI files (repeat to compare systems)")
+    e.add_argument("--out", default=None, help="transcription: also write the markdown table here")
     e.set_defaults(func=cmd_evaluate)
 
     a = sub.add_parser("audit", help="compare pitch trackers on a sample set (violin)")
@@ -385,6 +536,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--device", default="auto")
     d.set_defaults(func=cmd_demo)
+    t = sub.add_parser("train", help="train a model (Prefect flow train-onsets-frames)")
+    t.add_argument("kind", choices=["onsets-frames"])
+    t.add_argument("--data", required=True, help="a MAESTRO-layout folder (or its CSV)")
+    t.add_argument("--out", required=True, help="folder for checkpoints, logs and cached features")
+    t.add_argument("--config", default="small", choices=["small", "default"],
+                   help="model sizes: small (CPU, default) or default (the paper's)")
+    t.add_argument("--max-steps", type=int, default=50000)
+    t.add_argument("--max-minutes", type=float, default=None, help="wall-time limit of this run")
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--window-seconds", type=float, default=5.12, help="training window length (default 5.12)")
+    t.add_argument("--learning-rate", type=float, default=6e-4)
+    t.add_argument("--validate-every", type=int, default=250)
+    t.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    t.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="float16 AMP (auto: on CUDA)")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists")
+    t.set_defaults(func=cmd_train)
+
+    ds = sub.add_parser("describe", help="print a model's layers and parameter count")
+    ds.add_argument("kind", choices=["onsets-frames"])
+    ds.add_argument("--config", default="default", choices=["default", "small"])
+    ds.set_defaults(func=cmd_describe)
     return p
 
 

@@ -126,3 +126,106 @@ def score_violinyt_build(samples_dir, data_root) -> list[dict]:
             }
         )
     return rows
+
+
+# ---------------------------------------------------------------- transcription (Onsets and Frames, issue 5)
+
+
+def frame_prf(ref: list[Note], est: list[Note], hop: float = 0.01) -> dict:
+    """Frame-level precision, recall and F1 (mir_eval.multipitch) of the notes sounding on a ``hop`` grid."""
+    import mir_eval
+    import pretty_midi
+
+    end = max([n.offset for n in ref] + [n.offset for n in est] + [hop])
+    times = np.arange(int(np.ceil(end / hop)) + 1) * hop
+
+    def freqs(notes):
+        rows = [[] for _ in times]
+        for n in notes:
+            hz = pretty_midi.note_number_to_hz(n.pitch)
+            for i in range(int(np.ceil(n.onset / hop - 1e-9)), min(len(times), int(np.ceil(n.offset / hop - 1e-9)))):
+                rows[i].append(hz)
+        return [np.array(r, dtype=float) for r in rows]
+
+    scores = mir_eval.multipitch.evaluate(times, freqs(ref), times, freqs(est))
+    p, r = float(scores["Precision"]), float(scores["Recall"])
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0}
+
+
+def transcription_scores(ref: list[Note], est: list[Note]) -> dict:
+    """Note-level P/R/F1 (onsets, 50 ms), F1 with offsets (ratio 0.2, at least 50 ms) and frame-level P/R/F1."""
+    import mir_eval
+
+    onset = note_onset_prf(ref, est)
+    ri, rp = _arrays(ref)
+    ei, ep = _arrays(est)
+    if len(ri) == 0 or len(ei) == 0:
+        v = 1.0 if len(ri) == len(ei) else 0.0
+        with_offsets = (v, v, v)
+    else:
+        with_offsets = tuple(float(x) for x in mir_eval.transcription.precision_recall_f1_overlap(
+            ri, rp, ei, ep, onset_tolerance=0.05, offset_ratio=0.2, offset_min_tolerance=0.05)[:3])
+    frame = frame_prf(ref, est)
+    return {
+        "onset_precision": onset["precision"], "onset_recall": onset["recall"], "onset_f1": onset["f1"],
+        "onset_offset_precision": with_offsets[0], "onset_offset_recall": with_offsets[1],
+        "onset_offset_f1": with_offsets[2],
+        "frame_precision": frame["precision"], "frame_recall": frame["recall"], "frame_f1": frame["f1"],
+        "ref_notes": len(ref), "est_notes": len(est),
+    }
+
+
+def _midi_files(folder) -> dict:
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"no such folder: {folder}")
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.suffix.lower() in (".mid", ".midi") and p.is_file():
+            if p.stem in files:
+                raise ValueError(f"two MIDI files named {p.stem} under {folder}: {files[p.stem]} and {p}")
+            files[p.stem] = p
+    return files
+
+
+def score_transcriptions(ref_dir, est_dirs: dict) -> tuple[list[dict], list[dict]]:
+    """Score folders of transcriptions against a folder of true MIDI, matched by file stem.
+
+    ``est_dirs`` maps a system's name to its folder.  Every reference piece
+    must have an estimate in every folder (a missing one is refused).
+    Returns ``(summary, per_piece)``: one summary row per system with the
+    mean over pieces of each score, and one row per (system, piece).
+    """
+    from tasks.transcribe import read_midi
+
+    refs = _midi_files(ref_dir)
+    if not refs:
+        raise ValueError(f"no MIDI files (.mid, .midi) under {ref_dir}")
+    summary, per_piece = [], []
+    ref_notes = {k: read_midi(p) for k, p in refs.items()}
+    for name, folder in est_dirs.items():
+        ests = _midi_files(folder)
+        missing = sorted(set(refs) - set(ests))
+        if missing:
+            raise ValueError(f"{name} ({folder}) has no transcription of {len(missing)} reference piece(s): "
+                             f"{', '.join(missing[:5])}")
+        rows = []
+        for piece in refs:
+            s = transcription_scores(ref_notes[piece], read_midi(ests[piece]))
+            rows.append(s)
+            per_piece.append({"system": name, "piece": piece, **{k: round(v, 4) if isinstance(v, float) else v
+                                                                   for k, v in s.items()}})
+
+        def mean(k):
+            return round(float(np.mean([r[k] for r in rows])), 4)
+
+        summary.append({
+            "system": name, "pieces": len(rows),
+            "note P": mean("onset_precision"), "note R": mean("onset_recall"), "note F1": mean("onset_f1"),
+            "note+offset P": mean("onset_offset_precision"), "note+offset R": mean("onset_offset_recall"),
+            "note+offset F1": mean("onset_offset_f1"),
+            "frame P": mean("frame_precision"), "frame R": mean("frame_recall"), "frame F1": mean("frame_f1"),
+        })
+    return summary, per_piece

@@ -14,7 +14,9 @@ Backends:
     on long recordings (the whole waveform, 10.6 MB per minute, is the only
     thing that grows).  CPU or CUDA.
 
-An Onsets-and-Frames backend (``onsets-frames``) plugs in beside it.
+``onsets-frames``
+    Onsets and Frames trained by ``sightsound train onsets-frames``, from a
+    checkpoint given as ``checkpoint=`` (``--checkpoint``); 16 kHz audio.  CPU or CUDA.
 """
 
 from __future__ import annotations
@@ -173,3 +175,50 @@ def transcribe_file(path: str | Path, transcriber: Transcriber) -> list[Note]:
         wav = extract_audio(path, Path(tmp) / "audio.wav", transcriber.sample_rate)
         audio, _ = read_wav(wav)
     return transcriber.transcribe(audio)
+
+
+# ---------------------------------------------------------------- onsets-frames
+
+
+@register("onsets-frames")
+class OnsetsFramesTranscriber:
+    """Onsets and Frames (Hawthorne et al. 2018) from a checkpoint that ``sightsound train onsets-frames``
+    wrote (:mod:`models.onsets_frames`; loaded with ``weights_only=True``, refused when its tensors do
+    not match its config).  16 kHz audio; the mel front end runs on ``device`` with the model;
+    Magenta's decoding (onset threshold 0.5, frame threshold 0.5)."""
+
+    name = "onsets-frames"
+    sample_rate = 16000  # models.onsets_frames.SAMPLE_RATE (not imported here: that would load torch)
+
+    def __init__(self, checkpoint: str | None = None, device: str = "auto", onset_threshold: float = 0.5,
+                 frame_threshold: float = 0.5, chunk_frames: int = 4096, fingerprint: str | None = None):
+        if not checkpoint:
+            raise ValueError("the onsets-frames labeler needs checkpoint=PATH (--checkpoint on the command line)")
+        if fingerprint is not None:
+            # The build CLI passes the checkpoint's content fingerprint, so the label task's cache key
+            # changes when the file at that path does; a file changed since then is refused.
+            from tasks.cache import file_fingerprint
+
+            if file_fingerprint(checkpoint) != fingerprint:
+                raise ValueError(f"checkpoint {checkpoint} changed since its fingerprint {fingerprint} was taken")
+        from models import onsets_frames as of
+
+        assert of.SAMPLE_RATE == self.sample_rate
+        self.device = pick_device(device)
+        self.model, blob = of.load_checkpoint(checkpoint, device=self.device)
+        self.frontend = of.MelFrontEnd().to(self.device)
+        self.onset_threshold, self.frame_threshold, self.chunk_frames = onset_threshold, frame_threshold, chunk_frames
+        self.version = f"onsets-frames:{Path(checkpoint).name}:step{blob.get('step', 0)}"
+
+    def transcribe(self, audio: np.ndarray) -> list[Note]:
+        import torch
+
+        from models import onsets_frames as of
+
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.device)
+        with torch.inference_mode():
+            mel = self.frontend(x)
+        probs = of.predict(self.model, mel, chunk_frames=self.chunk_frames)
+        notes = of.decode_notes(probs["onset"], probs["frame"], probs["velocity"],
+                                onset_threshold=self.onset_threshold, frame_threshold=self.frame_threshold)
+        return [Note(*n) for n in notes]

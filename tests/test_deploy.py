@@ -39,3 +39,12 @@ def test_prefect_yaml_defines_the_build_deployments():
         assert set(d["parameters"]) <= set(flow.parameters.properties)
         assert d["work_pool"]["name"] == "sightsound-cpu"
 
+
+
+def test_train_onsets_frames_deployment_runs_on_the_gpu_pool():
+    config = yaml.safe_load((ROOT / "deploy" / "prefect.yaml").read_text())
+    d = {d["name"]: d for d in config["deployments"]}["train-onsets-frames"]
+    flow = load_entrypoint(d["entrypoint"])
+    assert flow.name == "train-onsets-frames"
+    assert set(d["parameters"]) <= set(flow.parameters.properties)
+    assert d["work_pool"]["name"] == "sightsound-gpu"

@@ -1,0 +1,99 @@
+"""Flow ``train-onsets-frames``: train Onsets and Frames on a MAESTRO-layout folder (Hawthorne et al. 2018).
+
+Reads like the paper's training section: compute the log-mel features of
+every recording once, train the four heads on random windows with Adam,
+validate note-level F1 on the validation split, keep the latest and the best
+checkpoints.  The logic is in :mod:`tasks.train_onsets_frames`; this flow adds
+the orchestration:
+
+* **One GPU job at a time per GPU.**  A run on CUDA holds one slot of the
+  Prefect *global concurrency limit* named ``gpu_limit`` (default ``gpu``)
+  for the whole of its training, through
+  ``prefect.concurrency.sync.concurrency(gpu_limit, occupy=1)``.  Create the
+  limit once per server with as many slots as there are GPU workers
+  (``prefect gcl create gpu --limit 1``); workers of the ``sightsound-gpu``
+  pool are started with ``prefect worker start --pool sightsound-gpu --limit 1``
+  so that each takes one flow run at a time.  When the limit does not exist
+  (a local run without a server, say) the run goes on and Prefect logs a
+  warning.  CPU runs take no slot.
+* **Artifacts**: the validation curve as a table artifact
+  (``train-onsets-frames-validation``) and the summary in the flow's log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from tasks.train_onsets_frames import TrainSettings, read_csv_rows, train
+
+
+@task(name="prepare-features")
+def prepare_features_task(data: str, cache_dir: str) -> int:
+    from tasks.maestro import prepare, read_maestro
+
+    recs = read_maestro(data)
+    prepare(recs, cache_dir)
+    return len(recs)
+
+
+@task(name="train")
+def train_task(settings: dict) -> dict:
+    logger = get_run_logger()
+    return train(TrainSettings(**settings), log=logger.info)
+
+
+@flow(name="train-onsets-frames")
+def train_onsets_frames(
+    data: str,
+    out_dir: str,
+    config: str = "small",
+    max_steps: int = 50000,
+    max_minutes: float | None = None,
+    batch_size: int = 8,
+    window_seconds: float = 5.12,
+    learning_rate: float = 6e-4,
+    validate_every: int = 250,
+    log_every: int = 25,
+    device: str = "auto",
+    amp: str = "auto",
+    seed: int = 0,
+    resume: bool = True,
+    threads: int | None = None,
+    gpu_limit: str = "gpu",
+) -> dict:
+    """Train (or resume) under ``out_dir``; return the summary (steps, time, validation scores, checkpoints)."""
+    from pathlib import Path
+
+    from tasks.train_onsets_frames import _device
+
+    logger = get_run_logger()
+    settings = TrainSettings(
+        data=data, out_dir=out_dir, config=config, max_steps=max_steps, max_minutes=max_minutes,
+        batch_size=batch_size, window_seconds=window_seconds, learning_rate=learning_rate,
+        validate_every=validate_every, log_every=log_every, device=device, amp=amp, seed=seed, resume=resume,
+        threads=threads,
+    )
+    prepare_features_task(data, settings.cache_dir or str(Path(out_dir) / "features"))
+    if _device(device).startswith("cuda"):
+        from prefect.concurrency.sync import concurrency
+
+        with concurrency(gpu_limit, occupy=1):
+            summary = train_task(asdict(settings))
+    else:
+        summary = train_task(asdict(settings))
+    curve = read_csv_rows(Path(out_dir) / "metrics.csv")
+    if curve:
+        create_table_artifact(key="train-onsets-frames-validation", table=curve,
+                              description=f"validation scores of {out_dir} by step")
+    logger.info("train-onsets-frames: %s", summary)
+    return summary
+
+
+@flow(name="evaluate-transcription")
+def publish_table(key: str, rows: list[dict], description: str = "") -> None:
+    """Publish the ``evaluate transcription`` table as a Prefect table artifact (the scores are computed
+    by :func:`tasks.evaluate.score_transcriptions` before, so a refused input never starts a flow)."""
+    create_table_artifact(key=key, table=rows, description=description)

@@ -1,0 +1,318 @@
+"""Training data for Onsets and Frames in MAESTRO's published layout.
+
+MAESTRO (Hawthorne et al. 2019) is a folder holding ``maestro-v<N>.csv``
+with one row per performance::
+
+    canonical_composer,canonical_title,split,year,midi_filename,audio_filename,duration
+
+``split`` is ``train``, ``validation`` or ``test``; the file names are
+relative to the folder (e.g. ``2018/MIDI-...-01.midi`` and ``2018/...-01.wav``).
+:func:`read_maestro` reads that CSV (extra columns are ignored, missing
+required ones refused), so a user with MAESTRO trains on it unchanged, and
+``sightsound samples piano-audio`` writes its rendered pieces in the same
+layout (:mod:`tasks.samples.piano_audio`).
+
+Labels are made as Magenta makes them: note offsets are first extended by
+the sustain pedal (CC 64 >= 64) until the pedal lifts or the key is struck
+again; then on the front end's frame grid (31.25 frames per second) the onset
+and offset labels are the one frame nearest the event (32 ms, Magenta's
+``onset_length``/``offset_length``), the frame label covers the frames from
+the onset to the offset, and the velocity label is velocity / 127 on the
+onset frame.
+
+Features are computed once per recording with the model's own front end and
+cached as ``.npz`` under a cache folder, keyed by the audio and MIDI files'
+size and mtime and the front-end settings, so a training run reads them
+instead of decoding and transforming audio at every step.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models import onsets_frames as of
+from tasks.transcribe import Note
+
+REQUIRED_COLUMNS = ("split", "midi_filename", "audio_filename")
+SPLITS = ("train", "validation", "test")
+
+
+class MaestroError(ValueError):
+    """A MAESTRO-layout folder or CSV that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Recording:
+    split: str
+    audio: Path  # absolute
+    midi: Path  # absolute
+    title: str = ""
+    duration: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.audio.stem
+
+
+def find_csv(root: str | os.PathLike) -> Path:
+    """The metadata CSV of a MAESTRO-layout folder (``root`` itself when it is a file)."""
+    root = Path(root)
+    if root.is_file():
+        return root
+    if not root.is_dir():
+        raise MaestroError(f"no such folder or CSV: {root}")
+    found = sorted(root.glob("maestro-v*.csv")) or sorted(root.glob("*.csv"))
+    if len(found) != 1:
+        raise MaestroError(f"{root} must hold exactly one metadata CSV (maestro-v*.csv); found "
+                           f"{[p.name for p in found] or 'none'}")
+    return found[0]
+
+
+def read_maestro(root: str | os.PathLike, splits: tuple[str, ...] | None = None, *,
+                 check_files: bool = True) -> list[Recording]:
+    """Rows of a MAESTRO-layout CSV, in file order, optionally only ``splits``.
+
+    File names are resolved against the CSV's folder and must stay inside it;
+    with ``check_files`` every audio and MIDI file must exist.
+    """
+    path = find_csv(root)
+    base = path.parent.resolve()
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise MaestroError(f"{path} lacks the column(s) {missing}; MAESTRO's CSV has "
+                               "canonical_composer,canonical_title,split,year,midi_filename,audio_filename,duration")
+        rows = []
+        for line, r in enumerate(reader, start=2):
+            split = (r["split"] or "").strip()
+            if split not in SPLITS:
+                raise MaestroError(f"{path}:{line}: split {split!r} is not one of {', '.join(SPLITS)}")
+            files = []
+            for col in ("audio_filename", "midi_filename"):
+                name = (r[col] or "").strip()
+                full = (base / name).resolve()
+                if not name or base not in full.parents:
+                    raise MaestroError(f"{path}:{line}: {col} {name!r} is not a file name inside {base}")
+                if check_files and not full.is_file():
+                    raise MaestroError(f"{path}:{line}: {col} {name} does not exist")
+                files.append(full)
+            try:
+                duration = float(r.get("duration") or 0.0)
+            except ValueError:
+                raise MaestroError(f"{path}:{line}: duration {r.get('duration')!r} is not a number") from None
+            rows.append(Recording(split, files[0], files[1], (r.get("canonical_title") or "").strip(), duration))
+    if splits is not None:
+        rows = [r for r in rows if r.split in splits]
+    return rows
+
+
+def write_maestro_csv(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """Write a MAESTRO-format CSV (header + rows with MAESTRO's seven columns)."""
+    from tasks.atomic import write_text_atomic
+    import io
+
+    cols = ["canonical_composer", "canonical_title", "split", "year", "midi_filename", "audio_filename", "duration"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: r.get(c, "") for c in cols})
+    return write_text_atomic(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------- MIDI -> labels
+
+
+def read_performance(path: str | os.PathLike, sustain: bool = True) -> list[Note]:
+    """Piano notes of a performance MIDI, offsets extended by the sustain pedal when ``sustain``."""
+    import pretty_midi
+
+    try:
+        pm = pretty_midi.PrettyMIDI(str(path))
+    except Exception as exc:
+        raise MaestroError(f"cannot read MIDI {path}: {exc}") from None
+    notes: list[Note] = []
+    for inst in pm.instruments:
+        if inst.is_drum:
+            continue
+        raw = [Note(float(n.start), float(n.end), int(n.pitch), int(n.velocity)) for n in inst.notes]
+        if sustain:
+            raw = apply_sustain(raw, pedal_intervals(inst.control_changes))
+        notes.extend(raw)
+    return sorted(notes, key=lambda n: (n.onset, n.pitch))
+
+
+def pedal_intervals(control_changes, threshold: int = 64) -> list[tuple[float, float]]:
+    """``[(down, up), ...]`` of the sustain pedal (CC 64 >= ``threshold``)."""
+    out, down = [], None
+    for cc in sorted((c for c in control_changes if c.number == 64), key=lambda c: c.time):
+        if cc.value >= threshold and down is None:
+            down = float(cc.time)
+        elif cc.value < threshold and down is not None:
+            out.append((down, float(cc.time)))
+            down = None
+    if down is not None:
+        out.append((down, float("inf")))
+    return out
+
+
+def apply_sustain(notes: list[Note], pedals: list[tuple[float, float]]) -> list[Note]:
+    """A note released while the pedal is down sounds until the pedal lifts or its key is struck again."""
+    if not pedals:
+        return list(notes)
+    by_pitch: dict[int, list[Note]] = {}
+    for n in sorted(notes, key=lambda n: n.onset):
+        by_pitch.setdefault(n.pitch, []).append(n)
+    out = []
+    for seq in by_pitch.values():
+        for i, n in enumerate(seq):
+            end = n.offset
+            for down, up in pedals:
+                if down <= n.offset < up:
+                    end = up
+                    break
+            if i + 1 < len(seq):
+                end = min(end, seq[i + 1].onset) if end > n.offset else end
+            end = max(end, n.offset)
+            if not np.isfinite(end):
+                end = n.offset
+            out.append(Note(n.onset, end, n.pitch, n.velocity))
+    return sorted(out, key=lambda n: (n.onset, n.pitch))
+
+
+def note_labels(notes: list[Note], n_frames: int, fps: float = of.FRAMES_PER_SECOND) -> dict[str, np.ndarray]:
+    """``onset``, ``offset``, ``frame`` (uint8 0/1) and ``velocity`` (uint8 MIDI velocity) rolls, ``(n_frames, 88)``."""
+    rolls = {k: np.zeros((n_frames, of.N_KEYS), dtype=np.uint8) for k in ("onset", "offset", "frame", "velocity")}
+    for n in notes:
+        k = n.pitch - of.MIN_MIDI
+        if not 0 <= k < of.N_KEYS:
+            continue
+        t0 = int(round(n.onset * fps))
+        t1 = max(t0 + 1, int(round(n.offset * fps)))
+        if t0 >= n_frames:
+            continue
+        rolls["frame"][t0:min(t1, n_frames), k] = 1
+        rolls["onset"][t0, k] = 1
+        rolls["velocity"][t0, k] = max(int(rolls["velocity"][t0, k]), int(n.velocity))
+        if t1 < n_frames:
+            rolls["offset"][t1, k] = 1
+    return rolls
+
+
+# ---------------------------------------------------------------- audio and features
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = of.SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 audio at ``sample_rate`` (channels averaged, resampled with soxr)."""
+    import soundfile as sf
+    import soxr
+
+    y, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    y = y.mean(axis=1)
+    if sr != sample_rate:
+        y = soxr.resample(y, sr, sample_rate, quality="HQ").astype(np.float32)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _fingerprint(*paths: Path) -> str:
+    h = hashlib.sha1()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    front = (of.SAMPLE_RATE, of.N_FFT, of.HOP_LENGTH, of.N_MELS, of.F_MIN, of.TOP_DB, "htk", "v1")
+    h.update(json.dumps(front).encode())
+    return h.hexdigest()[:16]
+
+
+def cache_features(rec: Recording, cache_dir: str | os.PathLike, frontend=None) -> Path:
+    """Compute (or find) the cached log-mel and label rolls of one recording; return the ``.npz`` path.
+
+    The file holds ``mel`` (float16, ``(frames, 229)``) and the uint8 rolls
+    of :func:`note_labels`.
+    """
+    import torch
+
+    cache_dir = Path(cache_dir)
+    out = cache_dir / f"{rec.name}-{_fingerprint(rec.audio, rec.midi)}.npz"
+    if out.is_file():
+        return out
+    frontend = frontend or of.MelFrontEnd()
+    audio = load_audio(rec.audio)
+    with torch.inference_mode():
+        mel = frontend(torch.from_numpy(audio)).numpy()
+    labels = note_labels(read_performance(rec.midi), mel.shape[0])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.part.npz")
+    np.savez(tmp, mel=mel.astype(np.float16), **labels)
+    os.replace(tmp, out)
+    return out
+
+
+@dataclass
+class Features:
+    name: str
+    mel: np.ndarray  # float16 (frames, 229)
+    onset: np.ndarray
+    offset: np.ndarray
+    frame: np.ndarray
+    velocity: np.ndarray  # uint8 MIDI velocity on onset frames
+
+    @property
+    def frames(self) -> int:
+        return int(self.mel.shape[0])
+
+
+def load_features(path: str | os.PathLike, name: str | None = None) -> Features:
+    with np.load(path) as z:
+        return Features(name or Path(path).stem, z["mel"], z["onset"], z["offset"], z["frame"], z["velocity"])
+
+
+def prepare(recordings: list[Recording], cache_dir: str | os.PathLike) -> list[Features]:
+    """Cached features of every recording (computed on first use)."""
+    frontend = of.MelFrontEnd()
+    return [load_features(cache_features(r, cache_dir, frontend), r.name) for r in recordings]
+
+
+class WindowSampler:
+    """Random training windows of ``window`` frames from cached recordings.
+
+    A window's recording is drawn in proportion to its length, its start
+    uniformly; recordings shorter than the window are zero-padded (mel at the
+    front end's floor).  ``batch(rng, size)`` returns float32 tensors
+    ``mel`` ``(size, window, 229)`` and ``onset``/``offset``/``frame``/``velocity``
+    ``(size, window, 88)`` (velocity as a fraction of 127).
+    """
+
+    def __init__(self, features: list[Features], window: int):
+        if not features:
+            raise ValueError("no training recordings")
+        self.features, self.window = features, int(window)
+        lengths = np.array([max(1, f.frames - self.window + 1) for f in features], dtype=np.float64)
+        self.p = lengths / lengths.sum()
+
+    def batch(self, rng: np.random.Generator, size: int) -> dict:
+        import torch
+
+        w = self.window
+        mel = np.empty((size, w, self.features[0].mel.shape[1]), dtype=np.float32)
+        rolls = {k: np.zeros((size, w, of.N_KEYS), dtype=np.float32) for k in ("onset", "offset", "frame", "velocity")}
+        for b in range(size):
+            f = self.features[int(rng.choice(len(self.features), p=self.p))]
+            s = int(rng.integers(0, max(1, f.frames - w + 1)))
+            n = min(w, f.frames - s)
+            seg = f.mel[s:s + n].astype(np.float32)
+            mel[b, :n] = seg
+            mel[b, n:] = seg.min() if n else 0.0
+            for k in rolls:
+                rolls[k][b, :n] = getattr(f, k)[s:s + n]
+        rolls["velocity"] /= 127.0
+        return {"mel": torch.from_numpy(mel), **{k: torch.from_numpy(v) for k, v in rolls.items()}}
+
