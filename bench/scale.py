@@ -106,28 +106,31 @@ def main() -> int:
     ap.add_argument("--runner-a", default="dask:1")
     ap.add_argument("--runner-b", default="dask:2")
     ap.add_argument("--long-seconds", type=float, default=0.0, help="also build one video this long (600: 10 min)")
+    ap.add_argument("--only-long", action="store_true", help="skip the 1-vs-2-worker builds")
     ap.add_argument("--work", default=None)
     args = ap.parse_args()
 
     work = Path(args.work or tempfile.mkdtemp(prefix="sightsound-scale-"))
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     samples = work / "samples"
-    if not (samples / "manifest.csv").exists():
+    if not args.only_long and not (samples / "manifest.csv").exists():
         subprocess.run([sys.executable, "-m", "flows.cli", "samples", "piano", "--out", str(samples), "--videos",
                         str(args.videos), "--seconds", str(args.seconds), "--seed", str(args.seed)],
                        cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     results = {}
-    for spec in (args.runner_a, args.runner_b):
+    for spec in () if args.only_long else (args.runner_a, args.runner_b):
         data = work / f"data-{spec.replace(':', '-').replace('/', '_')}"
         results[spec] = run_build(["build-pianoyt", "--manifest", str(samples / "manifest.csv"),
                                    "--data-root", str(data), "--runner", spec], env)
         results[spec]["digests"] = shard_digests(data) if results[spec]["rc"] == 0 else {}
-    print(f"sample manifest: {args.videos} piano videos of {args.seconds:g} s (seed {args.seed}), {os.cpu_count()} cores")
-    for spec, r in results.items():
-        describe(spec, r)
-    a, b = results[args.runner_a], results[args.runner_b]
-    print(f"speed-up {args.runner_b} over {args.runner_a}: {a['wall'] / b['wall']:.2f}x")
-    print(f"same shards: {a['digests'] == b['digests'] and bool(a['digests'])}")
+    if results:
+        print(f"sample manifest: {args.videos} piano videos of {args.seconds:g} s (seed {args.seed}), "
+              f"{os.cpu_count()} cores")
+        for spec, r in results.items():
+            describe(spec, r)
+        a, b = results[args.runner_a], results[args.runner_b]
+        print(f"speed-up {args.runner_b} over {args.runner_a}: {a['wall'] / b['wall']:.2f}x")
+        print(f"same shards: {a['digests'] == b['digests'] and bool(a['digests'])}")
 
     if args.long_seconds:
         long_dir = work / "long"

@@ -146,10 +146,19 @@ def scale_crop(
 def iter_frames(path: str | Path, chunk: int = 32) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_index, frames[n, h, w, 3] uint8 RGB)`` chunks at the native frame rate.
 
-    Only one chunk is in memory at a time, so memory does not grow with the
-    video's length.  Frames are read with ``VideoReader.next()``: for a
-    front-to-back pass it is about 1.5x faster than ``get_batch`` over
-    consecutive indices (measured on the 720p sample set), which seeks.
+    Frames are read with ``VideoReader.next()``: for a front-to-back pass it
+    is about 1.5x faster than ``get_batch`` over consecutive indices
+    (measured on the 720p sample set), which seeks.
+
+    KNOWN PROBLEM (measured 2026-11-25, decord 0.6.0, a 10-minute 1280 x 720
+    H.264 sample): decord's memory grows without bound when the consumer is
+    slower than its decoder.  ``next()`` over 1000 frames peaks at 126 MiB
+    when the frames are dropped at once, 2838 MiB with a 4 ms pause per
+    frame, 4629 MiB over 3000 frames; ``get_batch`` in chunks of 32 reached
+    1018 MiB over 2000 frames.  The PianoYT frame path (crop, PNG) on the
+    whole 15000-frame video peaked at 7.3 GiB.  Only one chunk is *ours* at a
+    time, but long videos need another reader (e.g. an ffmpeg rawvideo pipe)
+    before memory is bounded; see the issue on builds that outgrow one machine.
     """
     import decord
 
