@@ -72,6 +72,17 @@ def _runner_option(p) -> None:
                    help=f"where the tasks run: {HELP} (default: ${ENV_VAR}, else threads)")
 
 
+def _build_setup(args) -> tuple[str, str | None]:
+    """The data root and the checked ``--runner`` of a build command; sets Prefect's environment.
+
+    Raises ValueError for a bad runner spec, before Prefect starts.
+    """
+    data_root = _data_root(args.data_root)
+    runner = _use_runner(args.runner)
+    _prefect_env(data_root)
+    return data_root, runner
+
+
 def _use_runner(spec: str | None) -> str | None:
     """Check ``--runner`` before Prefect starts (ValueError); the flow modules read $SIGHTSOUND_RUNNER at import."""
     from flows.runners import ENV_VAR, parse_spec
@@ -172,12 +183,10 @@ def cmd_build_violinyt(args) -> int:
         read_urmp(args.urmp) if args.urmp else read_violin(args.manifest)
     except ManifestError as exc:
         return _refused(exc)
-    data_root = _data_root(args.data_root)
     try:
-        runner = _use_runner(args.runner)
+        data_root, runner = _build_setup(args)
     except ValueError as exc:
         return _refused(exc)
-    _prefect_env(data_root)
     from flows.build_violinyt import build_violinyt
     from flows.runners import run_flow
 
@@ -249,12 +258,10 @@ def cmd_build_voxceleb(args) -> int:
     except ManifestError as exc:
         return _refused(exc)
     print(f"{len(utts)} utterances, boxes read as {utts[0].units}")
-    data_root = _data_root(args.data_root)
     try:
-        runner = _use_runner(args.runner)
+        data_root, runner = _build_setup(args)
     except ValueError as exc:
         return _refused(exc)
-    _prefect_env(data_root)
     from flows.build_voxceleb import build_voxceleb
     from flows.runners import run_flow
 
