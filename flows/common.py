@@ -27,7 +27,7 @@ from tasks.shards import remove_video, videos_in_shards
 
 
 def _cache_root(data_root: str) -> str:
-    """Prefect's cache keys: beside the data when the data root is local, else in the scratch folder.
+    """Prefect's cache keys: beside the data when the data root is local, else beside Prefect's result storage.
 
     Builds sharing a remote data root from several machines should share this
     folder too (``SIGHTSOUND_CACHE_DIR``), or each machine redoes the work it
@@ -81,9 +81,7 @@ def transient_error(task, task_run, state) -> bool:
 @task(name="acquire", persist_result=True, tags=["network"])
 def acquire_task(source: str, video_id: str, media_dir: str, attempts: int, backoff_s: float) -> str:
     """A local path or the location under ``media_dir`` of the video (downloaded once)."""
-    if storage.is_local(media_dir):
-        return acquire(source, video_id, media_dir, attempts=attempts, backoff_s=backoff_s)
-    if "://" not in source:  # a local file named by the manifest is used where it is
+    if storage.is_local(media_dir) or "://" not in source:  # (a local file named by the manifest is used in place)
         return acquire(source, video_id, media_dir, attempts=attempts, backoff_s=backoff_s)
     done = storage.glob(storage.join(media_dir, f"{video_id}.*"))
     if done:
