@@ -72,10 +72,10 @@ def build_frames(
     kwargs = {"max_part_bytes": max_part_bytes} if max_part_bytes else {}
     decoded = 0
     with VideoShardWriter(shards_dir, video_id, split, SCHEMA, **kwargs) as writer:
-        for start, frames in media.iter_frames(video_path, chunk=chunk):
+        for start, frames in media.iter_frames(video_path, info, box, chunk=chunk):
             n = len(frames)
             stop = min(start + n, info.frames)
-            crops = media.crop_gray(frames[: stop - start], box, CROP_SIZE)
+            crops = media.gray_resize(frames[: stop - start], CROP_SIZE)
             idx = np.arange(start, stop)
             batch = pa.record_batch(
                 [

@@ -25,6 +25,7 @@ when it finds no candidate under its tolerance.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -69,6 +70,16 @@ def periodicity(x: np.ndarray, period: float) -> float:
     return float(np.clip(np.dot(a, b) / denom, 0.0, 1.0)) if denom > 0 else 0.0
 
 
+def _resampled(blocks: Iterable[np.ndarray], sr: float, to: float) -> Iterator[np.ndarray]:
+    """soxr's streaming resampler over ``blocks``; the last call flushes it."""
+    import soxr
+
+    stream = soxr.ResampleStream(sr, to, 1, dtype="float32")
+    for x in blocks:
+        yield stream.resample_chunk(x, last=False)
+    yield stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+
+
 def _aubio():
     try:
         import aubio
@@ -91,16 +102,33 @@ def yin_track(
     ``confidence`` (float32) and ``voiced`` (bool: confident, loud enough and
     inside the pitch range).
     """
-    aubio = _aubio()
     audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
     if n_frames is None:
         n_frames = int(np.ceil(len(audio) / sr * rate))
+    return yin_stream([audio], sr, rate, n_frames, settings)
+
+
+def yin_stream(
+    blocks: Iterable[np.ndarray],
+    sr: int,
+    rate: float,
+    n_frames: int,
+    settings: YinSettings = YinSettings(),
+) -> dict[str, np.ndarray]:
+    """:func:`yin_track` on audio that arrives in ``blocks`` of any size (mono float32, in order).
+
+    Holds one block, one analysis window and the per-frame results, so a
+    long recording can be read a block at a time (:func:`tasks.violinyt.label_yin`).
+    The result equals :func:`yin_track` on the whole signal
+    (``tests/test_pitch.py`` checks it with uneven blocks, with and without
+    resampling).
+    """
+    aubio = _aubio()
     hop = max(1, int(round(sr / rate)))
     analysis_sr = hop * rate
+    samples: Iterable[np.ndarray] = (np.ascontiguousarray(b, dtype=np.float32).reshape(-1) for b in blocks)
     if abs(analysis_sr - sr) > 1e-6:
-        import soxr
-
-        audio = soxr.resample(audio, sr, analysis_sr).astype(np.float32)
+        samples = _resampled(samples, sr, analysis_sr)
     window = settings.window
     if window < hop:  # aubio needs the window to cover a hop
         window = int(2 ** np.ceil(np.log2(hop)))
@@ -108,10 +136,7 @@ def yin_track(
     half = window // 2
     pad = (hop - half) % hop
     drop = (pad - hop + half) // hop
-    total = (n_frames + drop) * hop
-    padded = np.zeros(total, dtype=np.float32)
-    body = audio[: max(0, total - pad)]
-    padded[pad : pad + len(body)] = body
+    total = (n_frames + drop) * hop  # samples aubio sees: ``pad`` zeros, the audio, zeros to the end
 
     detector = aubio.pitch("yinfft", window, hop, int(round(analysis_sr)))
     detector.set_unit("Hz")
@@ -119,11 +144,31 @@ def yin_track(
     detector.set_silence(settings.silence_db)
     hz = np.zeros(n_frames + drop, dtype=np.float32)
     conf = np.zeros(n_frames + drop, dtype=np.float32)
-    for k in range(n_frames + drop):
-        end = (k + 1) * hop
-        hz[k] = detector(padded[k * hop : end])[0]
-        if hz[k] > 0:
-            conf[k] = periodicity(padded[max(0, end - window) : end], analysis_sr / hz[k])
+    seen = np.zeros(0, dtype=np.float32)  # the last ``window`` samples aubio saw
+    pending = np.zeros(pad, dtype=np.float32)  # samples not yet given to aubio (less than a hop)
+    k = 0
+
+    def feed(x: np.ndarray) -> None:
+        nonlocal pending, seen, k
+        pending = np.concatenate([pending, x])
+        whole = min(len(pending) // hop, n_frames + drop - k)
+        for j in range(whole):
+            block = pending[j * hop : (j + 1) * hop]
+            hz[k] = detector(block)[0]
+            seen = np.concatenate([seen, block])[-window:]
+            if hz[k] > 0:
+                conf[k] = periodicity(seen, analysis_sr / hz[k])
+            k += 1
+        pending = pending[whole * hop :]
+
+    taken = pad
+    for x in samples:
+        x = x[: max(0, total - taken)]
+        taken += len(x)
+        feed(x)
+        if taken >= total:
+            break
+    feed(np.zeros(max(0, total - taken), dtype=np.float32))
     hz, conf = hz[drop:], conf[drop:]
 
     lo, hi = midi_to_hz(settings.min_midi - 0.5), midi_to_hz(settings.max_midi + 0.5)

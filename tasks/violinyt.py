@@ -32,7 +32,7 @@ from tasks import media
 from tasks.atomic import write_text_atomic
 from tasks.dataset import Layout, failures_section, format_table, status_table, summary_rows
 from tasks.manifest import CROP_REFERENCE
-from tasks.pitch import YinSettings, hz_to_midi, midi_to_hz, yin_track
+from tasks.pitch import YinSettings, hz_to_midi, midi_to_hz, yin_stream
 from tasks.shards import VideoShardWriter, write_table_atomic
 
 CROP_SIZE = (400, 200)  # (h, w)
@@ -98,9 +98,13 @@ def read_pitch(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def label_yin(wav: str, out: str, fps: float, n_frames: int, settings: dict | None = None) -> str:
-    """aubio yinfft labels for ``n_frames`` frames at ``fps`` from a WAV file."""
-    audio, sr = media.read_wav(wav)
-    return write_pitch(yin_track(audio, sr, fps, n_frames, YinSettings(**(settings or {}))), out)
+    """aubio yinfft labels for ``n_frames`` frames at ``fps`` from a WAV file, read a block at a time."""
+    import soundfile
+
+    with soundfile.SoundFile(str(wav)) as f:
+        blocks = (b.mean(axis=1) for b in f.blocks(blocksize=1 << 20, dtype="float32", always_2d=True))
+        track = yin_stream(blocks, f.samplerate, fps, n_frames, YinSettings(**(settings or {})))
+    return write_pitch(track, out)
 
 
 def label_from_f0(f0_file: str, out: str, fps: float, n_frames: int, min_midi: int = 55, max_midi: int = 88) -> str:
@@ -156,17 +160,17 @@ def build_frames(
     splits = frame_splits(info.frames, split)
     h, w = CROP_SIZE
     y0, y1, x0, x1 = box
-    interp = cv2.INTER_AREA if (y1 - y0) >= h and (x1 - x0) >= w else cv2.INTER_LINEAR
+    interp = cv2.INTER_AREA if (y1 - y0) >= h and (x1 - x0) >= w else cv2.INTER_LINEAR  # frames come cropped
     counts: dict[str, int] = {}
     with VideoShardWriter(shards_dir, video_id, split, SCHEMA) as writer:
-        for start, frames in media.iter_frames(video_path, chunk=chunk):
+        for start, frames in media.iter_frames(video_path, info, box, chunk=chunk):
             stop = min(start + len(frames), info.frames)
             for s in sorted({splits[i] for i in range(start, stop)} - {None}):
                 idx = np.array([i for i in range(start, stop) if splits[i] == s])
                 images = [
                     # cv2 encodes BGR: swap so the stored JPEG has the right colours.
                     media.encode_image(
-                        cv2.cvtColor(cv2.resize(frames[i - start][y0:y1, x0:x1], (w, h), interpolation=interp),
+                        cv2.cvtColor(cv2.resize(frames[i - start], (w, h), interpolation=interp),
                                      cv2.COLOR_RGB2BGR),
                         image_format,
                     )

@@ -51,13 +51,54 @@ def test_scale_crop_rescales_and_clips():
 
 def test_frames_crop_to_145_by_800_gray(tmp_path):
     clip = make_test_video(tmp_path / "a.mp4", seconds=1.0, size=(640, 360))
-    chunks = list(media.iter_frames(clip, chunk=10))
+    info = media.probe(clip)
+    chunks = list(media.iter_frames(clip, info, (100, 200, 0, 640), chunk=10))
     assert [start for start, _ in chunks] == [0, 10, 20]
-    assert sum(len(f) for _, f in chunks) == 25
-    crops = media.crop_gray(chunks[0][1], (100, 200, 0, 640), (145, 800))
+    assert sum(len(f) for _, f in chunks) == info.frames == 25
+    assert chunks[0][1].shape == (10, 100, 640, 3)
+    crops = media.gray_resize(chunks[0][1], (145, 800))
     assert crops.shape == (10, 145, 800) and crops.dtype == np.uint8
     png = media.encode_image(crops[0])
     assert np.array_equal(media.decode_image(png), crops[0])
+
+
+def test_frames_equal_decords_pixels_and_crop_equals_numpy_crop(tmp_path):
+    """The ffmpeg pipe gives decord's RGB, frame for frame, and cropping in ffmpeg equals slicing."""
+    import decord
+
+    clip = make_test_video(tmp_path / "a.mp4", seconds=2.0, size=(640, 360))
+    info = media.probe(clip)
+    whole = np.concatenate([f for _, f in media.iter_frames(clip, info, chunk=7)])
+    vr = decord.VideoReader(str(clip), ctx=decord.cpu(0), num_threads=1)
+    assert whole.shape == (len(vr), 360, 640, 3)
+    assert np.array_equal(whole, vr.get_batch(list(range(len(vr)))).asnumpy())
+    box = (37, 301, 13, 611)  # odd offsets: the crop happens after the RGB conversion
+    cropped = np.concatenate([f for _, f in media.iter_frames(clip, info, box, chunk=32)])
+    assert np.array_equal(cropped, whole[:, 37:301, 13:611])
+
+
+def test_frames_stop_early_kills_ffmpeg_and_bad_input_is_refused(tmp_path):
+    import psutil
+
+    clip = make_test_video(tmp_path / "a.mp4", seconds=2.0, size=(640, 360))
+    info = media.probe(clip)
+    gen = media.iter_frames(clip, info, chunk=4)
+    next(gen)
+    children = psutil.Process().children()
+    assert any("ffmpeg" in c.name() for c in children)
+    gen.close()
+    assert not [c for c in psutil.Process().children() if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
+                and "ffmpeg" in c.name()]
+    with pytest.raises(media.MediaError, match="not inside"):
+        next(media.iter_frames(clip, info, (0, 400, 0, 640)))
+    # A file cut in half: the frames before the cut come out, then a clear error.
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    got = 0
+    with pytest.raises(media.MediaError, match="ffmpeg stopped decoding cut.mp4 after"):
+        for _, frames in media.iter_frames(cut, info, chunk=4):
+            got += len(frames)
 
 
 def test_png_roundtrip_when_decord_is_loaded_first(tmp_path):

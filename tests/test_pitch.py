@@ -54,3 +54,18 @@ def test_a_clear_message_without_aubio():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0 and AUBIO_MISSING in proc.stderr
+
+
+@pytest.mark.parametrize("rate", [25.0, 29.97])  # 29.97 fps resamples (soxr's stream)
+def test_labels_from_blocks_equal_labels_from_the_whole_signal(rate):
+    """label_yin reads long recordings a block at a time: uneven blocks give the same track."""
+    from tasks.pitch import yin_stream
+
+    rng = np.random.default_rng(2)
+    y = tone(step, seconds=5.0) + rng.normal(size=5 * SR).astype(np.float32) * 0.01
+    whole = yin_track(y, SR, rate)
+    blocks = np.split(y, np.sort(rng.choice(len(y), 7, replace=False)))
+    streamed = yin_stream(iter(blocks), SR, rate, len(whole["hz"]))
+    assert whole["voiced"].sum() >= 0.9 * rate  # the voiced second (1-2 s) of the tone
+    for name in whole:
+        assert np.array_equal(whole[name], streamed[name]), name
