@@ -37,6 +37,8 @@ def _role(cmdline: list[str]) -> str:
     text = " ".join(cmdline)
     if "uvicorn" in text:
         return "prefect server"
+    if cmdline and "ffmpeg" in Path(cmdline[0]).name:
+        return "ffmpeg"
     if "multiprocessing" in text or "spawn" in text or "forkserver" in text:
         return "worker"
     if "flows.cli" in text:
@@ -50,6 +52,7 @@ def run_build(args: list[str], env: dict) -> dict:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     peaks: dict[int, tuple[str, int]] = {}
     cpu: dict[int, float] = {}
+    together = [0]  # the peak of the build's processes' RSS summed at one instant (Prefect's server left out)
     done = threading.Event()
 
     def sample():
@@ -59,6 +62,7 @@ def run_build(args: list[str], env: dict) -> dict:
                 procs = [root] + root.children(recursive=True)
             except psutil.NoSuchProcess:
                 break
+            now = 0
             for p in procs:
                 try:
                     with p.oneshot():
@@ -67,9 +71,12 @@ def run_build(args: list[str], env: dict) -> dict:
                         role = _role(p.cmdline())
                 except psutil.Error:
                     continue
+                if role != "prefect server":
+                    now += rss
                 if rss > peaks.get(p.pid, ("", 0))[1]:
                     peaks[p.pid] = (role, rss)
                 cpu[p.pid] = t.user + t.system  # its own threads only (children are sampled themselves)
+            together[0] = max(together[0], now)
             time.sleep(0.1)
 
     t0 = time.perf_counter()
@@ -83,7 +90,7 @@ def run_build(args: list[str], env: dict) -> dict:
         os.killpg(proc.pid, 9)  # anything the build left behind
     except ProcessLookupError:
         pass
-    return {"rc": rc, "wall": wall, "peaks": peaks, "cpu": sum(cpu.values())}
+    return {"rc": rc, "wall": wall, "peaks": peaks, "cpu": sum(cpu.values()), "together": together[0]}
 
 
 def shard_digests(data: Path) -> dict:
@@ -94,7 +101,7 @@ def shard_digests(data: Path) -> dict:
 def describe(name: str, r: dict) -> None:
     print(f"{name}: exit {r['rc']}, {r['wall']:.1f} s wall, {r['cpu'] / r['wall']:.2f} CPU-s per wall-s")
     for pid, (role, rss) in sorted(r["peaks"].items(), key=lambda kv: (kv[1][0], kv[0])):
-        if role != "other":
+        if role not in ("other", "ffmpeg"):
             print(f"  peak RSS {rss / 2**20:7.0f} MiB  {role} (pid {pid})")
 
 
@@ -143,7 +150,10 @@ def main() -> int:
         print(f"one {args.long_seconds:g} s 1280 x 720 video, threads runner:")
         describe("long build", r)
         cli_peak = max((rss for role, rss in r["peaks"].values() if role == "cli"), default=0)
-        print(f"peak RSS of the build process: {cli_peak / 2**20:.0f} MiB (limit 2048 MiB)")
+        ffmpeg_peak = max((rss for role, rss in r["peaks"].values() if role == "ffmpeg"), default=0)
+        print(f"peak RSS of the build process: {cli_peak / 2**20:.0f} MiB (limit 2048 MiB); "
+              f"of any one ffmpeg it ran: {ffmpeg_peak / 2**20:.0f} MiB; "
+              f"of the build and its ffmpeg processes together: {r['together'] / 2**20:.0f} MiB")
     return 0
 
 

@@ -16,10 +16,10 @@ from prefect import flow, get_run_logger, task
 from flows.runners import make_runner
 
 from flows.common import Stages, transient_error, acquire_task, extract_audio_task, input_files, probe_task
-from tasks import media, storage
+from tasks import storage
 from tasks.manifest import CROP_REFERENCE, read_pianoyt
 from tasks.pianoyt import build_frames, layout as pianoyt_layout, write_status_and_card
-from tasks.transcribe import get_transcriber, labeler_sample_rate, write_midi
+from tasks.transcribe import OVERLAP_S, WINDOW_S, get_transcriber, labeler_sample_rate, transcribe_wav, write_midi
 
 STAGES = ("acquire", "probe", "extract-audio", "label", "frames")  # task names, in order
 
@@ -34,7 +34,7 @@ def _transcriber(name: str, options: dict):
     return _TRANSCRIBERS[key]
 
 
-def _transcribe(name: str, options: dict, audio):
+def _transcribe(name: str, options: dict, wav: str, window_s: float):
     # One model and one transcription at a time per process: the model
     # already uses every core (or the GPU).  Kept out of the task's body: a
     # task function goes to process and Dask workers pickled by value, with
@@ -42,13 +42,14 @@ def _transcribe(name: str, options: dict, audio):
     # load the model again for every video); a plain module function goes by
     # reference, so each worker keeps one model.
     with _TRANSCRIBE_LOCK:
-        return _transcriber(name, options).transcribe(audio)
+        return transcribe_wav(_transcriber(name, options), wav, window_s, OVERLAP_S)
 
 
 @task(name="label", persist_result=True, retries=1, retry_condition_fn=transient_error)
-def label_task(wav: str, out_mid: str, labeler: str, labeler_options: dict) -> str:
-    audio, _ = media.read_wav(storage.local_path(wav))
-    return write_midi(_transcribe(labeler, labeler_options, audio), out_mid)
+def label_task(wav: str, out_mid: str, labeler: str, labeler_options: dict, window_s: float = WINDOW_S) -> str:
+    # Reads and transcribes the audio window by window (tasks.transcribe.transcribe_wav): memory does
+    # not grow with the video's length.
+    return write_midi(_transcribe(labeler, labeler_options, storage.local_path(wav), window_s), out_mid)
 
 
 @task(name="frames", persist_result=True, retries=1, retry_condition_fn=transient_error)
@@ -78,6 +79,7 @@ def build_pianoyt(
     data_root: str,
     labeler: str = "transkun",
     labeler_options: dict | None = None,
+    label_window_s: float = WINDOW_S,
     crop_reference: tuple[int, int] = CROP_REFERENCE,
     image_format: str = "png",
     acquire_attempts: int = 4,
@@ -101,10 +103,12 @@ def build_pianoyt(
     wavs = stages.run(extract_audio_task, lambda v: dict(
         path=videos[v], out_wav=layout.at("audio", f"{v}.wav"), sample_rate=sample_rate))
     mids = stages.run(label_task, lambda v: dict(
-        wav=wavs[v], out_mid=layout.at("labels", f"{v}.mid"), labeler=labeler, labeler_options=labeler_options))
+        wav=wavs[v], out_mid=layout.at("labels", f"{v}.mid"), labeler=labeler, labeler_options=labeler_options,
+        window_s=label_window_s))
     built = stages.run(frames_task, lambda v: dict(
         video=videos[v], labels=mids[v], video_id=v, split=row[v].split, crop=list(row[v].crop),
         shards_dir=layout.shards, crop_reference=list(crop_reference), image_format=image_format))
 
     return stages.finish(layout, built, ("frames", "seconds", "notes"),
-                         lambda records: write_status_and_card(layout, records, manifest, labeler))
+                         lambda records: write_status_and_card(layout, records, manifest, labeler,
+                                                              label_window_s))

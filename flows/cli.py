@@ -132,8 +132,9 @@ def run_build_pianoyt(manifest: Path, data_root: Path, labeler: str = "transkun"
                       refresh: bool = False, image_format: str = "png",
                       crop_reference: tuple[int, int] | None = None, acquire_attempts: int = 4,
                       acquire_backoff_s: float = 2.0, checkpoint: str | None = None,
-                      runner: str | None = None) -> int:
+                      runner: str | None = None, label_window_s: float | None = None) -> int:
     from tasks.manifest import CROP_REFERENCE, ManifestError, read_pianoyt
+    from tasks.transcribe import WINDOW_S
 
     try:
         read_pianoyt(manifest)  # refuse a bad manifest before Prefect starts anything
@@ -149,6 +150,7 @@ def run_build_pianoyt(manifest: Path, data_root: Path, labeler: str = "transkun"
         manifest=str(manifest), data_root=str(data_root), labeler=labeler, labeler_options=options,
         crop_reference=tuple(crop_reference or CROP_REFERENCE), image_format=image_format,
         acquire_attempts=acquire_attempts, acquire_backoff_s=acquire_backoff_s, refresh=refresh,
+        label_window_s=WINDOW_S if label_window_s is None else label_window_s,
     )
     return _report(result, "build-pianoyt")
 
@@ -162,7 +164,7 @@ def cmd_build_pianoyt(args) -> int:
     return run_build_pianoyt(
         Path(args.manifest).resolve(), _data_root(args.data_root), args.labeler, args.device,
         args.refresh, args.image_format, args.crop_reference, args.acquire_attempts, args.acquire_backoff,
-        checkpoint=args.checkpoint, runner=args.runner,
+        checkpoint=args.checkpoint, runner=args.runner, label_window_s=args.label_window,
     )
 
 
@@ -212,7 +214,7 @@ def cmd_label(args) -> int:
             options = _labeler_options(args.labeler, args.device, args.checkpoint)
         except ValueError as exc:
             return _refused(exc)
-        notes = transcribe_file(src, get_transcriber(args.labeler, **options))
+        notes = transcribe_file(src, get_transcriber(args.labeler, **options), args.label_window)
         write_midi(notes, args.out)
         print(f"{len(notes)} notes -> {args.out}")
         if args.reference:
@@ -334,6 +336,23 @@ def cmd_demo(args) -> int:
 
 
 # ---- Onsets and Frames (issue 5): rendered training set, training, description, scores, labeler options
+
+
+def _window(text: str) -> float:
+    from tasks.transcribe import OVERLAP_S
+
+    value = float(text)
+    if value != 0 and value <= 2 * OVERLAP_S:
+        raise argparse.ArgumentTypeError(f"a label window must be 0 (the whole file) or over {2 * OVERLAP_S:g} s")
+    return value
+
+
+def _label_window_option(p) -> None:
+    from tasks.transcribe import OVERLAP_S, WINDOW_S
+
+    p.add_argument("--label-window", type=_window, default=None, metavar="SECONDS",
+                   help=f"piano: transcribe the audio {WINDOW_S:g} s at a time (default), windows overlapping by "
+                        f"{OVERLAP_S:g} s, so memory does not grow with its length; 0: the whole file at once")
 
 
 def _labeler_options(labeler: str, device: str, checkpoint: str | None) -> dict:
@@ -478,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     b.add_argument("--checkpoint", default=None, help="--labeler onsets-frames: the model checkpoint (.pt)")
     b.add_argument("--image-format", default="png", choices=["png", "jpeg"])
+    _label_window_option(b)
     _build_options(b)
     b.set_defaults(func=cmd_build_pianoyt)
 
@@ -515,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--checkpoint", default=None, help="piano, --labeler onsets-frames: the model checkpoint (.pt)")
     lab.add_argument("--rate", type=float, default=100.0, help="violin: analysis frames per second (default 100)")
     lab.add_argument("--reference", help="true MIDI: print the scores against it")
+    _label_window_option(lab)
     _yin_options(lab)
     lab.set_defaults(func=cmd_label)
 
