@@ -21,8 +21,12 @@ them, through fsspec:
 Crash points (for the crash-safety tests): with ``SIGHTSOUND_CRASH_AFTER=N``
 in the environment the process kills itself with SIGKILL right after its N-th
 durable write; with ``SIGHTSOUND_CRASH_BEFORE=N``, just before the N-th (its
-data written under the temporary name, not yet renamed).  Nothing happens
-when neither is set.
+data written under the temporary name, not yet renamed).  With
+``SIGHTSOUND_CRASH_IN=worker`` as well, only worker processes (started by
+multiprocessing, as Dask's and the process pool's are) count writes and die,
+each at its own N-th, so a build loses workers but not its own process; with
+``SIGHTSOUND_CRASH_LOG=FILE`` a dying process first appends its pid there.
+Nothing happens when neither N is set.
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ def crash_point(when: str) -> None:
     before, after = os.environ.get("SIGHTSOUND_CRASH_BEFORE"), os.environ.get("SIGHTSOUND_CRASH_AFTER")
     if not before and not after:
         return
+    if os.environ.get("SIGHTSOUND_CRASH_IN") == "worker":
+        import multiprocessing
+
+        if multiprocessing.parent_process() is None:
+            return
     with _writes_lock:
         if when == "before":
             _writes += 1
@@ -55,6 +64,9 @@ def crash_point(when: str) -> None:
         else:
             n = _writes
     if (when == "before" and before and n == int(before)) or (when == "after" and after and n == int(after)):
+        if os.environ.get("SIGHTSOUND_CRASH_LOG"):
+            with open(os.environ["SIGHTSOUND_CRASH_LOG"], "a") as log:
+                log.write(f"{os.getpid()}\n")
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -84,21 +84,22 @@ def test_the_same_build_on_an_in_memory_file_system(small_violin, tmp_path):
         t_loc.sort_by([("video_id", "ascending"), ("frame_index", "ascending")]))
 
 
-def _build(manifest: Path, data: Path, env_extra: dict) -> int:
+def _build(manifest: Path, data: Path, env_extra: dict, runner: str = "threads") -> int:
     env = {**os.environ, **env_extra}
     log = data.with_name(data.name + f"-{len(list(data.parent.glob(data.name + '-*.log')))}.log")
     with open(log, "w") as out:
         # Output to a file, not a pipe: a SIGKILLed CLI leaves its temporary
         # Prefect server running, which would hold a pipe open.
         proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "build-violinyt", "--manifest", str(manifest),
-                                 "--data-root", str(data)], cwd=ROOT, env=env, start_new_session=True,
+                                 "--data-root", str(data), "--runner", runner], cwd=ROOT, env=env,
+                                start_new_session=True,
                                 stdout=out, stderr=subprocess.STDOUT)
         rc = proc.wait(timeout=600)
     try:  # stop that orphaned server: the CLI ran in a session of its own
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    if rc not in (0, -signal.SIGKILL):
+    if rc not in (0, 3, -signal.SIGKILL):  # 3: some videos failed
         raise AssertionError(log.read_text()[-3000:])
     return rc
 
@@ -126,3 +127,20 @@ def test_killed_build_reruns_to_the_same_bytes(small_violin, reference_build, tm
     assert len(keys) == len(set(keys))  # no duplicate rows
     status = pq.read_table(data / "violinyt" / "status.parquet").to_pylist()
     assert [r["state"] for r in status] == ["done", "done"]
+
+
+@pytest.mark.slow
+def test_killed_dask_workers_then_a_rerun_give_the_same_bytes(small_violin, reference_build, tmp_path):
+    """Two Dask workers, each SIGKILLed at its 3rd durable write (and again after every restart)."""
+    data, deaths = tmp_path / "data", tmp_path / "deaths.txt"
+    crash = {"SIGHTSOUND_CRASH_IN": "worker", "SIGHTSOUND_CRASH_AFTER": "3", "SIGHTSOUND_CRASH_LOG": str(deaths)}
+    rc = _build(small_violin, data, crash, runner="dask:2")
+    assert deaths.exists() and len(deaths.read_text().split()) >= 1  # workers died ...
+    assert rc in (0, 3)  # ... and the build's own process lived: Dask restarted them and ran their tasks again
+    if rc == 0:  # every video done despite the deaths: already the uninterrupted build's bytes
+        assert _local_files(data / "violinyt", OUTPUTS) == _local_files(reference_build / "violinyt", OUTPUTS)
+    assert _build(small_violin, data, {}, runner="dask:2") == 0
+    assert _local_files(data / "violinyt", OUTPUTS) == _local_files(reference_build / "violinyt", OUTPUTS)
+    rows = read_dataset(data / "violinyt" / "shards")
+    keys = list(zip(rows.column("video_id").to_pylist(), rows.column("frame_index").to_pylist()))
+    assert len(keys) == len(set(keys))
