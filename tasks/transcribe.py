@@ -290,7 +290,10 @@ def stitch(windows: list[tuple[float, float, list[Note]]]) -> list[Note]:
     taken from the window that heard the most around it.  A note that one
     window heard just before a cut and the next just after it (same pitch,
     onsets within 0.1 s) is kept once.  A note still sounding when its
-    window ends gets the offset the next window heard for it.
+    window ends gets the offset the next window heard for it, when that
+    window heard its onset too (it began in the overlap); one that began
+    earlier and outlasts its window keeps the window's end as its offset,
+    so windows should be much longer than the notes (120 s by default).
     """
     out: list[Note] = []
     near_cut: list[Note] = []  # the previous window's notes with onsets close to the cut after it
