@@ -19,7 +19,7 @@ from flows.common import Stages, transient_error, acquire_task, extract_audio_ta
 from tasks import storage
 from tasks.manifest import CROP_REFERENCE, read_pianoyt
 from tasks.pianoyt import build_frames, layout as pianoyt_layout, write_status_and_card
-from tasks.transcribe import OVERLAP_S, WINDOW_S, get_transcriber, labeler_sample_rate, transcribe_wav, write_midi
+from tasks.transcribe import WINDOW_S, get_transcriber, labeler_sample_rate, transcribe_wav, write_midi
 
 STAGES = ("acquire", "probe", "extract-audio", "label", "frames")  # task names, in order
 
@@ -42,7 +42,7 @@ def _transcribe(name: str, options: dict, wav: str, window_s: float):
     # load the model again for every video); a plain module function goes by
     # reference, so each worker keeps one model.
     with _TRANSCRIBE_LOCK:
-        return transcribe_wav(_transcriber(name, options), wav, window_s, OVERLAP_S)
+        return transcribe_wav(_transcriber(name, options), wav, window_s)
 
 
 @task(name="label", persist_result=True, retries=1, retry_condition_fn=transient_error)

@@ -350,7 +350,7 @@ def _window(text: str) -> float:
 def _label_window_option(p) -> None:
     from tasks.transcribe import OVERLAP_S, WINDOW_S
 
-    p.add_argument("--label-window", type=_window, default=None, metavar="SECONDS",
+    p.add_argument("--label-window", type=_window, default=WINDOW_S, metavar="SECONDS",
                    help=f"piano: transcribe the audio {WINDOW_S:g} s at a time (default), windows overlapping by "
                         f"{OVERLAP_S:g} s, so memory does not grow with its length; 0: the whole file at once")
 

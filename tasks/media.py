@@ -184,15 +184,14 @@ def iter_frames(
 
     import ffmpeg
 
-    if box is None:
-        width, height = info.width, info.height
-        stream = ffmpeg.input(str(path), threads=1).video.filter("format", "rgb24")
-    else:
+    stream = ffmpeg.input(str(path), threads=1).video.filter("format", "rgb24")
+    width, height = info.width, info.height
+    if box is not None:
         y0, y1, x0, x1 = box
+        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+            raise MediaError(f"crop box {box} is not inside the {width}x{height} frame")
         width, height = x1 - x0, y1 - y0
-        if not (0 <= x0 < x1 <= info.width and 0 <= y0 < y1 <= info.height):
-            raise MediaError(f"crop box {box} is not inside the {info.width}x{info.height} frame")
-        stream = ffmpeg.input(str(path), threads=1).video.filter("format", "rgb24").crop(x0, y0, width, height)
+        stream = stream.crop(x0, y0, width, height)
     args = (
         stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error")

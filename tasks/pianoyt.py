@@ -129,12 +129,12 @@ def note_statistics(labels_dir: str, video_ids: list[str]) -> dict:
 
 
 def write_status_and_card(layout: Layout, records: list[dict], manifest: str, labeler: str,
-                          label_window_s: float | None = None) -> dict:
+                          label_window_s: float) -> dict:
     """Write ``status.parquet`` and ``CARD.md``; return the summary rows."""
     from tasks.transcribe import OVERLAP_S
 
-    how = (f"; the audio transcribed {label_window_s:g} s at a time, windows overlapping by {OVERLAP_S:g} s"
-           if label_window_s else "; the audio transcribed whole" if label_window_s == 0 else "")
+    how = (f"the audio transcribed {label_window_s:g} s at a time, windows overlapping by {OVERLAP_S:g} s"
+           if label_window_s else "the audio transcribed whole")
     write_table_atomic(status_table(records, STATUS_EXTRA), layout.status)
     summary = summary_rows(records, extra=("notes",))
     done_ids = [r["video_id"] for r in records if r["state"] == "done"]
@@ -143,7 +143,7 @@ def write_status_and_card(layout: Layout, records: list[dict], manifest: str, la
         "# PianoYT (rebuilt by sightsound)",
         "",
         f"- manifest: `{manifest}`",
-        f"- pseudo-labels: `{labeler}` (one MIDI per video in `labels/`{how})",
+        f"- pseudo-labels: `{labeler}` (one MIDI per video in `labels/`; {how})",
         f"- frames: native frame rate, keyboard crop resized to {CROP_SIZE[0]} x {CROP_SIZE[1]} (h x w), grayscale",
         "- shards: `shards/split=<split>/part-<video id>-<n>.parquet`, columns "
         "`video_id, frame_index, time, image, onset[88], active[88]` (+ `split` from the folder)",

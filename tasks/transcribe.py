@@ -254,17 +254,6 @@ def read_midi(path: str | Path) -> list[Note]:
     return sorted(notes, key=lambda n: (n.onset, n.pitch))
 
 
-def transcribe_file(path: str | Path, transcriber: Transcriber, window_s: float | None = None) -> list[Note]:
-    """Transcribe an audio or video file (decoded with ffmpeg at the transcriber's rate), window by window."""
-    import tempfile
-
-    from tasks.media import extract_audio
-
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = extract_audio(path, Path(tmp) / "audio.wav", transcriber.sample_rate)
-        return transcribe_wav(transcriber, wav, WINDOW_S if window_s is None else window_s)
-
-
 # ---------------------------------------------------------------- windows
 
 WINDOW_S = 120.0  # seconds of audio a transcriber sees at once (see transcribe_wav)
@@ -352,6 +341,17 @@ def transcribe_wav(
             windows.append((t0, (start + len(audio)) / sr, notes))
             log.debug("transcribed %.1f-%.1f s of %s: %d notes", windows[-1][0], windows[-1][1], path, len(notes))
     return stitch(windows)
+
+
+def transcribe_file(path: str | Path, transcriber: Transcriber, window_s: float = WINDOW_S) -> list[Note]:
+    """Transcribe an audio or video file (decoded with ffmpeg at the transcriber's rate), window by window."""
+    import tempfile
+
+    from tasks.media import extract_audio
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = extract_audio(path, Path(tmp) / "audio.wav", transcriber.sample_rate)
+        return transcribe_wav(transcriber, wav, window_s)
 
 
 # ---------------------------------------------------------------- onsets-frames

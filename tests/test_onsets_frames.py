@@ -223,18 +223,15 @@ def test_maestro_loader_and_labels(tmp_path):
     # Refusals: a missing column, a bad split, a missing file, a path outside the folder.
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "maestro-v3.0.0.csv").write_text("split,audio_filename\ntrain,a.wav\n")
-    with pytest.raises(maestro.MaestroError, match="midi_filename"):
-        maestro.read_maestro(bad)
-    (bad / "maestro-v3.0.0.csv").write_text("split,midi_filename,audio_filename\ndev,a.midi,a.wav\n")
-    with pytest.raises(maestro.MaestroError, match="split 'dev'"):
-        maestro.read_maestro(bad)
-    (bad / "maestro-v3.0.0.csv").write_text("split,midi_filename,audio_filename\ntrain,a.midi,a.wav\n")
-    with pytest.raises(maestro.MaestroError, match="does not exist"):
-        maestro.read_maestro(bad)
-    (bad / "maestro-v3.0.0.csv").write_text("split,midi_filename,audio_filename\ntrain,a.midi,../x.wav\n")
-    with pytest.raises(maestro.MaestroError, match="not a file name inside"):
-        maestro.read_maestro(bad)
+    for csv, message in [
+        ("split,audio_filename\ntrain,a.wav\n", "midi_filename"),
+        ("split,midi_filename,audio_filename\ndev,a.midi,a.wav\n", "split 'dev'"),
+        ("split,midi_filename,audio_filename\ntrain,a.midi,a.wav\n", "does not exist"),
+        ("split,midi_filename,audio_filename\ntrain,a.midi,../x.wav\n", "not a file name inside"),
+    ]:
+        (bad / "maestro-v3.0.0.csv").write_text(csv)
+        with pytest.raises(maestro.MaestroError, match=message):
+            maestro.read_maestro(bad)
 
 
 # ---------------------------------------------------------------- rendered set, training, labeler
