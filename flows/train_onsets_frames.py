@@ -27,7 +27,7 @@ from dataclasses import asdict
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from tasks.train_onsets_frames import TrainSettings, read_csv_rows, train
+from tasks.train_onsets_frames import TrainSettings, check_resume, read_csv_rows, train
 
 
 @task(name="prepare-features")
@@ -76,6 +76,7 @@ def train_onsets_frames(
         validate_every=validate_every, log_every=log_every, device=device, amp=amp, seed=seed, resume=resume,
         threads=threads,
     )
+    check_resume(out_dir, config, resume)  # a bad last.pt fails the run before the features are computed
     prepare_features_task(data, settings.cache_dir or str(Path(out_dir) / "features"))
     if _device(device).startswith("cuda"):
         from prefect.concurrency.sync import concurrency

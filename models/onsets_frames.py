@@ -37,16 +37,22 @@ is the velocity head's value at the onset frame.
 
 Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) are a plain
 dict written by ``torch.save`` and read with ``weights_only=True``; see
-:func:`save_checkpoint` for the format.  A checkpoint whose tensors do not
-match the model its config describes is refused with :class:`CheckpointError`.
+:func:`save_checkpoint` for the format.  :func:`verify_checkpoint` refuses
+(:class:`CheckpointError`, one line) a file that is not such a checkpoint, a
+config outside :data:`SIZE_LIMIT` times the paper's sizes, and tensors that do
+not match the config, all before a model is built: the expected shapes come
+from a model on the ``meta`` device, which allocates nothing.
 
 This module imports only torch and numpy.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import re
+import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -68,6 +74,18 @@ N_KEYS = MAX_MIDI - MIN_MIDI + 1  # 88
 
 CHECKPOINT_FORMAT = "sightsound/onsets-frames"
 CHECKPOINT_VERSION = 1
+# The front end a checkpoint must have been trained on (MelFrontEnd's settings).
+FRONTEND = {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH, "n_mels": N_MELS, "fmin": F_MIN,
+            "top_db": TOP_DB, "htk": True}
+
+# A checkpoint's config may ask for at most SIZE_LIMIT times each of the paper's sizes (filters 48/48/96,
+# FC 768, BiLSTMs of 256), and for a model of at most SIZE_LIMIT times the paper's parameters (22.6 M, so
+# 90 M, 360 MB of float32).  The paper's model is the largest this project trains; four times it leaves
+# room for wider experiments, while a config that would take gigabytes (an FC of 40000: 1.05 G
+# parameters) is refused before anything is allocated.
+SIZE_LIMIT = 4
+PAPER_SIZES = {"conv_filters": (48, 48, 96), "fc_size": 768, "onset_lstm_units": 256, "offset_lstm_units": 256,
+               "combined_lstm_units": 256}
 
 
 # ---------------------------------------------------------------- front end
@@ -152,6 +170,36 @@ class OnsetsFramesConfig:
     # 500 CPU steps) and the onset head stops learning; the CPU configuration turns it on.
     stack_layer_norm: bool = False
 
+    def __post_init__(self):
+        problem = self.problem()
+        if problem:
+            raise ValueError(f"config {problem}")
+
+    def problem(self) -> str | None:
+        """What is wrong with these fields (types, ranges, :data:`SIZE_LIMIT`), or None."""
+        if not (type(self.n_mels) is int and self.n_mels == N_MELS):
+            return f"n_mels is {_short(self.n_mels)}; the front end computes {N_MELS} mel bins"
+        if not (type(self.n_keys) is int and self.n_keys == N_KEYS):
+            return f"n_keys is {_short(self.n_keys)}; decoding reads {N_KEYS} keys (MIDI {MIN_MIDI}-{MAX_MIDI})"
+        filters = self.conv_filters
+        if not (isinstance(filters, tuple) and len(filters) == 3):
+            return f"conv_filters is {_short(filters)}, not three ints"
+        sizes = [(f"conv_filters[{i}]", v, PAPER_SIZES["conv_filters"][i]) for i, v in enumerate(filters)]
+        sizes += [(k, getattr(self, k), PAPER_SIZES[k]) for k in PAPER_SIZES if k != "conv_filters"]
+        for name, v, paper in sizes:
+            if type(v) is not int:
+                return f"{name} is {_short(v)}, not an int"
+            if not 1 <= v <= SIZE_LIMIT * paper:
+                return f"{name} is {v}; it must be 1-{SIZE_LIMIT * paper} ({SIZE_LIMIT} x the paper's {paper})"
+        for name in ("conv_dropout", "fc_dropout"):
+            v = getattr(self, name)
+            if type(v) not in (int, float) or not 0.0 <= v < 1.0:
+                return f"{name} is {_short(v)}, not a probability in [0, 1)"
+        for name in ("activation_loss", "stack_layer_norm"):
+            if type(getattr(self, name)) is not bool:
+                return f"{name} is {_short(getattr(self, name))}, not true or false"
+        return None
+
     @classmethod
     def default(cls) -> "OnsetsFramesConfig":
         """The paper's sizes (Magenta's public configuration)."""
@@ -176,17 +224,24 @@ class OnsetsFramesConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "OnsetsFramesConfig":
+    def from_dict(cls, d: dict, source: str = "checkpoint") -> "OnsetsFramesConfig":
+        """The config a checkpoint stores; :class:`CheckpointError` (naming ``source``) for a bad one."""
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{source}: config is a {type(d).__name__}, not a dict")
         known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        unknown = [k for k in d if k not in known]
         if unknown:
-            raise CheckpointError(f"checkpoint config has unknown fields {sorted(unknown)}")
+            names = ", ".join(_short(k, 40) for k in unknown[:5])
+            raise CheckpointError(f"{source}: config has unknown fields ({len(unknown)}): {names}")
         d = dict(d)
         d.setdefault("activation_loss", False)
         d.setdefault("stack_layer_norm", False)
-        if "conv_filters" in d:
-            d["conv_filters"] = tuple(int(v) for v in d["conv_filters"])
-        return cls(**d)
+        if isinstance(d.get("conv_filters"), list):
+            d["conv_filters"] = tuple(d["conv_filters"])
+        try:
+            return cls(**d)
+        except ValueError as exc:
+            raise CheckpointError(f"{source}: {exc}") from None
 
 
 # ---------------------------------------------------------------- model
@@ -400,8 +455,7 @@ def save_checkpoint(path: str | os.PathLike, model: OnsetsAndFrames, *, step: in
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "config": model.config.to_dict(),
-        "frontend": {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH, "n_mels": N_MELS,
-                     "fmin": F_MIN, "top_db": TOP_DB, "htk": True},
+        "frontend": dict(FRONTEND),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "step": int(step),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -415,42 +469,132 @@ def save_checkpoint(path: str | os.PathLike, model: OnsetsAndFrames, *, step: in
     return path
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint's dict (``weights_only=True``, on the CPU) and check its header."""
+def _short(value, limit: int = 60) -> str:
+    """``repr`` of a value read from a file, cut to ``limit`` characters (it goes into one-line messages)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _name(key: str, limit: int = 60) -> str:
+    """A tensor name read from a file, escaped and cut for a one-line message."""
+    text = repr(key)[1:-1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _load_error(exc: Exception) -> str:
+    """The informative sentence of a ``torch.load`` error, on one line (torch's messages run to paragraphs)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    if "WeightsUnpickler error:" in text:  # the cause comes after torch's advice about weights_only
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    text = " ".join(text.split())
+    text = re.split(r"(?<=[a-z0-9)])\. ", text, maxsplit=1)[0].rstrip(".")
+    text = text or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict:
+    """Load a checkpoint's dict (``weights_only=True``, on the CPU) and check its header.
+
+    Before ``torch.load`` the file must be a non-empty regular file and a zip
+    archive of uncompressed records (what ``torch.save`` writes): a truncated
+    file has no zip directory, and a compressed record could inflate to far
+    more than the file holds.  ``mmap=True`` maps the tensors from the file
+    instead of reading them (nothing is read until a tensor is used).
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"no such checkpoint: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: a directory, not a file")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path}: empty (0 bytes)")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, unsafe globals, truncated files
-        raise CheckpointError(f"cannot load {path} as a weights-only checkpoint: {exc}") from None
+        with zipfile.ZipFile(path) as zf:
+            compressed = [i.filename for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path}: not a torch.save zip archive (truncated, or another kind of "
+                              f"file: {_load_error(exc)})") from None
+    if compressed:
+        raise CheckpointError(f"checkpoint {path}: compressed records ({len(compressed)}, e.g. "
+                              f"{_short(compressed[0], 40)}); torch.save writes them uncompressed")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # pickle errors, unsafe globals, damaged records
+        raise CheckpointError(f"checkpoint {path}: cannot load it as a weights-only checkpoint: {_load_error(exc)}") from None
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not an Onsets and Frames checkpoint of sightsound "
-                              f"(format {blob.get('format') if isinstance(blob, dict) else type(blob).__name__!r})")
-    if blob.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {blob.get('version')}, this code reads {CHECKPOINT_VERSION}")
+        found = _short(blob.get("format")) if isinstance(blob, dict) else f"a {type(blob).__name__}"
+        raise CheckpointError(f"checkpoint {path}: not an Onsets and Frames checkpoint of sightsound (format {found}, "
+                              f"expected {CHECKPOINT_FORMAT!r})")
+    version = blob.get("version")
+    if not (type(version) is int and version == CHECKPOINT_VERSION):
+        raise CheckpointError(f"checkpoint {path}: version {_short(version)}, this code reads {CHECKPOINT_VERSION}")
     for key in ("config", "state_dict"):
         if not isinstance(blob.get(key), dict):
-            raise CheckpointError(f"{path} has no {key}")
+            raise CheckpointError(f"checkpoint {path}: no {key} (a dict)")
+    step = blob.get("step", 0)
+    if type(step) is not int or step < 0:
+        raise CheckpointError(f"checkpoint {path}: step {_short(step)}, not a count of steps")
+    frontend = blob.get("frontend")
+    if frontend is not None:
+        if not isinstance(frontend, dict):
+            raise CheckpointError(f"checkpoint {path}: a frontend of type {type(frontend).__name__}, not a dict")
+        for k, v in FRONTEND.items():
+            if frontend.get(k) != v:
+                raise CheckpointError(f"checkpoint {path}: trained on another front end: {k} {_short(frontend.get(k))}, "
+                                      f"this code computes {v!r}")
     return blob
 
 
-def check_state_dict(model: nn.Module, state: dict, source: str = "checkpoint") -> None:
-    """Raise :class:`CheckpointError` naming every missing, unexpected or mis-shaped tensor."""
-    expected = model.state_dict()
+def expected_state(config: OnsetsFramesConfig) -> tuple[dict[str, tuple[tuple[int, ...], torch.dtype]], int]:
+    """The model's ``state_dict`` shapes and dtypes for ``config``, and its parameter count.
+
+    Built on the ``meta`` device: no memory is allocated, whatever the sizes.
+    """
+    with torch.device("meta"):
+        model = OnsetsAndFrames(config)
+    shapes = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    return shapes, parameter_count(model)
+
+
+@functools.cache
+def _paper_parameters() -> int:
+    return expected_state(OnsetsFramesConfig.default())[1]
+
+
+def check_state_dict(model: nn.Module | dict, state: dict, source: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` naming every missing, unexpected or mis-shaped tensor.
+
+    ``model`` is a model or :func:`expected_state`'s shapes (so no model needs building).
+    """
+    if isinstance(model, nn.Module):
+        expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    else:
+        expected = model
+    odd = [k for k in state if not isinstance(k, str)]
+    if odd:
+        raise CheckpointError(f"{source} has state_dict keys that are not names, e.g. {_short(odd[0], 40)}")
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(
-        f"{k}: {tuple(state[k].shape)} in {source}, {tuple(expected[k].shape)} in the model"
-        for k in set(expected) & set(state)
-        if not isinstance(state[k], torch.Tensor) or tuple(state[k].shape) != tuple(expected[k].shape)
-    )
+    wrong = []
+    for k in sorted(set(expected) & set(state)):
+        v, (shape, dtype) = state[k], expected[k]
+        if not isinstance(v, torch.Tensor):
+            wrong.append(f"{_name(k)}: a {type(v).__name__} in {source}, a tensor in the model")
+        elif tuple(v.shape) != shape:
+            wrong.append(f"{_name(k)}: {tuple(v.shape)} in {source}, {shape} in the model")
+        elif v.is_floating_point() != dtype.is_floating_point or v.is_complex():
+            wrong.append(f"{_name(k)}: {v.dtype} in {source}, {dtype} in the model")
+
+    def names(items):
+        return ", ".join(_name(k) for k in items[:8]) + (" ..." if len(items) > 8 else "")
+
     problems = []
     if missing:
-        problems.append(f"missing tensors ({len(missing)}): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        problems.append(f"missing tensors ({len(missing)}): {names(missing)}")
     if unexpected:
-        problems.append(f"unexpected tensors ({len(unexpected)}): {', '.join(unexpected[:8])}"
-                        f"{' ...' if len(unexpected) > 8 else ''}")
+        problems.append(f"unexpected tensors ({len(unexpected)}): {names(unexpected)}")
     if wrong:
         problems.append(f"mismatched shapes ({len(wrong)}): {'; '.join(wrong[:8])}{' ...' if len(wrong) > 8 else ''}")
     if problems:
@@ -458,17 +602,38 @@ def check_state_dict(model: nn.Module, state: dict, source: str = "checkpoint") 
                               + " | ".join(problems))
 
 
+def verify_checkpoint(path: str | os.PathLike) -> tuple[OnsetsFramesConfig, dict]:
+    """Check everything about a checkpoint that loading it needs, without building a model.
+
+    Header (:func:`read_checkpoint`, tensors memory-mapped), config fields
+    (:meth:`OnsetsFramesConfig.problem`), the model's size (at most
+    :data:`SIZE_LIMIT` times the paper's parameters), the tensors' names,
+    shapes and kinds against a ``meta``-device model of that config, and
+    finite values.  Returns ``(config, blob)``; raises :class:`CheckpointError`
+    with a one-line message that names the file.
+    """
+    blob = read_checkpoint(path, mmap=True)
+    config = OnsetsFramesConfig.from_dict(blob["config"], source=f"checkpoint {path}")
+    shapes, n_params = expected_state(config)
+    limit = SIZE_LIMIT * _paper_parameters()
+    if n_params > limit:
+        raise CheckpointError(f"checkpoint {path}: its config makes a model of {n_params:,} parameters; at most "
+                              f"{limit:,} ({SIZE_LIMIT} x the paper's)")
+    check_state_dict(shapes, blob["state_dict"], source=f"checkpoint {path}")
+    for k, v in blob["state_dict"].items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"checkpoint {path}: tensor {_name(k)} holds NaN or infinite values")
+    return config, blob
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[OnsetsAndFrames, dict]:
     """Build the model a checkpoint describes and load its tensors (strictly); return ``(model, blob)``.
 
-    The model is in eval mode on ``device``.  Refuses (:class:`CheckpointError`)
-    a file that is not a weights-only checkpoint of this format, or whose
-    tensors are missing, unexpected or of the wrong shape.
+    The model is in eval mode on ``device``.  Everything is checked first
+    (:func:`verify_checkpoint`), so a refused file never allocates a model.
     """
-    blob = read_checkpoint(path)
-    config = OnsetsFramesConfig.from_dict(blob["config"])
+    config, blob = verify_checkpoint(path)
     model = OnsetsAndFrames(config)
-    check_state_dict(model, blob["state_dict"], source=str(path))
     model.load_state_dict(blob["state_dict"], strict=True)
     return model.to(device).eval(), blob
 

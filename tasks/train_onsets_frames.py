@@ -109,6 +109,23 @@ def validate(model, features, references, device: str | None = None) -> dict:
     return out
 
 
+def check_resume(out_dir: str | os.PathLike, config: str, resume: bool = True) -> Path | None:
+    """The ``last.pt`` a run under ``out_dir`` would resume from, checked before any work; None if it starts afresh.
+
+    Raises :class:`models.onsets_frames.CheckpointError` (one line) for a file
+    that would fail the resume after the features are computed: not a
+    checkpoint, damaged, or trained with another configuration.
+    """
+    last = Path(out_dir) / "last.pt"
+    if not resume or not (last.exists() or last.is_symlink()):
+        return None
+    found, _ = of.verify_checkpoint(last)
+    if found != of.OnsetsFramesConfig.named(config):
+        raise of.CheckpointError(f"checkpoint {last}: trained with another configuration than {config!r}; "
+                                 f"use another out_dir or do not resume")
+    return last
+
+
 def train(settings: TrainSettings, log=print) -> dict:
     """Train (or resume) until ``max_steps`` or ``max_minutes``; return a summary dict."""
     import torch
@@ -117,6 +134,7 @@ def train(settings: TrainSettings, log=print) -> dict:
 
     start_wall = time.monotonic()
     s = settings
+    resume_from = check_resume(s.out_dir, s.config, s.resume)  # before any work
     if s.threads:
         torch.set_num_threads(int(s.threads))
     out = Path(s.out_dir)
@@ -149,12 +167,8 @@ def train(settings: TrainSettings, log=print) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     step, elapsed_before, best_f1 = 0, 0.0, -1.0
     last = out / "last.pt"
-    if s.resume and last.is_file():
-        blob = of.read_checkpoint(last)
-        if of.OnsetsFramesConfig.from_dict(blob["config"]) != config:
-            raise of.CheckpointError(f"{last} was trained with another configuration than {s.config!r}: "
-                                     f"{blob['config']}; use another out_dir or resume=False")
-        of.check_state_dict(model, blob["state_dict"], source=str(last))
+    if resume_from is not None:
+        blob = of.read_checkpoint(last)  # checked by check_resume; read whole for the optimiser's state
         model.load_state_dict(blob["state_dict"])
         if blob.get("optimizer"):
             optimizer.load_state_dict(blob["optimizer"])

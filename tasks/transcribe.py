@@ -24,6 +24,7 @@ the samples nor anything else grows with the recording's length.
 ``onsets-frames``
     Onsets and Frames trained by ``sightsound train onsets-frames``, from a
     checkpoint given as ``checkpoint=`` (``--checkpoint``); 16 kHz audio.  CPU or CUDA.
+    :func:`check_labeler` checks the checkpoint before a build starts.
 """
 
 from __future__ import annotations
@@ -71,6 +72,25 @@ def get_transcriber(name: str = "transkun", **options) -> Transcriber:
     if name not in LABELERS:
         raise ValueError(f"unknown labeler {name!r}; known: {', '.join(sorted(LABELERS))}")
     return LABELERS[name](**options)
+
+
+def check_labeler(name: str, options: dict) -> None:
+    """Refuse (ValueError, one line) options the labeler would fail on, before a build does any work.
+
+    A backend may define ``check_options(**options)``: onsets-frames checks its
+    checkpoint (header, config, tensor shapes) without building the model.
+    """
+    import inspect
+
+    if name not in LABELERS:
+        raise ValueError(f"unknown labeler {name!r}; known: {', '.join(sorted(LABELERS))}")
+    try:
+        inspect.signature(LABELERS[name]).bind(**options)
+    except TypeError as exc:
+        raise ValueError(f"labeler {name}: {exc}") from None
+    check = getattr(LABELERS[name], "check_options", None)
+    if check is not None:
+        check(**options)
 
 
 def labeler_sample_rate(name: str) -> int:
@@ -357,6 +377,16 @@ def transcribe_file(path: str | Path, transcriber: Transcriber, window_s: float 
 # ---------------------------------------------------------------- onsets-frames
 
 
+def _same_fingerprint(checkpoint: str, fingerprint: str | None) -> None:
+    # The build CLI passes the checkpoint's content fingerprint, so the label task's cache key
+    # changes when the file at that path does; a file changed since then is refused.
+    if fingerprint is not None:
+        from tasks.cache import file_fingerprint
+
+        if file_fingerprint(checkpoint) != fingerprint:
+            raise ValueError(f"checkpoint {checkpoint} changed since its fingerprint {fingerprint} was taken")
+
+
 @register("onsets-frames")
 class OnsetsFramesTranscriber:
     """Onsets and Frames (Hawthorne et al. 2018) from a checkpoint that ``sightsound train onsets-frames``
@@ -367,17 +397,21 @@ class OnsetsFramesTranscriber:
     name = "onsets-frames"
     sample_rate = 16000  # models.onsets_frames.SAMPLE_RATE (not imported here: that would load torch)
 
+    @staticmethod
+    def check_options(checkpoint: str | None = None, fingerprint: str | None = None, **_) -> None:
+        """Refuse a missing, damaged or mismatched checkpoint (ValueError, one line) without building the model."""
+        if not checkpoint:
+            raise ValueError("the onsets-frames labeler needs checkpoint=PATH (--checkpoint on the command line)")
+        from models import onsets_frames as of
+
+        of.verify_checkpoint(checkpoint)  # CheckpointError is a ValueError
+        _same_fingerprint(checkpoint, fingerprint)
+
     def __init__(self, checkpoint: str | None = None, device: str = "auto", onset_threshold: float = 0.5,
                  frame_threshold: float = 0.5, chunk_frames: int = 4096, fingerprint: str | None = None):
         if not checkpoint:
             raise ValueError("the onsets-frames labeler needs checkpoint=PATH (--checkpoint on the command line)")
-        if fingerprint is not None:
-            # The build CLI passes the checkpoint's content fingerprint, so the label task's cache key
-            # changes when the file at that path does; a file changed since then is refused.
-            from tasks.cache import file_fingerprint
-
-            if file_fingerprint(checkpoint) != fingerprint:
-                raise ValueError(f"checkpoint {checkpoint} changed since its fingerprint {fingerprint} was taken")
+        _same_fingerprint(checkpoint, fingerprint)
         from models import onsets_frames as of
 
         assert of.SAMPLE_RATE == self.sample_rate
