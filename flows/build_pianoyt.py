@@ -19,7 +19,7 @@ from flows.common import Stages, transient_error, acquire_task, extract_audio_ta
 from tasks import storage
 from tasks.manifest import CROP_REFERENCE, read_pianoyt
 from tasks.pianoyt import build_frames, layout as pianoyt_layout, write_status_and_card
-from tasks.transcribe import WINDOW_S, get_transcriber, labeler_sample_rate, transcribe_wav, write_midi
+from tasks.transcribe import WINDOW_S, check_labeler, get_transcriber, labeler_sample_rate, transcribe_wav, write_midi
 
 STAGES = ("acquire", "probe", "extract-audio", "label", "frames")  # task names, in order
 
@@ -89,6 +89,7 @@ def build_pianoyt(
     """Build PianoYT shards under ``<data_root>/pianoyt``; return the per-video records and summary."""
     logger = get_run_logger()
     rows = read_pianoyt(manifest)  # refuses a bad manifest before any work starts
+    check_labeler(labeler, dict(labeler_options or {}))  # and a bad checkpoint (a deployment's parameters)
     layout = pianoyt_layout(data_root)
     layout.make_dirs()
     labeler_options = dict(labeler_options or {})

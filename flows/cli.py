@@ -361,10 +361,10 @@ def _labeler_options(labeler: str, device: str, checkpoint: str | None) -> dict:
     if labeler == "onsets-frames":
         if not checkpoint:
             raise ValueError("--labeler onsets-frames needs --checkpoint PATH (a checkpoint of train onsets-frames)")
-        if not Path(checkpoint).is_file():
-            raise ValueError(f"no such checkpoint: {checkpoint}")
         from tasks.cache import file_fingerprint
+        from tasks.transcribe import check_labeler
 
+        check_labeler(labeler, {"checkpoint": checkpoint})  # a bad checkpoint: one line, before any work
         options["checkpoint"] = str(Path(checkpoint).resolve())
         options["fingerprint"] = file_fingerprint(checkpoint)  # in the label task's cache key
     elif checkpoint:
@@ -387,11 +387,14 @@ def cmd_samples_piano_audio(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from models.onsets_frames import CheckpointError
     from tasks.maestro import MaestroError, read_maestro
+    from tasks.train_onsets_frames import check_resume
 
     try:
         read_maestro(args.data)  # refuse a bad folder before Prefect starts
-    except MaestroError as exc:
+        check_resume(args.out, args.config, not args.no_resume)  # and a last.pt the run could not resume from
+    except (MaestroError, CheckpointError) as exc:
         return _refused(exc)
     out = Path(args.out).resolve()
     _prefect_env(out)
