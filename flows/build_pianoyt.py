@@ -15,7 +15,7 @@ import threading
 from prefect import flow, get_run_logger, task
 from flows.runners import make_runner
 
-from flows.common import Stages, transient_error, acquire_task, extract_audio_task, input_files, probe_task
+from flows.common import LOSS_FIELDS, Stages, transient_error, acquire_task, extract_audio_task, input_files, probe_task
 from tasks import storage
 from tasks.manifest import CROP_REFERENCE, read_pianoyt
 from tasks.pianoyt import build_frames, layout as pianoyt_layout, write_status_and_card
@@ -56,6 +56,7 @@ def label_task(wav: str, out_mid: str, labeler: str, labeler_options: dict, wind
 def frames_task(
     video: str,
     labels: str,
+    wav: str,
     video_id: str,
     split: str,
     crop: list,
@@ -65,12 +66,12 @@ def frames_task(
 ) -> dict:
     return build_frames(
         storage.local_path(video), storage.local_path(labels), video_id, split, tuple(crop), shards_dir,
-        crop_reference=tuple(crop_reference), image_format=image_format,
+        wav=storage.local_path(wav), crop_reference=tuple(crop_reference), image_format=image_format,
     )
 
 
 input_files("label", "wav")
-input_files("frames", "video", "labels")
+input_files("frames", "video", "labels", "wav")
 
 
 @flow(name="build-pianoyt", task_runner=make_runner())
@@ -88,7 +89,7 @@ def build_pianoyt(
 ) -> dict:
     """Build PianoYT shards under ``<data_root>/pianoyt``; return the per-video records and summary."""
     logger = get_run_logger()
-    rows = read_pianoyt(manifest)  # refuses a bad manifest before any work starts
+    rows = read_pianoyt(manifest, tuple(crop_reference))  # refuses a bad manifest before any work starts
     check_labeler(labeler, dict(labeler_options or {}))  # and a bad checkpoint (a deployment's parameters)
     layout = pianoyt_layout(data_root)
     layout.make_dirs()
@@ -107,9 +108,9 @@ def build_pianoyt(
         wav=wavs[v], out_mid=layout.at("labels", f"{v}.mid"), labeler=labeler, labeler_options=labeler_options,
         window_s=label_window_s))
     built = stages.run(frames_task, lambda v: dict(
-        video=videos[v], labels=mids[v], video_id=v, split=row[v].split, crop=list(row[v].crop),
+        video=videos[v], labels=mids[v], wav=wavs[v], video_id=v, split=row[v].split, crop=list(row[v].crop),
         shards_dir=layout.shards, crop_reference=list(crop_reference), image_format=image_format))
 
-    return stages.finish(layout, built, ("frames", "seconds", "notes"),
+    return stages.finish(layout, built, ("frames", "seconds", "notes", *LOSS_FIELDS),
                          lambda records: write_status_and_card(layout, records, manifest, labeler,
                                                               label_window_s))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from flows.runners import make_runner
 
-from flows.common import Stages, acquire_task, extract_audio_task, input_files, probe_task, transient_error
+from flows.common import LOSS_FIELDS, Stages, acquire_task, extract_audio_task, input_files, probe_task, transient_error
 from tasks import storage
 from tasks.manifest import CROP_REFERENCE, read_violin
 from tasks.violinyt import AUDIO_RATE, build_frames, label_from_f0, label_yin, layout as violin_layout
@@ -30,14 +30,15 @@ def pitch_task(wav: str, f0: str, out: str, fps: float, n_frames: int, yin: dict
 
 
 @task(name="violin-frames", persist_result=True, retries=1, retry_condition_fn=transient_error)
-def frames_task(video: str, pitch: str, video_id: str, split: str, crop: list, shards_dir: str,
+def frames_task(video: str, pitch: str, wav: str, video_id: str, split: str, crop: list, shards_dir: str,
                 audio_path: str, crop_reference: list, image_format: str) -> dict:
-    return build_frames(storage.local_path(video), storage.local_path(pitch), video_id, split, tuple(crop), shards_dir, audio_path,
-                        crop_reference=tuple(crop_reference), image_format=image_format)
+    return build_frames(storage.local_path(video), storage.local_path(pitch), video_id, split, tuple(crop), shards_dir,
+                        audio_path, wav=storage.local_path(wav), crop_reference=tuple(crop_reference),
+                        image_format=image_format)
 
 
 input_files("pitch", "wav", "f0")
-input_files("violin-frames", "video", "pitch")
+input_files("violin-frames", "video", "pitch", "wav")
 
 
 @flow(name="build-violinyt", task_runner=make_runner())
@@ -59,9 +60,9 @@ def build_violinyt(
     if urmp:
         from tasks.urmp import read_urmp
 
-        rows, source = read_urmp(urmp), urmp
+        rows, source = read_urmp(urmp, crop_reference=tuple(crop_reference)), urmp
     else:
-        rows, source = read_violin(manifest), manifest
+        rows, source = read_violin(manifest, tuple(crop_reference)), manifest
     layout = violin_layout(data_root)
     layout.make_dirs()
     yin = dict(yin or {})
@@ -78,10 +79,10 @@ def build_violinyt(
         wav=wavs[v], f0=row[v].pitch_source, out=layout.at("labels", f"{v}.parquet"),
         fps=probes[v]["fps"], n_frames=probes[v]["frames"], yin=yin))
     built = stages.run(frames_task, lambda v: dict(
-        video=videos[v], pitch=pitches[v], video_id=v, split=row[v].split, crop=list(row[v].crop),
+        video=videos[v], pitch=pitches[v], wav=wavs[v], video_id=v, split=row[v].split, crop=list(row[v].crop),
         shards_dir=layout.shards, audio_path=f"audio/{v}.wav", crop_reference=list(crop_reference),
         image_format=image_format))
 
     labels = "URMP ground-truth F0" if urmp else "aubio yinfft"
-    return stages.finish(layout, built, ("frames", "seconds", "voiced_frames", "frames_per_split"),
+    return stages.finish(layout, built, ("frames", "seconds", "voiced_frames", "frames_per_split", *LOSS_FIELDS),
                          lambda records: write_status_and_card(layout, records, source, labels))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from flows.runners import make_runner
 
-from flows.common import Stages, acquire_task, input_files, probe_task, transient_error
+from flows.common import LOSS_FIELDS, Stages, acquire_task, input_files, probe_task, transient_error
 from tasks import storage
 from tasks.faces import build_utterance
 from tasks.voxceleb import YOUTUBE_URL, layout as voxceleb_layout, read_metadata, write_status_and_card
@@ -69,6 +69,6 @@ def build_voxceleb(
         shards_dir=layout.shards, split=by_key[k].split, detector=detector, min_iou=min_iou,
         margin=margin, per_second=per_second))
 
-    fields = ("frames", "seconds", "sampled", "detected", "fallback", "outside", "past_end")
+    fields = ("frames", "seconds", "sampled", "detected", "fallback", "outside", "past_end", "undecoded", *LOSS_FIELDS)
     return stages.finish(layout, built, fields,
                          lambda records: write_status_and_card(layout, records, metadata, units, detector))

@@ -61,6 +61,10 @@ INPUT_FILES = {
 }
 
 
+# What a built video's record says about frames it lost (tasks.dataset.loss_fields), copied to its status row.
+LOSS_FIELDS = ("expected_frames", "lost_frames", "lost")
+
+
 def input_files(task_name: str, *params: str) -> None:
     INPUT_FILES[task_name] = params
 

@@ -178,6 +178,22 @@ def find_face(finder: FaceFinder, frame: np.ndarray, meta_box, min_iou: float, u
     return tuple(float(v) for v in meta_box), "metadata", best, len(dets)
 
 
+def _frames_at(video_path: str, info, wanted: list[int]) -> dict[int, np.ndarray]:
+    """The pictures of frames ``wanted`` (indices on the probe's grid), read by their timestamps.
+
+    One ffmpeg pass from the first wanted frame to the last (it seeks there);
+    a wanted frame that does not decode is absent from the result.
+    """
+    if not wanted:
+        return {}
+    want, out = set(wanted), {}
+    for indices, frames in media.iter_frames(video_path, info, start=wanted[0], stop=wanted[-1] + 1, chunk=8):
+        for i, frame in zip(indices.tolist(), frames):
+            if i in want:
+                out[i] = frame.copy()
+    return out
+
+
 def build_utterance(
     video_path: str,
     utt: dict,
@@ -199,15 +215,13 @@ def build_utterance(
     flow probes each video once for all its utterances).  Returns the counts
     for the status table.
     """
-    import decord
-
     from tasks.voxceleb import Utterance, sample_frames
 
     u = Utterance(utt["identity"], utt["video_id"], utt["utterance"], "", tuple(map(tuple, utt["boxes"])), utt["units"])
     info = media.Probe(**probe) if probe else media.probe(video_path)
     wanted = sample_frames(u, per_second)
     finder = FaceFinder.for_thread(detector)
-    counts = {"sampled": len(wanted), "outside": 0, "past_end": 0, "detected": 0, "fallback": 0}
+    counts = {"sampled": len(wanted), "outside": 0, "past_end": 0, "undecoded": 0, "detected": 0, "fallback": 0}
     todo = []
     for meta_frame, box in wanted:
         t = meta_frame / META_FPS
@@ -221,10 +235,11 @@ def build_utterance(
             continue
         todo.append((meta_frame, index, t, px))
     rows = []
-    if todo:
-        vr = decord.VideoReader(video_path, ctx=decord.cpu(0), num_threads=1)
-        frames = vr.get_batch([i for _, i, _, _ in todo]).asnumpy()
-        for (meta_frame, index, t, px), frame in zip(todo, frames):
+    decoded = _frames_at(video_path, info, sorted({i for _, i, _, _ in todo}))
+    counts["undecoded"] = sum(i not in decoded for _, i, _, _ in todo)
+    for meta_frame, index, t, px in todo:
+        frame = decoded.get(index)
+        if frame is not None:
             face, found_by, overlap, _ = find_face(finder, frame, px, min_iou, upsample, bool(utt.get("region")))
             x0, y0, side = square_around(face, margin)
             crop = crop_square(frame, x0, y0, side)
@@ -238,6 +253,8 @@ def build_utterance(
             why.append(f"face box outside the picture in {counts['outside']}")
         if counts["past_end"]:
             why.append(f"past the video's end in {counts['past_end']}")
+        if counts["undecoded"]:
+            why.append(f"not decodable in {counts['undecoded']}")
         raise ValueError(f"no usable frame: {' and '.join(why) or 'no frames'} of {counts['sampled']} sampled frames")
     if counts["detected"] == 0:
         raise ValueError(f"dlib ({detector}) found no face near the track in any of {len(rows)} frames")
@@ -271,6 +288,9 @@ def build_utterance(
         "seconds": (u.last_frame - u.first_frame + 1) / META_FPS,
         **counts,
         "mean_overlap": float(np.mean([r[8] for r in rows if r[7] != "metadata"] or [0.0])),
+        "expected_frames": len(todo),
+        "lost_frames": counts["undecoded"],
+        "lost": (f"{counts['undecoded']} of {len(todo)} sampled frames not decodable" if counts["undecoded"] else ""),
         "parts": parts,
     }
 

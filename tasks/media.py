@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -144,47 +144,159 @@ def scale_crop(
     return y0, y1, x0, x1
 
 
+@dataclass
+class FrameLoss:
+    """What a decode of one file did not deliver, on the probe's frame grid (frame i at i / fps).
+
+    ``expected`` is the number of grid slots asked for; ``missing`` lists the
+    grid indices that got no picture, as ``(first, last)`` runs;
+    ``unlabelled`` (set by the builds) counts the video's frames after the
+    end of its audio, which have no label and are not stored; ``superseded``
+    counts decoded frames that a later frame of the same grid slot replaced
+    (variable frame rate: the picture shown at a slot's time is the last one
+    whose timestamp is not after it); ``outside`` counts frames whose
+    timestamps fall outside ``[0, expected)``; ``damaged`` counts frames that
+    decoded after a decoding error and before the next sound key frame
+    (dropped: their pictures may be built on broken data); ``errors`` is
+    ffmpeg's first error line, if it printed any.
+    """
+
+    expected: int
+    delivered: int = 0
+    missing: list[tuple[int, int]] = field(default_factory=list)
+    superseded: int = 0
+    outside: int = 0
+    damaged: int = 0
+    unlabelled: int = 0
+    errors: str = ""
+
+    @property
+    def missing_frames(self) -> int:
+        """Grid slots asked for that got no picture (not counting ``unlabelled``)."""
+        return sum(b - a + 1 for a, b in self.missing)
+
+    @property
+    def lost_frames(self) -> int:
+        """Every frame of the video that has no stored row: not decoded, or after the audio's end."""
+        return self.missing_frames + self.unlabelled
+
+    def describe(self, fps: float) -> str:
+        """One line for the status table and the card; empty when nothing was lost."""
+        parts = []
+        if self.missing:
+            runs = ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in self.missing[:4])
+            more = f" and {len(self.missing) - 4} more runs" if len(self.missing) > 4 else ""
+            how = f", {self.damaged} of them decoded from damaged data" if self.damaged else ""
+            parts.append(f"{self.missing_frames} of {self.expected} frames not decoded{how} "
+                         f"({self.missing_frames / fps:.2f} s; frames {runs}{more})")
+        if self.unlabelled:
+            parts.append(f"{self.unlabelled} frames after the audio's end ({self.unlabelled / fps:.2f} s) "
+                         "have no label")
+        if self.outside:
+            parts.append(f"{self.outside} frames with timestamps outside the video's {self.expected} frames")
+        if self.superseded:
+            parts.append(f"{self.superseded} frames replaced by a later frame of the same time slot")
+        if parts and self.errors:
+            parts.append(f"ffmpeg: {self.errors[:160]}")
+        return "; ".join(parts)
+
+    def _note_missing(self, first: int, last: int) -> None:
+        if last >= first:
+            if self.missing and self.missing[-1][1] == first - 1:
+                self.missing[-1] = (self.missing[-1][0], last)
+            else:
+                self.missing.append((first, last))
+
+
+_DECODED = re.compile(r"\bdecoder -> pts:(\S+) pts_time:\S+.*?\bkeyframe:(\d)")
+_SHOWN = re.compile(r"Parsed_showinfo.*?\bn:\s*\d+\s+pts:\s*(\S+)\s+pts_time:(\S+)")
+
+
+_CONTEXT = re.compile(r"^\[(\w+) @ (0x[0-9a-f]+)\] \[error\]")
+
+
+def _read_stderr(stream, times: "queue.Queue", errors: list[str]) -> None:
+    """Drain ffmpeg's stderr (so it never blocks), putting ``(pts_time, damaged)`` for each frame on ``times``.
+
+    ``-debug_ts`` makes ffmpeg's decoder thread print a line for every frame
+    it outputs, in order with its own errors; after a decoder error every
+    frame is ``damaged`` (it may be built on broken data) until a key frame
+    comes out with no error since the frame before it.  Only the decoder's
+    errors count: the demuxer's parser runs in another thread and reports
+    the same broken packets at times that vary from run to run.  The decoder
+    thread's own lines carry ``[dec:``; the codec's lines carry only its
+    address, learned from the codec error printed just before one of those.
+    ``showinfo`` then prints the frame's pts just before its pixels go to
+    the pipe.  A frame the decoder did not announce counts as damaged.
+    """
+    damaged = error_since_last = False
+    decoded: dict[str, bool] = {}
+    decoder_contexts: set[str] = set()
+    last_context = None
+    for raw in iter(stream.readline, b""):
+        line = raw.decode(errors="replace").rstrip()
+        if (m := _DECODED.search(line)) is not None:
+            if m[2] == "1" and not error_since_last:
+                damaged = False
+            decoded[m[1]] = damaged
+            error_since_last = False
+        elif (m := _SHOWN.search(line)) is not None:
+            times.put((float("nan") if m[1] == "NOPTS" else float(m[2]), decoded.pop(m[1], True)))
+        elif "[error]" in line or "[fatal]" in line:
+            if len(errors) < 50:
+                errors.append(re.sub(r"^(\[[^]]*\]\s*)+", "", line).strip())
+            context = _CONTEXT.match(line)
+            if "[dec:" in line:
+                if last_context:
+                    decoder_contexts.add(last_context)
+            elif not (context and context[2] in decoder_contexts):
+                last_context = context[2] if context else None
+                continue
+            damaged = error_since_last = True
+    times.put((None, True))
+
+
 def iter_frames(
     path: str | Path,
     info: Probe,
     box: tuple[int, int, int, int] | None = None,
     chunk: int = 32,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(first_index, frames[n, h, w, 3] uint8 RGB)`` chunks at the native frame rate.
+    loss: FrameLoss | None = None,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(indices int64[n], frames[n, h, w, 3] uint8 RGB)``: each frame with its place on the frame grid.
 
-    ``info`` is the file's :func:`probe` (for the frame size).  ``box`` is a
-    (min y, max y, min x, max x) crop applied while decoding, so only the
-    cropped pixels cross the pipe; without it whole frames come back.
+    A frame's index is read from its own timestamp (ffmpeg's ``showinfo``
+    filter reports each frame's pts beside the raw pixels on the pipe), never
+    from its order of arrival, so a damaged stretch that ffmpeg skips leaves a
+    gap in the indices instead of shifting every later picture onto earlier
+    times.  The index of a frame at ``t`` seconds is the first grid slot at or
+    after ``t`` (``ceil(t * fps)``), the slot whose time shows that picture;
+    when two frames fall in one slot (variable frame rate) the later one wins.
+    Indices are increasing; ``loss`` (a :class:`FrameLoss` the caller passes)
+    collects the gaps, replaced frames and ffmpeg's errors.
 
-    The frames come from an ``ffmpeg`` process (built with ffmpeg-python) that
-    writes raw RGB24 to a pipe: ``format=rgb24,crop=...`` then
-    ``-fps_mode passthrough``, so every decoded frame comes out once, in
-    order, with nothing dropped or repeated.  The pipe is the memory bound:
-    when we are slower than the decoder, ffmpeg blocks on the full pipe, so
-    this process holds one chunk and ffmpeg its own few frames (about 90 MiB
-    and 115 MiB on a 10-minute 1280 x 720 video, whatever its length).
-
-    Why not decord, which :func:`probe` uses: decord 0.6.0 decodes ahead of
-    its consumer with no limit.  On the 10-minute 1280 x 720 H.264 sample
-    (measured 2026-11-25), ``VideoReader.next()`` over 1000 frames peaked at
-    126 MiB when each frame was dropped at once but at 2838 MiB with a 4 ms
-    pause per frame, 4629 MiB over 3000 frames; the PianoYT frame path on the
-    whole 15000 frames peaked at 7.3 GiB.  The pixels are the same: decord
-    and this reader converted the sample's first 300 frames to identical RGB
-    (both use libswscale's default YUV to RGB), and cropping after the
-    conversion inside ffmpeg equals cropping the whole frame in numpy.
-    Cropping inside ffmpeg is also faster: 379 against 292 frames/s for the
-    PianoYT crop + PNG path on one core.
-
-    Decoding uses one thread (``-threads 1``), like every task in a worker.
-    A file ffmpeg cannot decode to the end raises :class:`MediaError` after
-    the frames it did decode; a consumer that stops early kills ffmpeg.
+    ``info`` is the file's :func:`probe`; ``box`` a (min y, max y, min x,
+    max x) crop applied while decoding.  ``start``/``stop`` restrict the
+    indices (ffmpeg seeks to ``start``).  Decoding is one thread; the pipe is
+    the memory bound (ffmpeg waits while this reader is slow), and a consumer
+    that stops early kills ffmpeg.  decord is not used for this: it decodes
+    ahead of its reader with no limit (see docs).
     """
-    import tempfile
+    import queue
+    import threading
 
     import ffmpeg
 
-    stream = ffmpeg.input(str(path), threads=1).video.filter("format", "rgb24")
+    stop = info.frames if stop is None else min(stop, info.frames)
+    loss = loss if loss is not None else FrameLoss(expected=0)
+    loss.expected = stop - start
+    # Seek half a frame before ``start`` (ffmpeg rounds -ss to microseconds; a seek just past the wanted
+    # frame would drop it); timestamps then count from the seek point.
+    seek_s = float(f"{(start - 0.5) / info.fps:.6f}") if start > 0 else 0.0
+    input_args = {"threads": 1, **({"ss": f"{seek_s:.6f}"} if start > 0 else {})}
+    stream = ffmpeg.input(str(path), **input_args).video.filter("format", "rgb24")
     width, height = info.width, info.height
     if box is not None:
         y0, y1, x0, x1 = box
@@ -192,42 +304,94 @@ def iter_frames(
             raise MediaError(f"crop box {box} is not inside the {width}x{height} frame")
         width, height = x1 - x0, y1 - y0
         stream = stream.crop(x0, y0, width, height)
+    stream = stream.filter("showinfo", checksum=0)
     args = (
         stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
-        .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+        .global_args("-nostdin", "-hide_banner", "-nostats", "-debug_ts", "-loglevel", "level+info")
         .compile(cmd=ffmpeg_exe())
     )
     frame_bytes = width * height * 3
-    with tempfile.TemporaryFile() as err:  # a file, not a pipe: ffmpeg must never block on its stderr
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, bufsize=0)
-        try:
-            index = 0
-            while True:
-                buf = bytearray(frame_bytes * chunk)
-                view, got = memoryview(buf), 0
-                while got < len(buf):
-                    n = proc.stdout.readinto(view[got:])
-                    if not n:
-                        break
-                    got += n
-                whole = got // frame_bytes
-                if whole:
-                    yield index, np.frombuffer(buf, np.uint8, count=whole * frame_bytes).reshape(whole, height, width, 3)
-                    index += whole
-                if got < len(buf):
+    times: queue.Queue = queue.Queue()
+    errors: list[str] = []
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    reader = threading.Thread(target=_read_stderr, args=(proc.stderr, times, errors), daemon=True)
+    reader.start()
+
+    def frames_with_slots():
+        while True:
+            buf = bytearray(frame_bytes)
+            view, got = memoryview(buf), 0
+            while got < frame_bytes:
+                n = proc.stdout.readinto(view[got:])
+                if not n:
                     break
-            rc = proc.wait()
-            err.seek(0)
-            message = err.read().decode(errors="replace")
-            if rc != 0 or got % frame_bytes:
-                raise MediaError(
-                    f"ffmpeg stopped decoding {Path(path).name} after {index} frames: {_last_line(message)}"
-                )
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.stdout.close()
-            proc.wait()
+                got += n
+            if got < frame_bytes:
+                if got:
+                    raise MediaError(f"ffmpeg stopped in the middle of a frame of {Path(path).name}")
+                return
+            t, damaged = times.get()
+            if t is None or t != t:
+                raise MediaError(f"ffmpeg gave a frame of {Path(path).name} without a timestamp")
+            yield int(np.ceil((t + seek_s) * info.fps - 1e-3)), damaged, buf
+
+    try:
+        indices: list[int] = []
+        pictures: list[bytearray] = []
+        expected_next = start  # the next grid index not yet given a picture
+        stopped_early = False
+        held = None  # the last frame read: a later frame of the same slot may still replace it
+        for slot, damaged, buf in frames_with_slots():
+            if damaged:
+                loss.damaged += 1  # its slot stays empty (and is counted missing) unless a sound frame fills it
+                continue
+            if held is not None and slot == held[0]:
+                loss.superseded += 1  # the later frame of a slot is the one shown at its time
+                held = (slot, buf)
+                continue
+            if held is not None:
+                indices.append(held[0])
+                pictures.append(held[1])
+                held = None
+            if stop <= slot < info.frames:
+                stopped_early = True
+                break  # past what was asked for
+            if slot < expected_next or slot >= stop:
+                loss.outside += 1  # before the start, behind a frame already kept, or past the video's end
+            else:
+                loss._note_missing(expected_next, slot - 1)
+                expected_next = slot + 1
+                held = (slot, buf)
+            if len(indices) >= chunk:
+                yield _chunk(indices, pictures, height, width)
+                loss.delivered += len(indices)
+                indices, pictures = [], []
+        if held is not None:
+            indices.append(held[0])
+            pictures.append(held[1])
+        if indices:
+            yield _chunk(indices, pictures, height, width)
+            loss.delivered += len(indices)
+        loss._note_missing(expected_next, stop - 1)
+        if stopped_early:
+            proc.kill()
+        rc = proc.wait()
+        reader.join(timeout=10)
+        loss.errors = errors[0] if errors else ""
+        if rc != 0 and not stopped_early and not loss.delivered:
+            raise MediaError(f"ffmpeg could not decode {Path(path).name}: {loss.errors or f'exit code {rc}'}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.wait()
+        reader.join(timeout=10)
+        proc.stderr.close()
+
+
+def _chunk(indices: list[int], pictures: list[bytearray], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    frames = np.frombuffer(b"".join(pictures), np.uint8).reshape(len(pictures), height, width, 3)
+    return np.asarray(indices, dtype=np.int64), frames
 
 
 def gray_resize(frames: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:

@@ -18,7 +18,8 @@ from tasks.align import N_KEYS, frame_labels
 from tasks.manifest import CROP_REFERENCE
 from tasks import storage
 from tasks.atomic import write_text_atomic
-from tasks.dataset import Layout, failures_section, format_table, status_table, summary_rows
+from tasks.dataset import (MAX_LOST_FRACTION, Layout, audio_seconds, failures_section, format_table, labelled_frames,
+                           losses_section, loss_fields, status_table, summary_rows)
 from tasks.shards import VideoShardWriter, write_table_atomic
 from tasks.transcribe import read_midi
 
@@ -55,13 +56,19 @@ def build_frames(
     crop: tuple[int, int, int, int],
     shards_dir: str,
     *,
+    wav: str | None = None,
     crop_reference: tuple[int, int] = CROP_REFERENCE,
     image_format: str = "png",
     chunk: int = 32,
     max_part_bytes: int | None = None,
+    max_lost: float = MAX_LOST_FRACTION,
 ) -> dict:
     """Decode, crop, label and shard one video; return its counts and part files.
 
+    Each picture is stored at the frame index its own timestamp gives, with
+    the labels of that time (:func:`tasks.media.iter_frames`); frames that
+    did not decode, and frames after the end of the audio ``wav`` (the
+    labels' source), are left out and recorded (:func:`tasks.dataset.loss_fields`).
     Streams ``chunk`` frames at a time, so memory does not depend on the
     video's length.
     """
@@ -69,38 +76,39 @@ def build_frames(
     notes = read_midi(labels_midi)
     onset, active = frame_labels(notes, info.frames, info.fps)
     box = media.scale_crop(tuple(crop), tuple(crop_reference), info.width, info.height)
+    labelled = labelled_frames(info.frames, info.fps, audio_seconds(wav) if wav else None)
+    loss = media.FrameLoss(expected=labelled, unlabelled=info.frames - labelled)
     kwargs = {"max_part_bytes": max_part_bytes} if max_part_bytes else {}
-    decoded = 0
+    stored = 0
     with VideoShardWriter(shards_dir, video_id, split, SCHEMA, **kwargs) as writer:
-        for start, frames in media.iter_frames(video_path, info, box, chunk=chunk):
-            n = len(frames)
-            stop = min(start + n, info.frames)
-            crops = media.gray_resize(frames[: stop - start], CROP_SIZE)
-            idx = np.arange(start, stop)
+        for idx, frames in media.iter_frames(video_path, info, box, chunk=chunk, loss=loss, stop=labelled):
+            crops = media.gray_resize(frames, CROP_SIZE)
             batch = pa.record_batch(
                 [
                     pa.array([video_id] * len(idx), pa.string()),
                     pa.array(idx, pa.int32()),
                     pa.array(idx / info.fps, pa.float64()),
                     pa.array([media.encode_image(c, image_format) for c in crops], pa.binary()),
-                    _fixed_list(onset[start:stop]),
-                    _fixed_list(active[start:stop]),
+                    _fixed_list(onset[idx]),
+                    _fixed_list(active[idx]),
                 ],
                 schema=SCHEMA,
             )
             writer.write(batch)
-            decoded = stop
+            stored += len(idx)
+        lost = loss_fields(loss, info.fps, video_id, max_lost)
         parts = writer.commit()
     return {
         "video_id": video_id,
         "split": split,
-        "frames": decoded,
-        "seconds": decoded / info.fps,
+        "frames": stored,
+        "seconds": stored / info.fps,
         "fps": info.fps,
         "notes": len(notes),
         "onsets": int(onset.sum()),
         "crop_box": list(box),
         "parts": parts,
+        **lost,
     }
 
 
@@ -157,6 +165,6 @@ def write_status_and_card(layout: Layout, records: list[dict], manifest: str, la
         "",
     ]
     lines += [f"- {k}: {v}" for k, v in stats.items()] or ["- no notes"]
-    lines += [""] + failures_section(records)
+    lines += [""] + losses_section(records) + failures_section(records)
     write_text_atomic(layout.card, "\n".join(lines) + "\n")
     return {"summary": summary, "notes": stats}

@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 
 from tasks import media
 from tasks.atomic import write_text_atomic
-from tasks.dataset import Layout, failures_section, format_table, status_table, summary_rows
+from tasks.dataset import (MAX_LOST_FRACTION, Layout, audio_seconds, failures_section, format_table, labelled_frames,
+                           losses_section, loss_fields, status_table, summary_rows)
 from tasks.manifest import CROP_REFERENCE
 from tasks.pitch import YinSettings, hz_to_midi, midi_to_hz, yin_stream
 from tasks.shards import VideoShardWriter, write_table_atomic
@@ -145,11 +146,18 @@ def build_frames(
     shards_dir: str,
     audio_path: str,
     *,
+    wav: str | None = None,
     crop_reference: tuple[int, int] = CROP_REFERENCE,
     image_format: str = "jpeg",
     chunk: int = 32,
+    max_lost: float = MAX_LOST_FRACTION,
 ) -> dict:
-    """Decode, crop (RGB, 400 x 200 h x w), label and shard one video; stream ``chunk`` frames at a time."""
+    """Decode, crop (RGB, 400 x 200 h x w), label and shard one video; stream ``chunk`` frames at a time.
+
+    Pictures are placed by their own timestamps; frames that did not decode,
+    or lie after the end of the audio ``wav``, are left out and recorded
+    (as :func:`tasks.pianoyt.build_frames`).
+    """
     import cv2
 
     info = media.probe(video_path)
@@ -158,23 +166,25 @@ def build_frames(
         raise ValueError(f"{pitch_path} has {len(pitch['time'])} frames of labels for {info.frames} video frames")
     box = media.scale_crop(tuple(crop), tuple(crop_reference), info.width, info.height)
     splits = frame_splits(info.frames, split)
+    labelled = labelled_frames(info.frames, info.fps, audio_seconds(wav) if wav else None)
+    loss = media.FrameLoss(expected=labelled, unlabelled=info.frames - labelled)
     h, w = CROP_SIZE
     y0, y1, x0, x1 = box
     interp = cv2.INTER_AREA if (y1 - y0) >= h and (x1 - x0) >= w else cv2.INTER_LINEAR  # frames come cropped
     counts: dict[str, int] = {}
+    stored: list[np.ndarray] = []
     with VideoShardWriter(shards_dir, video_id, split, SCHEMA) as writer:
-        for start, frames in media.iter_frames(video_path, info, box, chunk=chunk):
-            stop = min(start + len(frames), info.frames)
-            for s in sorted({splits[i] for i in range(start, stop)} - {None}):
-                idx = np.array([i for i in range(start, stop) if splits[i] == s])
+        for indices, frames in media.iter_frames(video_path, info, box, chunk=chunk, loss=loss, stop=labelled):
+            for s in sorted({splits[i] for i in indices} - {None}):
+                keep = np.array([splits[i] == s for i in indices])
+                idx = indices[keep]
                 images = [
                     # cv2 encodes BGR: swap so the stored JPEG has the right colours.
                     media.encode_image(
-                        cv2.cvtColor(cv2.resize(frames[i - start], (w, h), interpolation=interp),
-                                     cv2.COLOR_RGB2BGR),
+                        cv2.cvtColor(cv2.resize(frame, (w, h), interpolation=interp), cv2.COLOR_RGB2BGR),
                         image_format,
                     )
-                    for i in idx
+                    for frame in frames[keep]
                 ]
                 batch = pa.record_batch(
                     [
@@ -193,18 +203,22 @@ def build_frames(
                 )
                 writer.write(batch, split=s)
                 counts[s] = counts.get(s, 0) + len(idx)
+            stored.append(indices)
+        lost = loss_fields(loss, info.fps, video_id, max_lost)
         parts = writer.commit()
-    voiced = int(np.sum(pitch["voiced"][: info.frames]))
+    kept = np.concatenate(stored) if stored else np.zeros(0, np.int64)
+    voiced = int(np.sum(pitch["voiced"][kept]))
     return {
         "video_id": video_id,
         "split": split,
-        "frames": info.frames,
-        "seconds": info.frames / info.fps,
+        "frames": len(kept),
+        "seconds": len(kept) / info.fps,
         "fps": info.fps,
         "frames_per_split": counts,
         "voiced_frames": voiced,
         "crop_box": list(box),
         "parts": parts,
+        **lost,
     }
 
 
@@ -235,6 +249,6 @@ def write_status_and_card(layout: Layout, records: list[dict], source: str, labe
         "",
         format_table([{"split": s, "frames": n} for s, n in sorted(per_split.items())]) or "none",
         "",
-    ] + failures_section(records)
+    ] + losses_section(records) + failures_section(records)
     write_text_atomic(layout.card, "\n".join(lines) + "\n")
     return {"summary": summary, "frames_per_split": per_split}

@@ -1,3 +1,5 @@
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -53,7 +55,7 @@ def test_frames_crop_to_145_by_800_gray(tmp_path):
     clip = make_test_video(tmp_path / "a.mp4", seconds=1.0, size=(640, 360))
     info = media.probe(clip)
     chunks = list(media.iter_frames(clip, info, (100, 200, 0, 640), chunk=10))
-    assert [start for start, _ in chunks] == [0, 10, 20]
+    assert [idx.tolist() for idx, _ in chunks] == [list(range(0, 10)), list(range(10, 20)), list(range(20, 25))]
     assert sum(len(f) for _, f in chunks) == info.frames == 25
     assert chunks[0][1].shape == (10, 100, 640, 3)
     crops = media.gray_resize(chunks[0][1], (145, 800))
@@ -91,13 +93,25 @@ def test_frames_stop_early_kills_ffmpeg_and_bad_input_is_refused(tmp_path):
                 and "ffmpeg" in c.name()]
     with pytest.raises(media.MediaError, match="not inside"):
         next(media.iter_frames(clip, info, (0, 400, 0, 640)))
-    # A file cut in half: the frames before the cut come out, then a clear error.
+    # Cut in half, a file whose index is at its end cannot be opened: a clear error.
     data = clip.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(media.MediaError, match="ffmpeg stopped decoding cut.mp4 after"):
-        for _ in media.iter_frames(cut, info, chunk=4):
-            pass
+    with pytest.raises(media.MediaError, match="could not decode cut.mp4: .*moov atom not found"):
+        next(media.iter_frames(cut, info))
+    # With its index first, the frames before the cut come out at their own indices, and the loss says
+    # which frames never came.
+    front = tmp_path / "front.mp4"
+    subprocess.run([media.ffmpeg_exe(), "-loglevel", "error", "-i", str(clip), "-c", "copy", "-movflags", "+faststart",
+                    str(front)], check=True)
+    data = front.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    loss = media.FrameLoss(expected=0)
+    got = np.concatenate([idx for idx, _ in media.iter_frames(cut, info, chunk=4, loss=loss)])
+    assert 0 < len(got) < info.frames and got[0] == 0 and np.all(np.diff(got) > 0) and got[-1] < info.frames
+    missing = {i for a, b in loss.missing for i in range(a, b + 1)}
+    assert missing == set(range(info.frames)) - set(got.tolist()) and info.frames - 1 in missing
+    assert f"{info.frames - len(got)} of {info.frames} frames not decoded" in loss.describe(info.fps)
 
 
 def test_png_roundtrip_when_decord_is_loaded_first(tmp_path):
