@@ -202,3 +202,48 @@ def test_piano_build_keeps_only_frames_at_their_own_time(damaged, tmp_path):
     assert status["truncated"]["state"] == "failed"
     _check_build(root, status, rows, lambda b: read_number(media.decode_image(b)),
                  same_as_clean=("corrupt", "short_audio"))
+
+
+@pytest.mark.slow
+def test_voxceleb_build_keeps_only_sound_frames(tmp_path):
+    import csv
+
+    samples = tmp_path / "faces"
+    proc = _cli("samples", "faces", "--out", samples, "--identities", 3, "--utterances", 1, "--seconds", 3,
+                "--seed", 3)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = list(csv.DictReader((samples / "manifest.csv").open()))
+    victim = rows[0]["video_id"]
+    data = bytearray(Path(rows[0]["url"]).read_bytes())
+    rng = random.Random(5)
+    for i in range(int(len(data) * 0.4), int(len(data) * 0.75)):
+        data[i] = rng.randrange(256)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(data))
+    with (tmp_path / "damaged.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows([{**r, "url": str(broken)} if r["video_id"] == victim else r for r in rows])
+    builds = {}
+    for name, manifest in (("clean", samples / "manifest.csv"), ("damaged", tmp_path / "damaged.csv")):
+        root = tmp_path / name
+        proc = _cli("build-voxceleb", "--metadata", manifest, "--data-root", root)
+        assert proc.returncode in (0, 3), proc.stderr[-3000:]
+        from tasks.shards import read_dataset
+
+        shard_rows = {(r["video_id"], r["frame_index"]): r["image"]
+                      for r in read_dataset(str(root / "voxceleb" / "shards")).to_pylist()}
+        builds[name] = (shard_rows, pq.read_table(root / "voxceleb" / "status.parquet").to_pylist())
+    clean_rows, _ = builds["clean"]
+    damaged_rows, status = builds["damaged"]
+    for key, image in damaged_rows.items():
+        assert image == clean_rows[key], key  # every kept crop is the clean video's, frame for frame
+    hit = next(r for r in status if r["video_id"] == victim)
+    kept = sum(1 for v, _ in damaged_rows if v == victim)
+    if hit["state"] == "done":
+        assert hit["undecoded"] > 0 and hit["lost_frames"] == hit["undecoded"] and "not decodable" in hit["lost"]
+        assert kept == hit["sampled"] - hit["undecoded"] - hit["outside"] - hit["past_end"]
+    else:
+        assert hit["stage"] == "faces" and "not decodable" in hit["error"] and kept == 0
+    others = {k: v for k, v in clean_rows.items() if k[0] != victim}
+    assert others == {k: v for k, v in damaged_rows.items() if k[0] != victim}
