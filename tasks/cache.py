@@ -5,7 +5,9 @@ parameters that name input files are replaced by the files' fingerprints
 (size plus a SHA-256 of the content, or of the first and last 4 MiB for big
 files), so a changed input file means a new key and the work is redone.
 Output paths stay plain strings: the key must be the same before and after
-the task has written them.
+the task has written them.  A download URL (http, https, ftp, a YouTube id's
+page) is not a file to fingerprint either: the URL itself is the key, as it
+names what the task fetches.
 """
 
 from __future__ import annotations
@@ -38,9 +40,22 @@ def file_fingerprint(path: str | Path) -> str:
     return f"{size}:{h.hexdigest()[:32]}"
 
 
+# URLs that name a download, not a file: fingerprinting one would mean fetching
+# it (and needs aiohttp, which a fresh install lacks).
+DOWNLOAD_SCHEMES = ("http", "https", "ftp", "ftps")
+
+
 def _is_file(location: str) -> bool:
+    """Whether ``location`` is a file to fingerprint: a local file, or a file on an fsspec file system."""
     if "://" not in location:
         return os.path.isfile(location)
+    scheme = location.split("://", 1)[0].lower()
+    if scheme in DOWNLOAD_SCHEMES:
+        return False
+    from fsspec.registry import known_implementations, registry
+
+    if scheme not in registry and scheme not in known_implementations:
+        return False  # not a file system fsspec knows: a name for yt-dlp, kept as it is
     from tasks import storage
 
     fs, p = storage.fs_of(location)
