@@ -320,6 +320,9 @@ def cmd_audit(args) -> int:
     pairs = [(r.source, str(Path(args.samples) / "midi" / f"{r.video_id}.mid")) for r in rows]
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.audit_violin import audit_violin
+    from flows.tempserver import guard
+
+    guard()  # Prefect's temporary server ends with this process
 
     table = audit_violin(pairs=pairs, crepe_model=args.crepe_model, out=args.out)
     print(table)
@@ -399,6 +402,9 @@ def cmd_train(args) -> int:
     out = Path(args.out).resolve()
     _prefect_env(out)
     from flows.train_onsets_frames import train_onsets_frames
+    from flows.tempserver import guard
+
+    guard()  # Prefect's temporary server ends with this process
 
     summary = train_onsets_frames(
         data=str(Path(args.data).resolve()), out_dir=str(out), config=args.config, max_steps=args.max_steps,
@@ -443,6 +449,9 @@ def cmd_evaluate_transcription(args) -> int:
         write_text_atomic(args.out, table + "\n")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.train_onsets_frames import publish_table
+    from flows.tempserver import guard
+
+    guard()  # Prefect's temporary server ends with this process
 
     publish_table(key="evaluate-transcription", rows=summary,
                   description=f"note- and frame-level scores against {args.ref}")
@@ -594,8 +603,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tasks.storage import DataRootBusy
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except DataRootBusy as exc:  # another build holds the data root (flows.runners.run_flow)
+        return _refused(exc)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 ENV_VAR = "SIGHTSOUND_RUNNER"
@@ -300,9 +300,17 @@ def run_flow(flow, spec: str | None = None, **parameters):
     The CLI's way to run a build: ``run_flow(build_pianoyt, args.runner, manifest=..., ...)``.
     A local Dask cluster's nannies set OMP_NUM_THREADS=1 and a few more variables in
     this process's environment (distributed's ``nanny.pre-spawn-environ``); they are
-    put back as they were when the flow run ends.
+    put back as they were when the flow run ends.  A local ``data_root`` is
+    locked for the run (:func:`tasks.storage.lock_root`): a second build into it
+    raises ``DataRootBusy`` before any work.
     """
+    from flows.tempserver import guard
+    from tasks import storage
+
     runner = make_runner(spec)
     touched = _spawn_vars() if parse_spec(spec).kind == "dask" else ()
-    with shared_api(spec), _restored_environ(touched):
-        return flow.with_options(task_runner=runner)(**parameters)
+    root = parameters.get("data_root")
+    with storage.lock_root(root) if root else nullcontext():
+        guard()  # a temporary server started for this run ends with this process, however it ends
+        with shared_api(spec), _restored_environ(touched):
+            return flow.with_options(task_runner=runner)(**parameters)

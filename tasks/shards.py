@@ -11,9 +11,12 @@ replaced or removed without touching any other video, and a rerun that
 rebuilds one video rewrites exactly its parts.  The ``split`` column comes from
 the folder names (read with ``pyarrow.dataset.dataset(path, partitioning="hive")``).
 
-A video's parts are first written under ``shards/.staging/<video id>/`` and
-moved into place only when all of them are complete; pyarrow.dataset skips
-names starting with ``.``, so a reader never sees a half-written video.
+A video's parts are first written under ``shards/.staging/<video id>.<random>/``
+and moved into place only when all of them are complete; pyarrow.dataset
+skips names starting with ``.``, so a reader never sees a half-written video.
+Each writer has a staging folder of its own, locked (``flock``) while it
+lives, so two writers of one video never remove each other's parts; a new
+writer removes the staging folders of that video whose writer has died.
 
 On a data root that is not a local folder (an fsspec URL, :mod:`tasks.storage`)
 the parts are staged in the local scratch folder and uploaded one by one to
@@ -26,9 +29,12 @@ with ``_`` too.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -69,12 +75,11 @@ class VideoShardWriter:
         self.schema = schema
         self.max_part_bytes = max_part_bytes
         if storage.is_local(self.shards_dir):
-            self.staging = Path(storage.fs_of(self.shards_dir)[1]) / STAGING / video_id
+            parent = Path(storage.fs_of(self.shards_dir)[1]) / STAGING
         else:
             key = hashlib.sha256(self.shards_dir.encode("utf-8")).hexdigest()[:16]
-            self.staging = storage.scratch_dir(f"staging-{key}") / video_id
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self.staging.mkdir(parents=True)
+            parent = storage.scratch_dir(f"staging-{key}")
+        self.staging, self._staging_fd = _new_staging(parent, video_id)
         self.parts: list[tuple[str, Path]] = []  # (split, staged path)
         self.rows = 0
         self._open_parts: dict[str, tuple[pq.ParquetWriter, list[int]]] = {}
@@ -128,13 +133,19 @@ class VideoShardWriter:
         if not storage.is_local(self.shards_dir):
             storage.write_bytes(_marker(self.shards_dir, self.video_id),
                                 json.dumps({"video_id": self.video_id, "parts": out}, indent=1).encode("utf-8"))
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self._drop_staging()
         return out
 
     def abort(self) -> None:
         for split in list(self._open_parts):
             self._close(split)
+        self._drop_staging()
+
+    def _drop_staging(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+        if self._staging_fd is not None:
+            os.close(self._staging_fd)  # (after the removal: a live writer's folder is never swept)
+            self._staging_fd = None
 
     def __enter__(self):
         return self
@@ -143,6 +154,31 @@ class VideoShardWriter:
         if exc_type is not None:
             self.abort()
         return False
+
+
+def _new_staging(parent: Path, video_id: str) -> tuple[Path, int]:
+    """A new staging folder for ``video_id`` under ``parent``, and the fd of its lock (held until dropped).
+
+    Under ``parent/.lock`` (a short critical section), the staging folders of
+    this video whose writer is gone (their lock is free) are removed first:
+    what a killed build left behind.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    with storage.held_lock(parent / ".lock"):
+        old = [Path(p) for p in glob.glob(os.path.join(glob.escape(str(parent)), glob.escape(video_id) + ".*"))]
+        for folder in old + [parent / video_id]:  # (the bare name: staging of earlier versions)
+            if not folder.is_dir():
+                continue
+            fd = storage.try_lock(folder)
+            if fd is not None:
+                try:
+                    shutil.rmtree(folder, ignore_errors=True)
+                finally:
+                    os.close(fd)
+        folder = Path(tempfile.mkdtemp(prefix=f"{video_id}.", dir=parent))
+        fd = storage.try_lock(folder)
+    assert fd is not None, folder  # new, and only its creator knows its name
+    return folder, fd
 
 
 def _marker(shards_dir: str, video_id: str) -> str:
@@ -197,5 +233,8 @@ def read_dataset(shards_dir: str | Path, columns: list[str] | None = None) -> pa
 def write_table_atomic(table: pa.Table, path: str | Path) -> str:
     """Write ``table`` as the complete Parquet file at ``path`` (a path or URL; :func:`storage.publish`)."""
     tmp = storage.local_output(path)
-    pq.write_table(table, tmp, compression="zstd")
-    return storage.publish(tmp, path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        return storage.publish(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # gone already once published

@@ -27,16 +27,23 @@ multiprocessing, as Dask's and the process pool's are) count writes and die,
 each at its own N-th, so a build loses workers but not its own process; with
 ``SIGHTSOUND_CRASH_LOG=FILE`` a dying process first appends its pid there.
 Nothing happens when neither N is set.
+
+Temporary files are made with the process's umask (:func:`new_file`), not
+``mkstemp``'s 0600, because they become the outputs under their final names.
+:func:`lock_root` keeps two builds out of one local data root.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import fsspec
@@ -156,8 +163,7 @@ def local_path(location: str | os.PathLike) -> str:
     if target.is_file() and target.stat().st_size == size:
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
+    tmp = new_file(target.parent, f".{target.name}.", ".part")
     try:
         fs.get_file(path, tmp)
         os.replace(tmp, target)
@@ -165,6 +171,24 @@ def local_path(location: str | os.PathLike) -> str:
         Path(tmp).unlink(missing_ok=True)
         raise
     return str(target)
+
+
+def new_file(folder: str | os.PathLike, prefix: str = "", suffix: str = "") -> str:
+    """Create a new empty file with a random name in ``folder``; return its path.
+
+    Like ``tempfile.mkstemp`` but created with mode 0666 less the umask: the
+    file is renamed into place as an output, and outputs must get the modes
+    the user's umask gives (mkstemp's 0600 would make some outputs private).
+    """
+    for _ in range(100):
+        path = os.path.join(os.fspath(folder), f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return path
+    raise FileExistsError(errno.EEXIST, "no free temporary name", os.fspath(folder))
 
 
 def local_output(location: str | os.PathLike) -> str:
@@ -180,16 +204,17 @@ def local_output(location: str | os.PathLike) -> str:
         folder.mkdir(parents=True, exist_ok=True)
     else:
         folder = scratch_dir("outgoing")
-    fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".part", dir=folder)
-    os.close(fd)
-    return tmp
+    return new_file(folder, f".{Path(path).name}.", ".part")
 
 
 def publish(local_file: str | os.PathLike, location: str | os.PathLike, keep_local: bool = False) -> str:
     """Make ``local_file`` the complete content of ``location`` in one visible step; return ``location``.
 
     The local file is moved (local destination) or uploaded and removed
-    (remote destination; kept as the cached copy with ``keep_local``).
+    (remote destination; kept as the cached copy with ``keep_local``).  A
+    move across file systems (EXDEV) is a copy to a temporary name beside the
+    destination, then a rename; any other error (a missing source, say) is
+    raised as it is, and no temporary file is left behind either way.
     """
     location = str(location)
     fs, path = fs_of(location)
@@ -198,10 +223,10 @@ def publish(local_file: str | os.PathLike, location: str | os.PathLike, keep_loc
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(local_file, path)
-        except OSError:  # another file system: copy beside it, then rename
-            tmp = local_output(location)
-            shutil.copyfile(local_file, tmp)
-            os.replace(tmp, path)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            _copy_into_place(local_file, path)
             Path(local_file).unlink(missing_ok=True)
     else:
         fs.makedirs(fs._parent(path), exist_ok=True)
@@ -216,9 +241,112 @@ def publish(local_file: str | os.PathLike, location: str | os.PathLike, keep_loc
     return location
 
 
+def _copy_into_place(local_file: str | os.PathLike, path: str) -> None:
+    """Copy ``local_file`` (on another file system) beside ``path``, then rename it there."""
+    tmp = new_file(Path(path).parent, f".{Path(path).name}.", ".part")
+    try:
+        shutil.copyfile(local_file, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_bytes(location: str | os.PathLike, data: bytes) -> str:
     """Write ``data`` as the complete content of ``location`` (see :func:`publish`)."""
     tmp = local_output(location)
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    return publish(tmp, location)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        return publish(tmp, location)
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # gone already once published
+
+
+# ---- locks: one build per local data root; staging folders owned by live writers
+
+LOCK_NAME = ".sightsound.lock"
+
+
+class DataRootBusy(RuntimeError):
+    """Another build holds the lock of the data root (its message is one line for the user)."""
+
+
+def try_lock(path: str | os.PathLike) -> int | None:
+    """An exclusive ``flock`` on ``path`` (a file, created if missing, or a folder): its fd, or None if held.
+
+    The kernel drops the lock when the fd is closed or its process ends in any
+    way (SIGKILL included), so a dead holder never leaves it held.  The fd is
+    not inherited by child processes.
+    """
+    import fcntl
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextmanager
+def held_lock(path: str | os.PathLike):
+    """Wait for and hold an exclusive ``flock`` on the file ``path`` (for short critical sections)."""
+    import fcntl
+
+    fd = os.open(os.fspath(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def lock_root(root: str | os.PathLike):
+    """Hold ``<root>/.sightsound.lock`` while a build writes into the local data root ``root``.
+
+    A second build into the same root is refused at once with
+    :class:`DataRootBusy` (the CLI prints it and exits 2) instead of waiting:
+    two builds of one root would do the same work twice and then fight over
+    the status table, so a second one is almost always a mistake, and a
+    command that silently hangs is worse than one that says why it stopped.
+    The lock file holds the holder's pid while it is held.
+
+    fsspec URLs (s3://, memory://, ...) are not locked: no lock works on every
+    fsspec file system.  Two builds into one remote root at once do not break
+    each other's shard parts (staging is per writer) but race on
+    ``status.parquet`` and the card (the last to finish wins): don't.
+    """
+    if not is_local(root):
+        yield None
+        return
+    folder = Path(root_location(root))
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    fd = try_lock(lock)
+    if fd is None:
+        try:
+            holder = lock.read_text().strip()
+        except OSError:
+            holder = ""
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise DataRootBusy(f"data root {folder} is in use by another build{who}; "
+                           f"wait for it to finish or use another --data-root")
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield str(lock)
+    finally:
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)

@@ -6,10 +6,16 @@ import functools
 import http.server
 import os
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
+
+# A temporary server's first start migrates a new database: on a busy 2-core
+# machine that can take more than Prefect's 20 s.  (Read when Prefect is
+# imported, so set here, before any test module imports it.)
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -18,6 +24,27 @@ def _isolated_prefect(tmp_path_factory):
     os.environ["PREFECT_HOME"] = str(home)
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     yield
+    stop_temporary_servers()
+
+
+def stop_temporary_servers() -> None:
+    """Stop the temporary Prefect servers this process started, while pytest's streams are open.
+
+    Prefect stops them from an ``atexit`` hook and logs that it does; by then
+    pytest has closed the stream Prefect's log handler writes to, and the run
+    ended in a ``--- Logging error ---`` traceback after pytest's summary.
+    """
+    server = sys.modules.get("prefect.server.api.server")
+    if server is None or not server.SubprocessASGIServer._instances:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    # First what is still queued for the server (logs, events), as Prefect's test harness does.
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=30, at_exit=False)
+    for instance in list(server.SubprocessASGIServer._instances.values()):
+        instance.stop()
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -84,3 +111,12 @@ def assert_sample_video(path: Path, frames: int, size_hw: tuple[int, int], fps: 
                           capture_output=True, text=True).stderr
     assert re.search(r"Stream #0:\d.*Video: h264.*yuv420p", info), info
     assert re.search(r"Stream #0:\d.*Audio: aac.*44100 Hz", info), info
+
+
+@pytest.fixture(scope="session")
+def tiny_violin(tmp_path_factory) -> Path:
+    """The manifest of a violin sample set small enough to build in seconds (2 videos of 3 s, 640 x 360)."""
+    from tasks.samples.violin import make_violin_samples
+
+    return make_violin_samples(tmp_path_factory.mktemp("tiny-violin"), videos=2, seconds=3, seed=5,
+                               width=640, height=360)

@@ -32,6 +32,8 @@ from typing import Iterable
 
 import numpy as np
 
+from tasks.storage import new_file
+
 from .render import write_wav
 
 
@@ -56,8 +58,7 @@ def encode_video(frames_iter: Iterable[np.ndarray], audio: np.ndarray | None, sr
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_video = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".mp4.part", dir=out_path.parent)
-    os.close(fd)
+    tmp_video = new_file(out_path.parent, f".{out_path.stem}.", ".mp4.part")  # (the umask's mode, not 0600)
     tmp_wav = None
     log = tempfile.TemporaryFile()
     try:
@@ -65,8 +66,7 @@ def encode_video(frames_iter: Iterable[np.ndarray], audio: np.ndarray | None, sr
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{int(width)}x{int(height)}",
                "-framerate", f"{fps}", "-i", "pipe:0"]
         if audio is not None:
-            fd, tmp_wav = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".wav.part", dir=out_path.parent)
-            os.close(fd)
+            tmp_wav = new_file(out_path.parent, f".{out_path.stem}.", ".wav.part")
             write_wav(tmp_wav, audio, sr)
             cmd += ["-f", "wav", "-i", tmp_wav]
         cmd += ["-map", "0:v:0"]

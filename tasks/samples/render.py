@@ -28,7 +28,6 @@ import functools
 import importlib.util
 import io
 import os
-import tempfile
 from math import gcd
 from pathlib import Path
 
@@ -36,6 +35,8 @@ import numpy as np
 import pretty_midi
 import soundfile as sf
 from scipy import signal
+
+from tasks.storage import new_file
 
 DEFAULT_SR = 44100
 
@@ -211,8 +212,7 @@ def write_wav(path: str | os.PathLike, y: np.ndarray, sr: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.clip(np.asarray(y, dtype=np.float64), -1.0, 1.0)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav.part", dir=path.parent)
-    os.close(fd)
+    tmp = new_file(path.parent, f".{path.stem}.", ".wav.part")  # (the umask's mode, not mkstemp's 0600)
     try:
         sf.write(tmp, data, int(sr), subtype="PCM_16", format="WAV")
         os.replace(tmp, path)
