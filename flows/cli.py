@@ -137,7 +137,7 @@ def run_build_pianoyt(manifest: Path, data_root: Path, labeler: str = "transkun"
     from tasks.transcribe import WINDOW_S
 
     try:
-        read_pianoyt(manifest)  # refuse a bad manifest before Prefect starts anything
+        read_pianoyt(manifest, tuple(crop_reference or CROP_REFERENCE))  # refuse a bad manifest before Prefect starts
         options = _labeler_options(labeler, device, checkpoint)
         runner = _use_runner(runner)
     except (ManifestError, ValueError) as exc:
@@ -156,8 +156,14 @@ def run_build_pianoyt(manifest: Path, data_root: Path, labeler: str = "transkun"
 
 
 def _size(text: str) -> tuple[int, int]:
-    w, h = text.lower().split("x")
-    return int(w), int(h)
+    """``WxH`` (e.g. 1920x1080) as two positive integers; argparse refuses anything else with exit 2."""
+    from tasks.manifest import check_crop_reference
+
+    try:
+        w, h = text.lower().split("x")
+        return check_crop_reference((int(w), int(h)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT in whole pixels, e.g. 1920x1080") from None
 
 
 def cmd_build_pianoyt(args) -> int:
@@ -181,8 +187,9 @@ def cmd_build_violinyt(args) -> int:
 
     if bool(args.manifest) == bool(args.urmp):
         return _refused("give exactly one of --manifest (a violin CSV) or --urmp (a URMP folder)")
+    reference = tuple(args.crop_reference or CROP_REFERENCE)
     try:
-        read_urmp(args.urmp) if args.urmp else read_violin(args.manifest)
+        read_urmp(args.urmp, crop_reference=reference) if args.urmp else read_violin(args.manifest, reference)
     except ManifestError as exc:
         return _refused(exc)
     try:

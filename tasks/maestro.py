@@ -10,7 +10,10 @@ relative to the folder (e.g. ``2018/MIDI-...-01.midi`` and ``2018/...-01.wav``).
 :func:`read_maestro` reads that CSV (extra columns are ignored, missing
 required ones refused), so a user with MAESTRO trains on it unchanged, and
 ``sightsound samples piano-audio`` writes its rendered pieces in the same
-layout (:mod:`tasks.samples.piano_audio`).
+layout (:mod:`tasks.samples.piano_audio`).  A CSV that is not UTF-8 text,
+not CSV, names a file outside the folder (or with a control character in its
+name), or gives a duration that is not a finite number of seconds is refused
+with a one-line :class:`MaestroError` naming the file and row.
 
 Labels are made as Magenta makes them: note offsets are first extended by
 the sustain pedal (CC 64 >= 64) until the pedal lifts or the key is struck
@@ -30,22 +33,33 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from models import onsets_frames as of
+from tasks.manifest import one_line, read_manifest_text, show
 from tasks.transcribe import Note
 
 REQUIRED_COLUMNS = ("split", "midi_filename", "audio_filename")
 SPLITS = ("train", "validation", "test")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+MAX_DURATION_S = 24 * 3600.0
+
+
 class MaestroError(ValueError):
-    """A MAESTRO-layout folder or CSV that cannot be used."""
+    """A MAESTRO-layout folder or CSV that cannot be used; the message is one line."""
+
+    def __init__(self, message: str):
+        super().__init__(one_line(message, 500))
 
 
 @dataclass(frozen=True)
@@ -84,31 +98,49 @@ def read_maestro(root: str | os.PathLike, splits: tuple[str, ...] | None = None,
     """
     path = find_csv(root)
     base = path.parent.resolve()
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise MaestroError(f"{path} lacks the column(s) {missing}; MAESTRO's CSV has "
-                               "canonical_composer,canonical_title,split,year,midi_filename,audio_filename,duration")
-        rows = []
-        for line, r in enumerate(reader, start=2):
-            split = (r["split"] or "").strip()
-            if split not in SPLITS:
-                raise MaestroError(f"{path}:{line}: split {split!r} is not one of {', '.join(SPLITS)}")
-            files = []
-            for col in ("audio_filename", "midi_filename"):
-                name = (r[col] or "").strip()
-                full = (base / name).resolve()
-                if not name or base not in full.parents:
-                    raise MaestroError(f"{path}:{line}: {col} {name!r} is not a file name inside {base}")
-                if check_files and not full.is_file():
-                    raise MaestroError(f"{path}:{line}: {col} {name} does not exist")
-                files.append(full)
+    try:
+        text = read_manifest_text(path)
+    except ValueError as exc:
+        raise MaestroError(f"{path}: {exc}") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        records = list(reader)
+    except csv.Error as exc:
+        raise MaestroError(f"{path}:{reader.line_num}: not CSV ({exc})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise MaestroError(f"{path} lacks the column(s) {missing}; MAESTRO's CSV has "
+                           "canonical_composer,canonical_title,split,year,midi_filename,audio_filename,duration")
+    rows = []
+    for line, r in enumerate(records, start=2):
+        r = {k: v.strip() if isinstance(v, str) else "" for k, v in r.items() if k}
+        split = r["split"]
+        if split not in SPLITS:
+            raise MaestroError(f"{path}:{line}: split {show(split)} is not one of {', '.join(SPLITS)}")
+        files = []
+        for col in ("audio_filename", "midi_filename"):
+            name = r[col]
             try:
-                duration = float(r.get("duration") or 0.0)
-            except ValueError:
-                raise MaestroError(f"{path}:{line}: duration {r.get('duration')!r} is not a number") from None
-            rows.append(Recording(split, files[0], files[1], (r.get("canonical_title") or "").strip(), duration))
+                full = (base / name).resolve() if name and not _CONTROL.search(name) else None
+            except (OSError, ValueError):
+                full = None
+            if full is None or base not in full.parents:
+                raise MaestroError(f"{path}:{line}: {col} {show(name, 60)} is not a file name inside {base}")
+            try:
+                exists = full.is_file()
+            except (OSError, ValueError):
+                exists = False
+            if check_files and not exists:
+                raise MaestroError(f"{path}:{line}: {col} {show(name, 60)} does not exist")
+            files.append(full)
+        try:
+            duration = float(r.get("duration") or 0.0)
+        except ValueError:
+            duration = math.nan
+        if not 0 <= duration <= MAX_DURATION_S:
+            raise MaestroError(f"{path}:{line}: duration {show(r.get('duration'))} is not a number of seconds "
+                               f"from 0 to {MAX_DURATION_S:g}")
+        rows.append(Recording(split, files[0], files[1], r.get("canonical_title") or "", duration))
     if splits is not None:
         rows = [r for r in rows if r.split in splits]
     return rows

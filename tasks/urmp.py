@@ -11,7 +11,10 @@ Each violin track (``vn``) becomes one :class:`tasks.manifest.VideoRow`:
 the piece's video, the track's stem as its audio and its ``F0s`` file as its
 pitch (used instead of YIN).  The players sit side by side in score order,
 so track ``k`` of ``n`` is cropped to the ``k``-th of ``n`` equal-width
-columns of the frame (in the 1280 x 720 reference, rescaled to the video).
+columns of the frame (in pixels of the build's crop reference, by default
+1280 x 720, rescaled to the video).  Folders whose names do not fullmatch
+``NN_Title_inst_inst...`` (ASCII digits and letters) are not pieces and are
+skipped; a piece whose track id would not be a plain token is refused.
 As in the thesis, 4 violin tracks are left out for testing (fewer in a
 folder with fewer than 8 tracks: half of them, rounded down): those whose ids
 have the smallest SHA-1, so the split never depends on listing order.
@@ -23,36 +26,49 @@ import hashlib
 import re
 from pathlib import Path
 
-from tasks.manifest import CROP_REFERENCE, ManifestError, VideoRow
+from tasks.manifest import CROP_REFERENCE, ManifestError, VideoRow, check_crop_reference, check_video_id
 
-_PIECE = re.compile(r"^(\d+)_([A-Za-z0-9]+)_((?:[a-z]+_?)+)$")
+# fullmatch ('$' matches before a trailing newline), ASCII digits only ('\d'
+# takes any script's digits), and no nested quantifier (whose backtracking on
+# a long non-matching name is exponential).
+_PIECE = re.compile(r"([0-9]+)_([A-Za-z0-9]+)_([a-z]+(?:_[a-z]+)*)_?")
 TEST_TRACKS = 4
 
 
-def read_urmp(root: str | Path, instrument: str = "vn") -> list[VideoRow]:
-    """Violin tracks of a URMP folder; raise :class:`ManifestError` listing every problem."""
+def read_urmp(root: str | Path, instrument: str = "vn",
+              crop_reference: tuple[int, int] = CROP_REFERENCE) -> list[VideoRow]:
+    """Violin tracks of a URMP folder; raise :class:`ManifestError` listing every problem.
+
+    The crops are columns of a ``crop_reference`` (width, height) frame, the
+    reference the build rescales them from.
+    """
     root = Path(root)
+    width, height = check_crop_reference(crop_reference)
     if not root.is_dir():
         raise ManifestError(root, [f"not a folder: {root}"])
     problems, rows = [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        m = _PIECE.match(folder.name)
+        m = _PIECE.fullmatch(folder.name)
         if not m:
             continue
         number, title = m[1], m[2]
-        instruments = m[3].strip("_").split("_")
+        instruments = m[3].split("_")
         videos = sorted(folder.glob(f"Vid_{number}_{title}_*.mp4"))
         for k, inst in enumerate(instruments, start=1):
             if inst != instrument:
                 continue
             vid = f"urmp_{number}_{title}_{k}"
+            try:
+                check_video_id(vid)
+            except ValueError as exc:
+                problems.append(f"{folder.name} track {k}: {exc}")
+                continue
             stem = folder / f"AuSep_{k}_{inst}_{number}_{title}.wav"
             f0 = folder / f"F0s_{k}_{inst}_{number}_{title}.txt"
             missing = [p.name for p in (stem, f0) if not p.is_file()] + ([] if videos else [f"Vid_{number}_{title}_*.mp4"])
             if missing:
                 problems.append(f"{folder.name} track {k}: missing {', '.join(missing)}")
                 continue
-            width, height = CROP_REFERENCE
             n = len(instruments)
             crop = (0, height, round(width * (k - 1) / n), round(width * k / n))
             rows.append(

@@ -33,6 +33,14 @@ Users with their own lists give a CSV manifest instead, one row per utterance::
 ``start``/``end`` in seconds, the box in fractions of the frame (as vox2),
 ``split`` empty (computed) or train/val/test, ``utterance`` optional.
 
+Every id becomes part of a file name and must be a plain token (checked with
+``fullmatch``: ``$`` would accept a trailing newline).  A metadata file may be
+at most ``MAX_MEMBER_BYTES`` (refused from the zip header before reading, and
+read with that bound, so a lying header cannot blow memory); frame numbers
+are whole numbers below ``MAX_FRAME``, every number finite, and a CSV
+utterance lies within ``MAX_SECONDS`` of the video's start and lasts at most
+``MAX_UTTERANCE_S``.
+
 Splits are by identity, 75/15/10 (train/val/test): identities are ordered by
 the SHA-256 of their name (so neither listing order nor the machine matters)
 and the first 75% go to train, the next 15% to val, the rest to test, with at
@@ -46,12 +54,13 @@ import hashlib
 import io
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tasks.manifest import ManifestError, check_video_id, resolve_source
+from tasks.manifest import ManifestError, check_url, check_video_id, read_manifest_text, resolve_source, show
 
 META_FPS = 25.0  # VoxCeleb's frame numbers are at 25 fps
 VOX1_HEIGHT = 360
@@ -59,9 +68,19 @@ SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.75, 0.15, 0.10)
 YOUTUBE_URL = "https://www.youtube.com/watch?v={id}"
 
-_TXT_PATH = re.compile(r"(?:^|.*/)([^/]+)/([^/]+)/([^/]+)\.txt$")
-_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+# All used with fullmatch: '$' also matches before a trailing newline.
+_TXT_PATH = re.compile(r"(?:.*/)?([^/]+)/([^/]+)/([^/]+)\.txt")
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
+
+# One utterance file is ~30 bytes per frame at 25 fps: 4 MiB holds over 90
+# minutes of face track, far beyond VoxCeleb's utterances (seconds to a few
+# minutes), while a zip bomb's member is refused before it is inflated.
+MAX_MEMBER_BYTES = 4 * 2**20
+MAX_SECONDS = 24 * 3600.0  # no video is longer (YouTube's limit is 12 hours)
+MAX_FRAME = int(MAX_SECONDS * 25)
+MAX_UTTERANCE_S = 3600.0  # a CSV row becomes one box per frame: bound what one row can ask for
+MAX_BOX = 100_000.0  # pixels (vox1) or fractions (vox2): no frame is larger
 
 
 def check_reference(video_id: str) -> str:
@@ -70,7 +89,19 @@ def check_reference(video_id: str) -> str:
     Real VoxCeleb references start with '-' now and then; the build only ever
     passes them inside absolute paths, so they cannot be read as options.
     """
-    return video_id if _YOUTUBE_ID.match(video_id or "") else check_video_id(video_id)
+    return video_id if isinstance(video_id, str) and _YOUTUBE_ID.fullmatch(video_id) else check_video_id(video_id)
+
+
+def _is_token(value: str) -> bool:
+    return isinstance(value, str) and _TOKEN.fullmatch(value) is not None
+
+
+def _is_reference(value: str) -> bool:
+    try:
+        check_reference(value)
+        return True
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -175,6 +206,11 @@ def parse_txt(text: str, where: str) -> tuple[dict[str, str], np.ndarray]:
     if not rows:
         raise ValueError(f"{where}: no frame rows")
     arr = np.asarray(rows, dtype=np.float64)
+    frames = arr[:, 0]
+    if not np.all((frames >= 0) & (frames <= MAX_FRAME) & (frames == np.round(frames))):
+        raise ValueError(f"{where}: frame numbers must be whole numbers from 0 to {MAX_FRAME}")
+    if not np.all(np.abs(arr[:, 1:]) <= MAX_BOX):  # also false for nan
+        raise ValueError(f"{where}: a box coordinate is not a finite number within +-{MAX_BOX:g}")
     if np.any(np.diff(arr[:, 0]) <= 0):
         raise ValueError(f"{where}: frame numbers do not increase")
     if np.any(arr[:, 3:] <= 0):
@@ -182,18 +218,62 @@ def parse_txt(text: str, where: str) -> tuple[dict[str, str], np.ndarray]:
     return header, arr
 
 
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError, ValueError)
+
+
+def _read_bounded(fh, where: str) -> tuple[str | None, str | None]:
+    """``(text, None)``, or ``(None, problem)`` when the file holds more than ``MAX_MEMBER_BYTES``."""
+    data = fh.read(MAX_MEMBER_BYTES + 1)
+    if len(data) > MAX_MEMBER_BYTES:
+        return None, f"{where}: larger than {MAX_MEMBER_BYTES // 2**20} MiB, not an utterance file"
+    return data.decode("utf-8", errors="replace"), None
+
+
 def _txt_entries(path: Path):
-    """Yield ``(name, text)`` for every ``.../<identity>/<video>/<utt>.txt`` under a folder or in a zip."""
-    if path.is_file() and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            for name in sorted(zf.namelist()):
-                if name.endswith(".txt") and not name.endswith("/"):
-                    yield f"{path.name}:{name}", name, zf.read(name).decode("utf-8", errors="replace")
+    """Yield ``(where, name, text, problem)`` for every ``.txt`` under a folder or in a zip.
+
+    ``text`` is None where ``problem`` says why the entry cannot be read (too
+    large, not a regular file, a damaged or encrypted zip member).  A member
+    larger than ``MAX_MEMBER_BYTES`` by its header is refused unread, and every
+    read stops one byte past that bound.
+    """
+    if path.is_file():
+        try:
+            zf = zipfile.ZipFile(path)
+        except _ZIP_ERRORS as exc:
+            yield path.name, "", None, f"{path.name}: neither a folder nor a readable zip ({exc})"
+            return
+        with zf:
+            for info in sorted(zf.infolist(), key=lambda i: i.filename):
+                name = info.filename
+                if not name.endswith(".txt") or info.is_dir():
+                    continue
+                where = f"{path.name}:{name}"
+                if info.file_size > MAX_MEMBER_BYTES:
+                    yield where, name, None, (f"{where}: {info.file_size} bytes uncompressed, over the "
+                                              f"{MAX_MEMBER_BYTES // 2**20} MiB an utterance file may be")
+                    continue
+                try:
+                    with zf.open(info) as fh:
+                        text, problem = _read_bounded(fh, where)
+                except _ZIP_ERRORS as exc:
+                    text, problem = None, f"{where}: cannot be read from the zip ({exc})"
+                yield where, name, text, problem
         return
     root = path / "txt" if (path / "txt").is_dir() else path
     for file in sorted(root.rglob("*.txt")):
         rel = file.relative_to(root).as_posix()
-        yield str(file), rel, file.read_text(encoding="utf-8", errors="replace")
+        if file.is_dir():
+            continue
+        if not file.is_file():
+            yield str(file), rel, None, f"{file}: not a regular file"
+            continue
+        try:
+            with open(file, "rb") as fh:
+                text, problem = _read_bounded(fh, str(file))
+        except OSError as exc:
+            text, problem = None, f"{file}: cannot be read ({exc.strerror or exc})"
+        yield str(file), rel, text, problem
 
 
 def read_voxceleb_txt(path: str | Path, convention: str = "auto", source_template: str = YOUTUBE_URL,
@@ -214,19 +294,22 @@ def read_voxceleb_txt(path: str | Path, convention: str = "auto", source_templat
     base = Path(base_dir) if base_dir else Path.cwd()
     problems: list[str] = []
     parsed = []
-    for where, rel, text in _txt_entries(path):
-        m = _TXT_PATH.match(rel)
+    seen: dict[tuple[str, str, str], str] = {}
+    for where, rel, text, problem in _txt_entries(path):
+        if problem:
+            problems.append(problem)
+            continue
+        m = _TXT_PATH.fullmatch(rel)
         if not m:
             problems.append(f"{where}: not in the layout txt/<identity>/<youtube id>/<utterance>.txt")
             continue
         identity, video_id, utt = m.groups()
-        bad = [f"{what} {v!r}" for what, v in (("identity", identity), ("utterance", utt)) if not _TOKEN.match(v)]
-        try:
-            check_reference(video_id)
-        except ValueError as exc:
-            bad.append(str(exc))
+        named = (("identity", identity), ("youtube id", video_id), ("utterance", utt))
+        bad = [f"{what} {show(v, 40)}" for what, v in named
+               if not (_is_token(v) if what != "youtube id" else _is_reference(v))]
         if bad:
-            problems.append(f"{where}: " + "; ".join(bad) + " is not a plain token")
+            problems.append(f"{where}: " + "; ".join(bad) + (" are not plain tokens" if len(bad) > 1
+                                                                else " is not a plain token"))
             continue
         try:
             header, rows = parse_txt(text, where)
@@ -241,6 +324,10 @@ def read_voxceleb_txt(path: str | Path, convention: str = "auto", source_templat
         if hid and hid != identity:
             problems.append(f"{where}: Identity {hid!r} differs from its folder {identity!r}")
             continue
+        if (identity, video_id, utt) in seen:
+            problems.append(f"{where}: duplicate utterance {identity}/{video_id}/{utt} (also {seen[identity, video_id, utt]})")
+            continue
+        seen[identity, video_id, utt] = where
         parsed.append((where, identity, video_id, utt, rows))
     if not parsed and not problems:
         problems.append("no utterance files (txt/<identity>/<youtube id>/<utterance>.txt)")
@@ -264,10 +351,18 @@ def read_voxceleb_txt(path: str | Path, convention: str = "auto", source_templat
                 problems.append(f"{where}: VoxCeleb2 boxes must be fractions in [0, 1]")
     if problems:
         raise ManifestError(path, problems)
+    sources = {}
+    for where, _, video_id, _, _ in parsed:
+        try:
+            sources[video_id] = resolve_source(check_url(source_template.replace("{id}", video_id)), base)
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+    if problems:
+        raise ManifestError(path, problems)
     splits = identity_splits(p[1] for p in parsed)
     out = []
     for where, identity, video_id, utt, rows in parsed:
-        source = resolve_source(source_template.replace("{id}", video_id), base)
+        source = sources[video_id]
         out.append(Utterance(identity, video_id, utt, source, tuple(map(tuple, rows.tolist())), units,
                              splits[identity], where))
     return out
@@ -279,9 +374,15 @@ CSV_COLUMNS = ("video_id", "url", "start", "end", "x", "y", "w", "h", "identity"
 def read_voxceleb_csv(path: str | Path) -> list[Utterance]:
     """Read and validate a CSV manifest of utterances (see the module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(path, [f"file not found: {path}"])
-    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+    try:
+        text = read_manifest_text(path)
+    except ValueError as exc:
+        raise ManifestError(path, [str(exc)]) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        records = list(reader)
+    except csv.Error as exc:
+        raise ManifestError(path, [f"row {reader.line_num}: not CSV ({exc})"]) from None
     missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise ManifestError(path, [f"header lacks column(s) {', '.join(missing)} "
@@ -289,8 +390,8 @@ def read_voxceleb_csv(path: str | Path) -> list[Utterance]:
     problems: list[str] = []
     rows = []
     seen: dict[tuple, int] = {}
-    for line, rec in enumerate(reader, start=2):
-        rec = {k: (v or "").strip() for k, v in rec.items() if k}
+    for line, rec in enumerate(records, start=2):
+        rec = {k: v.strip() if isinstance(v, str) else "" for k, v in rec.items() if k}
         if not any(rec.values()):
             continue
         try:
@@ -299,22 +400,29 @@ def read_voxceleb_csv(path: str | Path) -> list[Utterance]:
             problems.append(f"row {line}: {exc}")
             continue
         identity, utt = rec["identity"], rec.get("utterance") or f"{line - 1:05d}"
-        if not _TOKEN.match(identity) or not _TOKEN.match(utt):
-            problems.append(f"row {line}: identity {identity!r} or utterance {utt!r} is not a plain token")
+        if not _is_token(identity) or not _is_token(utt):
+            problems.append(f"row {line}: identity {show(identity, 40)} or utterance {show(utt, 40)} "
+                            "is not a plain token")
             continue
-        if not rec["url"]:
-            problems.append(f"row {line}: empty url")
+        try:
+            check_url(rec["url"])
+        except ValueError as exc:
+            problems.append(f"row {line}: {exc}")
             continue
         try:
             start, end, x, y, w, h = (float(rec[c]) for c in ("start", "end", "x", "y", "w", "h"))
         except ValueError:
             problems.append(f"row {line}: start, end, x, y, w, h must be numbers")
             continue
-        if not 0 <= start < end:
-            problems.append(f"row {line}: need 0 <= start < end, got {start}, {end}")
+        if not 0 <= start < end <= MAX_SECONDS:
+            problems.append(f"row {line}: need 0 <= start < end <= {MAX_SECONDS:g}, got {start:g}, {end:g}")
+            continue
+        if end - start > MAX_UTTERANCE_S:
+            problems.append(f"row {line}: an utterance lasts at most {MAX_UTTERANCE_S:g} s, got {end - start:g}")
             continue
         if not (0 <= x <= 1 and 0 <= y <= 1 and 0 < w <= 1 and 0 < h <= 1):
-            problems.append(f"row {line}: the box must be fractions of the frame in [0, 1], got {x}, {y}, {w}, {h}")
+            problems.append(f"row {line}: the box must be fractions of the frame in [0, 1], "
+                            f"got {x:g}, {y:g}, {w:g}, {h:g}")
             continue
         split = rec["split"].lower()
         if split and split not in SPLITS:
@@ -324,8 +432,13 @@ def read_voxceleb_csv(path: str | Path) -> list[Utterance]:
         if key in seen:
             problems.append(f"row {line}: duplicate utterance {'/'.join(key)} (first on row {seen[key]})")
             continue
+        try:
+            source = resolve_source(rec["url"], path.parent)
+        except ValueError as exc:
+            problems.append(f"row {line}: {exc}")
+            continue
         seen[key] = line
-        rows.append((line, vid, rec["url"], start, end, (x, y, w, h), identity, split, utt))
+        rows.append((line, vid, source, start, end, (x, y, w, h), identity, split, utt))
     given: dict[str, set] = {}
     for line, _, _, _, _, _, identity, split, _ in rows:
         if split:
@@ -342,10 +455,10 @@ def read_voxceleb_csv(path: str | Path) -> list[Utterance]:
         raise ManifestError(path, problems)
     computed = identity_splits(r[6] for r in rows)
     out = []
-    for line, vid, url, start, end, box, identity, split, utt in rows:
+    for line, vid, source, start, end, box, identity, split, utt in rows:
         first, last = int(round(start * META_FPS)), max(int(round(start * META_FPS)), int(round(end * META_FPS)) - 1)
         boxes = tuple((float(f), *box) for f in range(first, last + 1))
-        out.append(Utterance(identity, vid, utt, resolve_source(url, path.parent), boxes, "vox2",
+        out.append(Utterance(identity, vid, utt, source, boxes, "vox2",
                              split or computed[identity], f"{path.name} row {line}", region=True))
     return out
 

@@ -110,3 +110,50 @@ def test_build_violinyt_refuses_bad_input_before_any_work(tmp_path, urmp):
                            "--urmp", str(urmp), "--data-root", str(data)], capture_output=True, text=True, cwd=ROOT)
     assert both.returncode == 2 and "exactly one of" in both.stderr
     assert not data.exists()
+
+
+# ---------------------------------------------------------------- issue 11: folder names, crop reference
+
+
+def _stub_piece(root: Path, name: str, number: str, title: str, instruments: list[str]) -> Path:
+    """A piece folder with empty files of the right names (read_urmp only checks that they exist)."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / f"Vid_{number}_{title}_{'_'.join(instruments)}.mp4").write_bytes(b"")
+    for k, inst in enumerate(instruments, start=1):
+        (folder / f"AuSep_{k}_{inst}_{number}_{title}.wav").write_bytes(b"")
+        (folder / f"F0s_{k}_{inst}_{number}_{title}.txt").write_bytes(b"")
+    return folder
+
+
+def test_piece_names_must_fullmatch_in_ascii(tmp_path):
+    root = tmp_path / "URMP"
+    _stub_piece(root, "01_Duo_vn_vn", "01", "Duo", ["vn", "vn"])
+    _stub_piece(root, "02_Trio_vn\n", "02", "Trio", ["vn"])  # '$' matched before the newline
+    _stub_piece(root, "\u0660\u0663_Arabic_vn", "\u0660\u0663", "Arabic", ["vn"])  # '\d' took Arabic-Indic digits
+    _stub_piece(root, "04_" + "T" * 130 + "_vn", "04", "T" * 130, ["vn"])  # an id over 128 characters
+    with pytest.raises(ManifestError) as err:
+        read_urmp(root)
+    [problem] = err.value.problems  # the other two are no pieces: skipped
+    assert problem.startswith(f"04_{'T' * 130}_vn track 1: video id 'urmp_04_TTT") and len(problem) <= 300
+    assert "(140 characters) is not a plain token" in problem
+    (root / ("04_" + "T" * 130 + "_vn")).rename(root / "skipped")
+    assert [r.video_id for r in read_urmp(root)] == ["urmp_01_Duo_1", "urmp_01_Duo_2"]
+
+
+def test_a_long_folder_name_does_not_backtrack_for_ever(tmp_path):
+    import time
+
+    root = tmp_path / "URMP"
+    _stub_piece(root, "01_Duo_vn", "01", "Duo", ["vn"])
+    (root / ("01_T_" + "a" * 25 + "!")).mkdir()  # the old pattern took ~7 s for this, doubling per letter
+    t0 = time.perf_counter()
+    assert len(read_urmp(root)) == 1
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_crops_are_columns_of_the_builds_crop_reference(urmp):
+    rows = read_urmp(urmp, crop_reference=(1920, 1080))
+    assert [r.crop for r in rows] == [(0, 1080, 0, 960), (0, 1080, 0, 960), (0, 1080, 960, 1920)]
+    with pytest.raises(ValueError, match="crop reference"):
+        read_urmp(urmp, crop_reference=(1920, -1))

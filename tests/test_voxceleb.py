@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import zipfile
 
 import numpy as np
@@ -199,3 +200,140 @@ def test_both_dlib_detectors_find_the_astronaut_near_its_box():
     # Nothing near a box over the sky: the metadata box is used, and said so.
     box, found_by, overlap, n = find_face(FaceFinder.for_thread("hog"), img, (400, 10, 60, 60), 0.3)
     assert (found_by, overlap, box) == ("metadata", 0.0, (400.0, 10.0, 60.0, 60.0))
+
+
+# ---------------------------------------------------------------- issue 11: hostile metadata
+
+
+def test_a_newline_in_a_zip_members_folder_names_is_refused(tmp_path):
+    zp = tmp_path / "vox1.zip"
+    body = "FRAME \tX \tY \tW \tH \n000245 \t227 \t61 \t126 \t126 \n"
+    with zipfile.ZipFile(zp, "w") as zf:
+        zf.writestr("txt/id10002\n/2ogRTCEBL0p/00001\n.txt", "Reference : \t2ogRTCEBL0p\n\n" + body)
+        zf.writestr("txt/id10003/2ogRTCEBL0p\x00/00001.txt", body)  # zipfile cuts the name at NUL: no .txt
+        zf.writestr("txt/id10004/2ogRTCEBL0p/00001\r.txt", body)
+        zf.writestr("txt/id10005/2ogRTCEBL0p\n/00001.txt", body)
+        zf.writestr("txt/\x1b[2Jid/2ogRTCEBL0p/00001.txt", body)
+    with pytest.raises(ManifestError) as err:
+        read_voxceleb_txt(zp, convention="vox1")
+    problems = err.value.problems
+    assert len(problems) == 4, problems
+    assert all("not a plain token" in p or "not plain tokens" in p for p in problems)
+    assert "identity 'id10002\\n'; utterance '00001\\n' are not plain tokens" in problems[1], problems
+    assert all(not any(c in p for c in "\n\r\x00\x1b") for p in problems), problems
+
+
+def test_the_same_utterance_twice_in_a_zip_is_refused(tmp_path):
+    zp = tmp_path / "dup.zip"
+    text = _txt("id10001", "1zcIwhmdeo4", [("000245", 227, 61, 126, 126)])
+    with zipfile.ZipFile(zp, "w") as zf:
+        zf.writestr("txt/id10001/1zcIwhmdeo4/00001.txt", text)
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            zf.writestr("txt/id10001/1zcIwhmdeo4/00001.txt", text)
+    with pytest.raises(ManifestError, match="duplicate utterance id10001/1zcIwhmdeo4/00001"):
+        read_voxceleb_txt(zp)
+
+
+def _bomb(path, size, lie_to=None):
+    """A zip holding one ``size``-byte member of zeros (about size / 1000 bytes on disk); ``lie_to``
+    rewrites the sizes its headers declare."""
+    import struct
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("txt/id10001/1zcIwhmdeo4/00001.txt", "w", force_zip64=False) as fh:
+            fh.write(_txt("id10001", "1zcIwhmdeo4", [("000245", 227, 61, 126, 126)]).encode())
+            chunk = b"0" * 2**20
+            for _ in range(size // len(chunk)):
+                fh.write(chunk)
+    if lie_to is not None:
+        data = bytearray(path.read_bytes())
+        cd = data.rindex(b"PK\x01\x02")
+        struct.pack_into("<I", data, cd + 24, lie_to)  # central directory: uncompressed size
+        struct.pack_into("<I", data, 22, lie_to)  # local header
+        path.write_bytes(bytes(data))
+    return path
+
+
+def test_an_oversized_zip_member_is_refused_from_its_header_without_reading_it(tmp_path):
+    import tracemalloc
+
+    bomb = _bomb(tmp_path / "bomb.zip", 64 * 2**20)
+    assert bomb.stat().st_size < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ManifestError, match=r"\d{8} bytes uncompressed, over the 4 MiB"):
+            read_voxceleb_txt(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MiB read"
+    # A header that lies (says 1000 bytes): the read stops at the bound and the member is refused, not crashed on.
+    liar = _bomb(tmp_path / "liar.zip", 64 * 2**20, lie_to=1000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ManifestError, match="cannot be read from the zip|larger than 4 MiB"):
+            read_voxceleb_txt(liar)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB read"
+
+
+def test_oversized_or_special_files_in_a_folder_are_refused(tmp_path):
+    import os
+
+    root = _write_tree(tmp_path / "v", VOX1)
+    big = root / "txt" / "id10001" / "1zcIwhmdeo4" / "00009.txt"
+    with open(big, "wb") as fh:
+        fh.truncate(5 * 2**20)
+    (root / "txt" / "id10001" / "1zcIwhmdeo4" / "00010.txt").mkdir()  # a folder named .txt: skipped
+    os.mkfifo(root / "txt" / "id10002" / "7w0IBEWc9Qw" / "00011.txt")  # would block a plain read for good
+    with pytest.raises(ManifestError) as err:
+        read_voxceleb_txt(root)
+    text = str(err.value)
+    assert "2 problem(s)" in text and "00009.txt: larger than 4 MiB" in text and "00011.txt: not a regular file" in text
+
+
+@pytest.mark.parametrize("frame, box, fragment", [
+    ("nan", "227 \t61 \t126 \t126", "frame numbers must be whole numbers"),
+    ("inf", "227 \t61 \t126 \t126", "frame numbers must be whole numbers"),
+    ("1e300", "227 \t61 \t126 \t126", "frame numbers must be whole numbers"),
+    ("12.5", "227 \t61 \t126 \t126", "frame numbers must be whole numbers"),
+    ("-3", "227 \t61 \t126 \t126", "frame numbers must be whole numbers"),
+    ("000245", "nan \t61 \t126 \t126", "not a finite number"),
+    ("000245", "227 \t61 \tinf \t126", "not a finite number"),
+    ("000245", "227 \t1e300 \t126 \t126", "not a finite number within"),
+])
+def test_frame_numbers_and_boxes_must_be_finite_whole_numbers(tmp_path, frame, box, fragment):
+    root = tmp_path / "v"
+    d = root / "txt" / "id10001" / "1zcIwhmdeo4"
+    d.mkdir(parents=True)
+    (d / "00001.txt").write_text(HEADER.format(identity="id10001", ref="1zcIwhmdeo4")
+                                 + f"FRAME \tX \tY \tW \tH \n{frame} \t{box} \n")
+    with pytest.raises(ManifestError, match=fragment):
+        read_voxceleb_txt(root, convention="vox1")
+
+
+@pytest.mark.parametrize("cells, fragment", [
+    ("0,inf,0.4,0.2,0.25,0.45,alice", "start < end <= 86400"),
+    ("0,1e300,0.4,0.2,0.25,0.45,alice", "start < end <= 86400"),
+    ("nan,1,0.4,0.2,0.25,0.45,alice", "start < end"),
+    ("0,4000,0.4,0.2,0.25,0.45,alice", "lasts at most 3600 s"),
+    ("0,1,nan,0.2,0.25,0.45,alice", "fractions of the frame"),
+    ('0,1,0.4,0.2,0.25,0.45,"alice\x00"', "identity 'alice\\x00'"),
+])
+def test_csv_numbers_must_be_finite_and_bounded(tmp_path, cells, fragment):
+    p = tmp_path / "faces.csv"
+    p.write_text("video_id,url,start,end,x,y,w,h,identity,split\n1zcIwhmdeo4,1zcIwhmdeo4," + cells + ",\n")
+    with pytest.raises(ManifestError, match=re.escape(fragment)) as err:
+        read_voxceleb_csv(p)
+    assert "\x00" not in str(err.value)
+
+
+def test_binary_metadata_names_the_file(tmp_path):
+    (tmp_path / "m.csv").write_bytes(b"video_id,url\n\xff\xfe\n")
+    with pytest.raises(ManifestError, match=r"(?s)m\.csv has 1 problem.*not UTF-8 text \(byte 0xff at offset 13\)"):
+        read_metadata(tmp_path / "m.csv")
+    (tmp_path / "m.zip").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    with pytest.raises(ManifestError, match=r"m\.zip: neither a folder nor a readable zip"):
+        read_metadata(tmp_path / "m.zip")
