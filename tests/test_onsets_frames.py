@@ -27,7 +27,7 @@ class Evil:  # an arbitrary pickled object: refused by weights_only=True
 
 def test_front_end_matches_librosa():
     """Mel front end vs librosa.feature.melspectrogram(htk=True, fmin=30, n_mels=229, hop 512, n_fft 2048)
-    followed by librosa.power_to_db: within 1e-3 dB everywhere (measured: ~2e-4 dB)."""
+    followed by librosa.power_to_db: within 1e-3 dB everywhere (measured: ~6e-4 dB with torchaudio's transforms)."""
     import librosa
 
     rng = np.random.default_rng(0)
@@ -44,9 +44,9 @@ def test_front_end_matches_librosa():
     ours = of.MelFrontEnd()(torch.from_numpy(y)).numpy()
     assert ours.shape == ref.shape == (1 + y.size // 512, 229)
     assert np.max(np.abs(ours - ref)) < 1e-3
-    # The filterbank itself is librosa's HTK/Slaney one.
+    # The filterbank itself is librosa's HTK/Slaney one (float32).
     fb = librosa.filters.mel(sr=sr, n_fft=2048, n_mels=229, fmin=30.0, htk=True)
-    np.testing.assert_allclose(of.mel_filterbank(), fb, atol=1e-7)
+    np.testing.assert_allclose(of.MelFrontEnd().mel.mel_scale.fb.T.numpy(), fb, atol=1e-6)
     # Batched input gives the same rows.
     both = of.MelFrontEnd()(torch.from_numpy(np.stack([y, y])))
     assert torch.allclose(both[1], torch.from_numpy(ours), atol=1e-4)
