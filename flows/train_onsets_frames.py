@@ -67,7 +67,7 @@ def train_onsets_frames(
     """Train (or resume) under ``out_dir``; return the summary (steps, time, validation scores, checkpoints)."""
     from pathlib import Path
 
-    from tasks.train_onsets_frames import _device
+    from tasks.transcribe import pick_device
 
     logger = get_run_logger()
     settings = TrainSettings(
@@ -78,7 +78,7 @@ def train_onsets_frames(
     )
     check_resume(out_dir, config, resume)  # a bad last.pt fails the run before the features are computed
     prepare_features_task(data, settings.cache_dir or str(Path(out_dir) / "features"))
-    if _device(device).startswith("cuda"):
+    if pick_device(device).startswith("cuda"):
         from prefect.concurrency.sync import concurrency
 
         with concurrency(gpu_limit, occupy=1):

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from models import onsets_frames as of
+from tasks.transcribe import pick_device
 
 
 @dataclass
@@ -78,14 +79,6 @@ def read_csv_rows(path: str | os.PathLike) -> list[dict]:
         return []
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def validate(model, features, references, device: str | None = None) -> dict:
@@ -140,7 +133,7 @@ def train(settings: TrainSettings, log=print) -> dict:
     out = Path(s.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_settings.json").write_text(json.dumps(asdict(s), indent=1) + "\n")
-    device = _device(s.device)
+    device = pick_device(s.device)
     use_amp = device.startswith("cuda") if s.amp == "auto" else s.amp == "on"
     if use_amp and not device.startswith("cuda"):
         raise ValueError("AMP (float16) needs a CUDA device; use amp='off' on the CPU")

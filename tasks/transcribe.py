@@ -101,6 +101,7 @@ def labeler_sample_rate(name: str) -> int:
 
 
 def pick_device(device: str = "auto") -> str:
+    """``"auto"`` becomes ``"cuda"`` when a GPU is visible, else ``"cpu"``; any other name is kept."""
     import torch
 
     if device == "auto":
