@@ -484,8 +484,9 @@ def sample_frames(utt: Utterance, per_second: float = 1.0) -> list[tuple[int, tu
 STATUS_EXTRA = [
     ("identity", "string"), ("utterance", "string"), ("key", "string"),
     ("sampled", "int64"), ("detected", "int64"), ("fallback", "int64"), ("outside", "int64"), ("past_end", "int64"),
+    ("undecoded", "int64"),
 ]
-DETECTION_COUNTS = ("sampled", "detected", "fallback", "outside", "past_end")
+DETECTION_COUNTS = ("sampled", "detected", "fallback", "outside", "past_end", "undecoded")
 
 
 def layout(data_root):
@@ -501,7 +502,7 @@ def write_status_and_card(layout, records: list[dict], source: str, units: str, 
     import pyarrow as pa
 
     from tasks.atomic import write_text_atomic
-    from tasks.dataset import failures_section, format_table, status_table
+    from tasks.dataset import failures_section, format_table, losses_section, status_table
     from tasks.shards import write_table_atomic
 
     write_table_atomic(status_table(records, [(n, getattr(pa, t)()) for n, t in STATUS_EXTRA]), layout.status)
@@ -535,9 +536,9 @@ def write_status_and_card(layout, records: list[dict], source: str, units: str, 
         f"- frames kept: {used}; found by dlib: {total['detected']} ({100 * total['detected'] / max(1, used):.1f}%);"
         f" metadata box used: {total['fallback']}",
         f"- frames skipped: {total['outside']} with the face box mostly outside the picture, "
-        f"{total['past_end']} past the video's end",
+        f"{total['past_end']} past the video's end, {total['undecoded']} not decodable",
         "",
-    ] + failures_section(records)
+    ] + losses_section(records) + failures_section(records)
     write_text_atomic(layout.card, "\n".join(lines) + "\n")
     return {"summary": summary}
 
