@@ -15,7 +15,7 @@ import threading
 from prefect import flow, get_run_logger, task
 from flows.runners import make_runner
 
-from flows.common import LOSS_FIELDS, Stages, transient_error, acquire_task, extract_audio_task, input_files, probe_task
+from flows.common import LOSS_FIELDS, Stages, transient_error, acquire_stage, extract_audio_task, input_files, probe_task
 from tasks import storage
 from tasks.manifest import CROP_REFERENCE, read_pianoyt
 from tasks.pianoyt import build_frames, layout as pianoyt_layout, write_status_and_card
@@ -98,9 +98,8 @@ def build_pianoyt(
     stages = Stages("build-pianoyt", rows, STAGES, data_root, refresh, logger)
     sample_rate = labeler_sample_rate(labeler)
 
-    videos = stages.run(acquire_task, lambda v: dict(
-        source=row[v].source, video_id=v, media_dir=layout.media,
-        attempts=acquire_attempts, backoff_s=acquire_backoff_s))
+    videos = stages.run(acquire_stage(acquire_attempts, acquire_backoff_s), lambda v: dict(
+        source=row[v].source, video_id=v, media_dir=layout.media))
     stages.run(probe_task, lambda v: dict(path=videos[v]))
     wavs = stages.run(extract_audio_task, lambda v: dict(
         path=videos[v], out_wav=layout.at("audio", f"{v}.wav"), sample_rate=sample_rate))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from flows.runners import make_runner
 
-from flows.common import LOSS_FIELDS, Stages, acquire_task, extract_audio_task, input_files, probe_task, transient_error
+from flows.common import LOSS_FIELDS, Stages, acquire_stage, extract_audio_task, input_files, probe_task, transient_error
 from tasks import storage
 from tasks.manifest import CROP_REFERENCE, read_violin
 from tasks.violinyt import AUDIO_RATE, build_frames, label_from_f0, label_yin, layout as violin_layout
@@ -69,9 +69,8 @@ def build_violinyt(
     row = {r.video_id: r for r in rows}
     stages = Stages("build-violinyt", rows, STAGES, data_root, refresh, logger)
 
-    videos = stages.run(acquire_task, lambda v: dict(
-        source=row[v].source, video_id=v, media_dir=layout.media,
-        attempts=acquire_attempts, backoff_s=acquire_backoff_s))
+    videos = stages.run(acquire_stage(acquire_attempts, acquire_backoff_s), lambda v: dict(
+        source=row[v].source, video_id=v, media_dir=layout.media))
     probes = stages.run(probe_task, lambda v: dict(path=videos[v], need_audio=not row[v].audio_source))
     wavs = stages.run(extract_audio_task, lambda v: dict(
         path=row[v].audio_source or videos[v], out_wav=layout.at("audio", f"{v}.wav"), sample_rate=AUDIO_RATE))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from flows.runners import make_runner
 
-from flows.common import LOSS_FIELDS, Stages, acquire_task, input_files, probe_task, transient_error
+from flows.common import LOSS_FIELDS, Stages, acquire_stage, input_files, probe_task, transient_error
 from tasks import storage
 from tasks.faces import build_utterance
 from tasks.voxceleb import YOUTUBE_URL, layout as voxceleb_layout, read_metadata, write_status_and_card
@@ -58,9 +58,8 @@ def build_voxceleb(
                     fields=lambda u: {"identity": u.identity, "utterance": u.utterance, "key": u.key})
     video_of = lambda k: by_key[k].video_id  # noqa: E731  one download and probe per video
 
-    videos = stages.run(acquire_task, lambda k: dict(
-        source=by_key[k].source, video_id=by_key[k].video_id, media_dir=layout.media,
-        attempts=acquire_attempts, backoff_s=acquire_backoff_s), group=video_of)
+    videos = stages.run(acquire_stage(acquire_attempts, acquire_backoff_s), lambda k: dict(
+        source=by_key[k].source, video_id=by_key[k].video_id, media_dir=layout.media), group=video_of)
     probes = stages.run(probe_task, lambda k: dict(path=videos[k], need_audio=False), group=video_of)
     built = stages.run(faces_task, lambda k: dict(
         video=videos[k], probe=probes[k], utt={"identity": by_key[k].identity, "video_id": by_key[k].video_id,

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 
 from prefect import task
+from prefect.context import TaskRunContext
+from prefect.tasks import exponential_backoff
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import CacheKeyFnPolicy
 
@@ -82,16 +84,42 @@ def transient_error(task, task_run, state) -> bool:
     return False
 
 
-@task(name="acquire", persist_result=True, tags=["network"])
-def acquire_task(source: str, video_id: str, media_dir: str, attempts: int, backoff_s: float) -> str:
+def retry_download(task, task_run, state) -> bool:
+    """Retry a download only when asking again may help (not a 404, a private or removed video)."""
+    try:
+        state.result()
+    except AcquireError as exc:
+        return not exc.permanent
+    except (OSError, TimeoutError):
+        return True
+    except BaseException:
+        return False
+    return False
+
+
+@task(name="acquire", persist_result=True, tags=["network"], retry_condition_fn=retry_download)
+def acquire_task(source: str, video_id: str, media_dir: str) -> str:
     """A local path or the location under ``media_dir`` of the video (downloaded once)."""
-    if storage.is_local(media_dir) or "://" not in source:  # (a local file named by the manifest is used in place)
-        return acquire(source, video_id, media_dir, attempts=attempts, backoff_s=backoff_s)
-    done = storage.glob(storage.join(media_dir, f"{video_id}.*"))
-    if done:
-        return done[0]
-    local = acquire(source, video_id, storage.scratch_dir("media"), attempts=attempts, backoff_s=backoff_s)
-    return storage.publish(local, storage.join(media_dir, Path(local).name), keep_local=True)
+    try:
+        if storage.is_local(media_dir) or "://" not in source:  # (a local file named by the manifest is used in place)
+            return acquire(source, video_id, media_dir)
+        done = storage.glob(storage.join(media_dir, f"{video_id}.*"))
+        if done:
+            return done[0]
+        local = acquire(source, video_id, storage.scratch_dir("media"))
+        return storage.publish(local, storage.join(media_dir, Path(local).name), keep_local=True)
+    except AcquireError as exc:
+        run = TaskRunContext.get()
+        if not exc.permanent and run is not None and run.task.retries and run.task_run.run_count > run.task.retries:
+            raise AcquireError(f"{exc} (after {run.task_run.run_count} attempts)") from None
+        raise
+
+
+def acquire_stage(attempts: int, backoff_s: float):
+    """``acquire_task`` with Prefect's retries: ``attempts`` in all, waiting ``backoff_s`` x 1, 2, 4, ... between."""
+    retries = max(0, int(attempts) - 1)
+    return acquire_task.with_options(
+        retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=backoff_s) if retries else 0)
 
 
 @task(name="probe", persist_result=True, retries=1, retry_condition_fn=transient_error)

@@ -2,17 +2,18 @@
 
 Downloads go through yt-dlp's Python API into ``<media_dir>/.part-<id>/`` and
 are renamed into place only when complete, so an interrupted download is
-never mistaken for a finished one.  Transient errors (connection resets,
-timeouts, 5xx) are retried with exponential backoff; a video that is gone
-(404, private, removed, unsupported) fails at once with yt-dlp's reason, which
-the flow records in the status table.
+never mistaken for a finished one.  One call is one attempt: the flows retry
+transient errors (connection resets, timeouts, 5xx) through Prefect's task
+retries with exponential backoff (``flows.common.acquire_stage``), and
+:class:`AcquireError` says whether a retry can help; a video that is gone
+(404, private, removed, unsupported) is ``permanent``, with yt-dlp's reason,
+which the flow records in the status table.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import time
 from pathlib import Path
 
 from tasks import storage
@@ -102,20 +103,12 @@ class _QuietLogger:
         log.info("yt-dlp: %s", msg)
 
 
-def acquire(
-    source: str,
-    video_id: str,
-    media_dir: str | Path,
-    *,
-    attempts: int = 4,
-    backoff_s: float = 2.0,
-    max_height: int = 720,
-) -> str:
-    """Return the path of a local copy of ``source``.
+def acquire(source: str, video_id: str, media_dir: str | Path, *, max_height: int = 720) -> str:
+    """Return the path of a local copy of ``source`` (one attempt).
 
     ``source`` is a local path (returned as is, after checking it exists) or a
     URL for yt-dlp.  Raises :class:`AcquireError` with yt-dlp's reason when the
-    video cannot be had.
+    video cannot be had, ``permanent`` when asking again cannot help.
     """
     if "://" not in source:
         p = Path(source)
@@ -132,28 +125,19 @@ def acquire(
         return str(done)
 
     tmp_dir = media_dir / f".part-{video_id}"
-    last = ""
-    for attempt in range(1, max(1, attempts) + 1):
-        try:
-            with yt_dlp.YoutubeDL(_ydl_options(tmp_dir, video_id, max_height)) as ydl:
-                ydl.download([source])
-            files = sorted(f for f in tmp_dir.iterdir() if f.suffix in VIDEO_EXTS) if tmp_dir.is_dir() else []
-            if not files:
-                raise AcquireError(f"yt-dlp reported success but wrote no video for {source}", permanent=False)
-            final = media_dir / f"{video_id}{files[0].suffix}"
-            storage.publish(files[0], str(final))
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            return str(final)
-        except yt_dlp.utils.DownloadError as exc:
-            last = str(exc).replace("ERROR: ", "", 1).strip()
-            if _is_permanent(last):
-                shutil.rmtree(tmp_dir, ignore_errors=True)
-                raise AcquireError(f"video unavailable: {last}", permanent=True) from None
-        except AcquireError as exc:
-            last = str(exc)
-        if attempt < attempts:
-            delay = backoff_s * (2 ** (attempt - 1))
-            log.info("acquire %s: attempt %d failed (%s); retrying in %.1fs", video_id, attempt, last, delay)
-            time.sleep(delay)
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    raise AcquireError(f"download failed after {attempts} attempts: {last}", permanent=False)
+    try:
+        with yt_dlp.YoutubeDL(_ydl_options(tmp_dir, video_id, max_height)) as ydl:
+            ydl.download([source])
+        files = sorted(f for f in tmp_dir.iterdir() if f.suffix in VIDEO_EXTS) if tmp_dir.is_dir() else []
+        if not files:
+            raise AcquireError(f"yt-dlp reported success but wrote no video for {source}", permanent=False)
+        final = media_dir / f"{video_id}{files[0].suffix}"
+        storage.publish(files[0], str(final))
+        return str(final)
+    except yt_dlp.utils.DownloadError as exc:
+        reason = str(exc).replace("ERROR: ", "", 1).strip()
+        if _is_permanent(reason):
+            raise AcquireError(f"video unavailable: {reason}", permanent=True) from None
+        raise AcquireError(f"download failed: {reason}", permanent=False) from None
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -1,5 +1,3 @@
-import time
-
 import pytest
 
 from tasks.acquire import AcquireError, acquire
@@ -9,32 +7,55 @@ from tests.conftest import free_port_url, make_test_video
 def test_downloads_over_loopback_with_ytdlp(tmp_path, http_root):
     www, base = http_root
     make_test_video(www / "clip.mp4", seconds=1.0)
-    out = acquire(f"{base}/clip.mp4", "clip", tmp_path / "media", attempts=1)
+    out = acquire(f"{base}/clip.mp4", "clip", tmp_path / "media")
     assert out.endswith("clip.mp4")
     assert open(out, "rb").read() == (www / "clip.mp4").read_bytes()
     assert not list((tmp_path / "media").glob(".part-*")), "no partial download left behind"
     # A second call finds the finished file and does not download again.
     (www / "clip.mp4").unlink()
-    assert acquire(f"{base}/clip.mp4", "clip", tmp_path / "media", attempts=1) == out
+    assert acquire(f"{base}/clip.mp4", "clip", tmp_path / "media") == out
+
+
+def _acquire_in_a_flow(source: str, media_dir, attempts: int, backoff_s: float):
+    """Run the flows' acquire stage (Prefect's retries) on one source; return (exception, task runs)."""
+    from prefect import flow
+
+    from flows.common import acquire_stage
+
+    @flow(name="acquire-check")
+    def one():
+        future = acquire_stage(attempts, backoff_s).submit(source=source, video_id="v", media_dir=str(media_dir))
+        future.wait()
+        return future.result(raise_on_failure=False), future.task_run_id
+
+    error, run_id = one()
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def runs():
+        async with get_client() as client:
+            return (await client.read_task_run(run_id)).run_count
+
+    return error, asyncio.run(runs())
 
 
 def test_missing_video_is_permanent_and_not_retried(tmp_path, http_root):
     _, base = http_root
-    start = time.monotonic()
     with pytest.raises(AcquireError) as err:
-        acquire(f"{base}/nothing.mp4", "nothing", tmp_path / "media", attempts=3, backoff_s=5.0)
-    assert err.value.permanent
-    assert "404" in str(err.value)
-    assert time.monotonic() - start < 5.0, "a 404 must not wait for a retry"
+        acquire(f"{base}/nothing.mp4", "nothing", tmp_path / "media")
+    assert err.value.permanent and "404" in str(err.value)
+    error, runs = _acquire_in_a_flow(f"{base}/nothing.mp4", tmp_path / "media", attempts=3, backoff_s=5.0)
+    assert isinstance(error, AcquireError) and error.permanent and runs == 1  # not retried
 
 
-def test_unreachable_host_is_retried_then_reported(tmp_path, caplog):
-    caplog.set_level("INFO", logger="tasks.acquire")
+def test_unreachable_host_is_retried_by_prefect_then_reported(tmp_path):
     with pytest.raises(AcquireError) as err:
-        acquire(free_port_url(), "gone", tmp_path / "media", attempts=2, backoff_s=0.01)
-    assert not err.value.permanent
-    assert "after 2 attempts" in str(err.value)
-    assert any("retrying" in r.message for r in caplog.records)
+        acquire(free_port_url(), "gone", tmp_path / "media")
+    assert not err.value.permanent and "download failed" in str(err.value)
+    error, runs = _acquire_in_a_flow(free_port_url(), tmp_path / "media", attempts=2, backoff_s=0.01)
+    assert isinstance(error, AcquireError) and not error.permanent
+    assert runs == 2 and "after 2 attempts" in str(error)
 
 
 def test_local_paths(tmp_path):

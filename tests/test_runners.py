@@ -189,8 +189,7 @@ def runner_check(rows: list, data_root: str) -> dict:
                     get_run_logger())
     row = {r.video_id: r for r in rows}
     media, audio = Path(data_root) / "media", Path(data_root) / "audio"
-    videos = stages.run(acquire_task, lambda v: dict(source=row[v].source, video_id=v, media_dir=str(media),
-                                                     attempts=1, backoff_s=0.0))
+    videos = stages.run(acquire_task, lambda v: dict(source=row[v].source, video_id=v, media_dir=str(media)))
     info = stages.run(probe_task, lambda v: dict(path=videos[v]))
     wavs = stages.run(extract_audio_task, lambda v: dict(path=videos[v], out_wav=str(audio / f"{v}.wav"),
                                                          sample_rate=16000))
