@@ -36,6 +36,7 @@ def main() -> int:
 
     import tasks  # noqa: F401  (OpenCV before decord)
     import tasks.faces as faces
+    import tasks.voxceleb as voxceleb
     from tasks.samples.faces import make_face_samples
     from tasks.voxceleb import read_voxceleb_txt
 
@@ -59,8 +60,8 @@ def main() -> int:
         return wrapper
 
     faces.FaceFinder.for_thread(args.detector)  # load the models outside the timing
-    faces.find_face = timed("detect", faces.find_face)
-    faces.crop_square = timed("crop", faces.crop_square)
+    voxceleb.find_face = timed("detect", faces.find_face)  # the names build_utterance calls
+    voxceleb.crop_square = timed("crop", faces.crop_square)
     faces.FaceFinder.landmarks = timed("landmarks", faces.FaceFinder.landmarks)
 
     from tasks.media import probe
@@ -71,7 +72,7 @@ def main() -> int:
     for u in utts:
         if u.video_id not in probes:
             probes[u.video_id] = probe(u.source).as_dict()
-        info = faces.build_utterance(
+        info = voxceleb.build_utterance(
             u.source, {"identity": u.identity, "video_id": u.video_id, "utterance": u.utterance,
                        "boxes": [list(b) for b in u.boxes], "units": u.units, "key": u.key},
             str(work / "shards"), u.split, detector=args.detector, probe=probes[u.video_id])

@@ -16,8 +16,7 @@ from flows.runners import make_runner
 
 from flows.common import LOSS_FIELDS, Stages, acquire_stage, input_files, probe_task, transient_error
 from tasks import storage
-from tasks.faces import build_utterance
-from tasks.voxceleb import YOUTUBE_URL, layout as voxceleb_layout, read_metadata, write_status_and_card
+from tasks.voxceleb import YOUTUBE_URL, build_utterance, layout as voxceleb_layout, read_metadata, write_status_and_card
 
 STAGES = ("acquire", "probe", "faces")
 

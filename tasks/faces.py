@@ -31,29 +31,9 @@ import numpy as np
 import pyarrow as pa
 
 from tasks import media
-from tasks.shards import VideoShardWriter
-from tasks.voxceleb import META_FPS, box_to_pixels
 
 CROP = 256
 N_LANDMARKS = 68
-
-SCHEMA = pa.schema(
-    [
-        ("identity", pa.string()),
-        ("video_id", pa.string()),
-        ("utterance", pa.string()),
-        ("frame_index", pa.int32()),  # frame of the downloaded video
-        ("meta_frame", pa.int32()),  # VoxCeleb's frame number (25 fps)
-        ("time", pa.float64()),
-        ("image", pa.binary()),  # JPEG, 256 x 256 RGB
-        ("box", pa.list_(pa.float32(), 4)),  # the face box used: x, y, w, h in video pixels
-        ("meta_box", pa.list_(pa.float32(), 4)),  # the metadata's box, same units
-        ("landmarks", pa.list_(pa.float32(), 2 * N_LANDMARKS)),  # x0, y0, x1, y1, ... in crop pixels
-        ("found_by", pa.string()),  # dlib-hog | dlib-cnn | metadata
-        ("overlap", pa.float32()),  # IoU of the best detection with the metadata box (0: none);
-        # for a CSV row's region box, the fraction of the detection inside it
-    ]
-)
 
 _local = threading.local()
 
@@ -176,123 +156,6 @@ def find_face(finder: FaceFinder, frame: np.ndarray, meta_box, min_iou: float, u
     if scored and best >= min_iou:
         return scored[0][1], f"dlib-{finder.kind}", best, len(dets)
     return tuple(float(v) for v in meta_box), "metadata", best, len(dets)
-
-
-def _frames_at(video_path: str, info, wanted: list[int]) -> dict[int, np.ndarray]:
-    """The pictures of frames ``wanted`` (indices on the probe's grid), read by their timestamps.
-
-    One ffmpeg pass from the first wanted frame to the last (it seeks there);
-    a wanted frame that does not decode is absent from the result.
-    """
-    if not wanted:
-        return {}
-    want, out = set(wanted), {}
-    for indices, frames in media.iter_frames(video_path, info, start=wanted[0], stop=wanted[-1] + 1, chunk=8):
-        for i, frame in zip(indices.tolist(), frames):
-            if i in want:
-                out[i] = frame.copy()
-    return out
-
-
-def build_utterance(
-    video_path: str,
-    utt: dict,
-    shards_dir: str,
-    split: str,
-    *,
-    detector: str = "hog",
-    min_iou: float = 0.3,
-    margin: float = 0.4,
-    per_second: float = 1.0,
-    upsample: int | None = None,
-    probe: dict | None = None,
-) -> dict:
-    """Crop one utterance's faces (see the module docstring) and write its shard part.
-
-    ``utt`` is :class:`tasks.voxceleb.Utterance` as a plain dict (identity,
-    video_id, utterance, boxes, units, key, region).  ``probe`` is the
-    video's :class:`tasks.media.Probe` as a dict when the caller has it (the
-    flow probes each video once for all its utterances).  Returns the counts
-    for the status table.
-    """
-    from tasks.voxceleb import Utterance, sample_frames
-
-    u = Utterance(utt["identity"], utt["video_id"], utt["utterance"], "", tuple(map(tuple, utt["boxes"])), utt["units"])
-    info = media.Probe(**probe) if probe else media.probe(video_path)
-    wanted = sample_frames(u, per_second)
-    finder = FaceFinder.for_thread(detector)
-    counts = {"sampled": len(wanted), "outside": 0, "past_end": 0, "undecoded": 0, "detected": 0, "fallback": 0}
-    todo = []
-    for meta_frame, box in wanted:
-        t = meta_frame / META_FPS
-        index = int(round(t * info.fps))
-        if index >= info.frames:
-            counts["past_end"] += 1
-            continue
-        px = box_to_pixels(box, u.units, info.width, info.height)
-        if inside_fraction(px, info.width, info.height) < 0.5:
-            counts["outside"] += 1
-            continue
-        todo.append((meta_frame, index, t, px))
-    rows = []
-    decoded = _frames_at(video_path, info, sorted({i for _, i, _, _ in todo}))
-    counts["undecoded"] = sum(i not in decoded for _, i, _, _ in todo)
-    for meta_frame, index, t, px in todo:
-        frame = decoded.get(index)
-        if frame is not None:
-            face, found_by, overlap, _ = find_face(finder, frame, px, min_iou, upsample, bool(utt.get("region")))
-            x0, y0, side = square_around(face, margin)
-            crop = crop_square(frame, x0, y0, side)
-            s = CROP / side
-            in_crop = ((face[0] - x0) * s, (face[1] - y0) * s, face[2] * s, face[3] * s)
-            counts["detected" if found_by != "metadata" else "fallback"] += 1
-            rows.append((meta_frame, index, t, crop, face, px, finder.landmarks(crop, in_crop), found_by, overlap))
-    if not rows:
-        why = []
-        if counts["outside"]:
-            why.append(f"face box outside the picture in {counts['outside']}")
-        if counts["past_end"]:
-            why.append(f"past the video's end in {counts['past_end']}")
-        if counts["undecoded"]:
-            why.append(f"not decodable in {counts['undecoded']}")
-        raise ValueError(f"no usable frame: {' and '.join(why) or 'no frames'} of {counts['sampled']} sampled frames")
-    if counts["detected"] == 0:
-        raise ValueError(f"dlib ({detector}) found no face near the track in any of {len(rows)} frames")
-
-    import cv2
-
-    n = len(rows)
-    batch = pa.record_batch(
-        [
-            pa.array([u.identity] * n, pa.string()),
-            pa.array([u.video_id] * n, pa.string()),
-            pa.array([u.utterance] * n, pa.string()),
-            pa.array([r[1] for r in rows], pa.int32()),
-            pa.array([r[0] for r in rows], pa.int32()),
-            pa.array([r[2] for r in rows], pa.float64()),
-            pa.array([media.encode_image(cv2.cvtColor(r[3], cv2.COLOR_RGB2BGR), "jpeg") for r in rows], pa.binary()),
-            pa.array([list(map(float, r[4])) for r in rows], pa.list_(pa.float32(), 4)),
-            pa.array([list(map(float, r[5])) for r in rows], pa.list_(pa.float32(), 4)),
-            pa.array([r[6].tolist() for r in rows], pa.list_(pa.float32(), 2 * N_LANDMARKS)),
-            pa.array([r[7] for r in rows], pa.string()),
-            pa.array([r[8] for r in rows], pa.float32()),
-        ],
-        schema=SCHEMA,
-    )
-    with VideoShardWriter(shards_dir, utt["key"], split, SCHEMA) as writer:
-        writer.write(batch)
-        parts = writer.commit()
-    return {
-        "key": utt["key"],
-        "frames": n,
-        "seconds": (u.last_frame - u.first_frame + 1) / META_FPS,
-        **counts,
-        "mean_overlap": float(np.mean([r[8] for r in rows if r[7] != "metadata"] or [0.0])),
-        "expected_frames": len(todo),
-        "lost_frames": counts["undecoded"],
-        "lost": (f"{counts['undecoded']} of {len(todo)} sampled frames not decodable" if counts["undecoded"] else ""),
-        "parts": parts,
-    }
 
 
 def redetect(images: list[bytes], detector: str = "hog") -> dict:
