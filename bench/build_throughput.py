@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def ffmpeg_null(paths, threads: int | None) -> float:
-    from tasks.media import ffmpeg_exe
+    from tasks.media.decode import ffmpeg_exe
 
     t = time.perf_counter()
     for p in paths:
@@ -47,11 +47,11 @@ def main() -> int:
     ap.add_argument("--work", default=None, help="folder to work in (default: a temporary one)")
     args = ap.parse_args()
 
-    from tasks.manifest import read_pianoyt
-    from tasks.media import extract_audio, probe, read_wav
-    from tasks.pianoyt import build_frames
+    from tasks.datasets.manifest import read_pianoyt
+    from tasks.media.decode import extract_audio, probe, read_wav
+    from tasks.datasets.pianoyt import build_frames
     from tasks.samples.piano import make_piano_samples
-    from tasks.transcribe import get_transcriber
+    from tasks.labels.transcribe import get_transcriber
 
     work = Path(args.work or tempfile.mkdtemp(prefix="sightsound-bench-"))
     samples = work / "samples"

@@ -35,10 +35,10 @@ def main() -> int:
     args = ap.parse_args()
 
     import tasks  # noqa: F401  (OpenCV before decord)
-    import tasks.faces as faces
-    import tasks.voxceleb as voxceleb
+    import tasks.labels.faces as faces
+    import tasks.datasets.voxceleb as voxceleb
     from tasks.samples.faces import make_face_samples
-    from tasks.voxceleb import read_voxceleb_txt
+    from tasks.datasets.voxceleb import read_voxceleb_txt
 
     work = Path(args.work or tempfile.mkdtemp(prefix="sightsound-bench-faces-"))
     samples = work / "samples"
@@ -64,7 +64,7 @@ def main() -> int:
     voxceleb.crop_square = timed("crop", faces.crop_square)
     faces.FaceFinder.landmarks = timed("landmarks", faces.FaceFinder.landmarks)
 
-    from tasks.media import probe
+    from tasks.media.decode import probe
 
     totals: dict[str, int] = {}
     t0 = time.perf_counter()

@@ -7,9 +7,9 @@ from functools import partial
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from tasks.atomic import write_text_atomic
-from tasks.audit import METHODS, audit, track_crepe
-from tasks.dataset import format_table
+from tasks.store.atomic import write_text_atomic
+from tasks.evaluation.audit import METHODS, audit, track_crepe
+from tasks.datasets.records import format_table
 
 
 @flow(name="audit-violin")

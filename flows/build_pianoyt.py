@@ -15,11 +15,11 @@ import threading
 from prefect import flow, get_run_logger, task
 from flows.runners import make_runner
 
-from flows.common import LOSS_FIELDS, Stages, transient_error, acquire_stage, extract_audio_task, input_files, probe_task
-from tasks import storage
-from tasks.manifest import CROP_REFERENCE, read_pianoyt
-from tasks.pianoyt import build_frames, layout as pianoyt_layout, write_status_and_card
-from tasks.transcribe import WINDOW_S, check_labeler, get_transcriber, labeler_sample_rate, transcribe_wav, write_midi
+from flows.stages import LOSS_FIELDS, Stages, transient_error, acquire_stage, extract_audio_task, input_files, probe_task
+from tasks.store import storage
+from tasks.datasets.manifest import CROP_REFERENCE, read_pianoyt
+from tasks.datasets.pianoyt import build_frames, layout as pianoyt_layout, write_status_and_card
+from tasks.labels.transcribe import WINDOW_S, check_labeler, get_transcriber, labeler_sample_rate, transcribe_wav, write_midi
 
 STAGES = ("acquire", "probe", "extract-audio", "label", "frames")  # task names, in order
 
@@ -47,7 +47,7 @@ def _transcribe(name: str, options: dict, wav: str, window_s: float):
 
 @task(name="label", persist_result=True, retries=1, retry_condition_fn=transient_error)
 def label_task(wav: str, out_mid: str, labeler: str, labeler_options: dict, window_s: float = WINDOW_S) -> str:
-    # Reads and transcribes the audio window by window (tasks.transcribe.transcribe_wav): memory does
+    # Reads and transcribes the audio window by window (tasks.labels.transcribe.transcribe_wav): memory does
     # not grow with the video's length.
     return write_midi(_transcribe(labeler, labeler_options, storage.local_path(wav), window_s), out_mid)
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from flows.runners import make_runner
 
-from flows.common import LOSS_FIELDS, Stages, acquire_stage, extract_audio_task, input_files, probe_task, transient_error
-from tasks import storage
-from tasks.manifest import CROP_REFERENCE, read_violin
-from tasks.violinyt import AUDIO_RATE, build_frames, label_from_f0, label_yin, layout as violin_layout
-from tasks.violinyt import write_status_and_card
+from flows.stages import LOSS_FIELDS, Stages, acquire_stage, extract_audio_task, input_files, probe_task, transient_error
+from tasks.store import storage
+from tasks.datasets.manifest import CROP_REFERENCE, read_violin
+from tasks.datasets.violinyt import AUDIO_RATE, build_frames, label_from_f0, label_yin, layout as violin_layout
+from tasks.datasets.violinyt import write_status_and_card
 
 STAGES = ("acquire", "probe", "extract-audio", "pitch", "violin-frames")
 
@@ -58,7 +58,7 @@ def build_violinyt(
     if bool(manifest) == bool(urmp):
         raise ValueError("give exactly one of manifest (a violin CSV) or urmp (a URMP folder)")
     if urmp:
-        from tasks.urmp import read_urmp
+        from tasks.datasets.urmp import read_urmp
 
         rows, source = read_urmp(urmp, crop_reference=tuple(crop_reference)), urmp
     else:

@@ -3,8 +3,8 @@
 For every video named by the metadata: acquire it once and probe it; then for
 every utterance (face track) take one frame per second, find the face with
 dlib near the metadata's box, crop a square around it, resize to 256 x 256
-and store it with dlib's 68 landmarks (:mod:`tasks.faces`).  Splits are by
-identity, 75/15/10 (:func:`tasks.voxceleb.identity_splits`); the status table
+and store it with dlib's 68 landmarks (:mod:`tasks.labels.faces`).  Splits are by
+identity, 75/15/10 (:func:`tasks.datasets.voxceleb.identity_splits`); the status table
 has one row per utterance.
 """
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from flows.runners import make_runner
 
-from flows.common import LOSS_FIELDS, Stages, acquire_stage, input_files, probe_task, transient_error
-from tasks import storage
-from tasks.voxceleb import YOUTUBE_URL, build_utterance, layout as voxceleb_layout, read_metadata, write_status_and_card
+from flows.stages import LOSS_FIELDS, Stages, acquire_stage, input_files, probe_task, transient_error
+from tasks.store import storage
+from tasks.datasets.voxceleb import YOUTUBE_URL, build_utterance, layout as voxceleb_layout, read_metadata, write_status_and_card
 
 STAGES = ("acquire", "probe", "faces")
 

@@ -38,7 +38,7 @@ def _prefect_env(data_root: str | Path) -> None:
     Must run before prefect is imported: Prefect reads its settings then.
     Users who set these variables themselves keep their values.
     """
-    from tasks import storage
+    from tasks.store import storage
 
     local = Path(data_root) if storage.is_local(data_root) else storage.scratch_dir("prefect")
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(local / ".prefect" / "results"))
@@ -49,13 +49,13 @@ def _prefect_env(data_root: str | Path) -> None:
 
 def _data_root(text: str) -> str:
     """A local data root made absolute; an fsspec URL (s3://, memory://, ...) kept as it is."""
-    from tasks import storage
+    from tasks.store import storage
 
     return storage.root_location(text)
 
 
 def _print_table(rows: list[dict]) -> None:
-    from tasks.dataset import format_table
+    from tasks.datasets.records import format_table
 
     print(format_table(rows))
 
@@ -133,8 +133,8 @@ def run_build_pianoyt(manifest: Path, data_root: Path, labeler: str = "transkun"
                       crop_reference: tuple[int, int] | None = None, acquire_attempts: int = 4,
                       acquire_backoff_s: float = 2.0, checkpoint: str | None = None,
                       runner: str | None = None, label_window_s: float | None = None) -> int:
-    from tasks.manifest import CROP_REFERENCE, ManifestError, read_pianoyt
-    from tasks.transcribe import WINDOW_S
+    from tasks.datasets.manifest import CROP_REFERENCE, ManifestError, read_pianoyt
+    from tasks.labels.transcribe import WINDOW_S
 
     try:
         read_pianoyt(manifest, tuple(crop_reference or CROP_REFERENCE))  # refuse a bad manifest before Prefect starts
@@ -157,7 +157,7 @@ def run_build_pianoyt(manifest: Path, data_root: Path, labeler: str = "transkun"
 
 def _size(text: str) -> tuple[int, int]:
     """``WxH`` (e.g. 1920x1080) as two positive integers; argparse refuses anything else with exit 2."""
-    from tasks.manifest import check_crop_reference
+    from tasks.datasets.manifest import check_crop_reference
 
     try:
         w, h = text.lower().split("x")
@@ -182,8 +182,8 @@ def _yin_settings(args) -> dict:
 
 
 def cmd_build_violinyt(args) -> int:
-    from tasks.manifest import CROP_REFERENCE, ManifestError, read_violin
-    from tasks.urmp import read_urmp
+    from tasks.datasets.manifest import CROP_REFERENCE, ManifestError, read_violin
+    from tasks.datasets.urmp import read_urmp
 
     if bool(args.manifest) == bool(args.urmp):
         return _refused("give exactly one of --manifest (a violin CSV) or --urmp (a URMP folder)")
@@ -215,7 +215,7 @@ def cmd_label(args) -> int:
     if not src.is_file():
         return _refused(f"no such file: {src}")
     if args.kind == "piano":
-        from tasks.transcribe import get_transcriber, read_midi, transcribe_file, write_midi
+        from tasks.labels.transcribe import get_transcriber, read_midi, transcribe_file, write_midi
 
         try:
             options = _labeler_options(args.labeler, args.device, args.checkpoint)
@@ -225,16 +225,16 @@ def cmd_label(args) -> int:
         write_midi(notes, args.out)
         print(f"{len(notes)} notes -> {args.out}")
         if args.reference:
-            from tasks.evaluate import note_onset_prf
+            from tasks.evaluation.scores import note_onset_prf
 
             print(json.dumps({"note_onset": note_onset_prf(read_midi(args.reference), notes)}))
         return EXIT_OK
 
     import tempfile
 
-    from tasks.audit import melody_scores, true_pitch_hz
-    from tasks.media import extract_audio, read_wav
-    from tasks.pitch import YinSettings, yin_track
+    from tasks.evaluation.audit import melody_scores, true_pitch_hz
+    from tasks.media.decode import extract_audio, read_wav
+    from tasks.labels.pitch import YinSettings, yin_track
 
     with tempfile.TemporaryDirectory() as tmp:
         audio, sr = read_wav(extract_audio(src, Path(tmp) / "a.wav", 44100))
@@ -243,7 +243,7 @@ def cmd_label(args) -> int:
         f"{t:.4f},{m},{h:.3f},{c:.4f}"
         for t, m, h, c in zip(track["time"], track["midi"], track["hz"], track["confidence"])
     ]
-    from tasks.atomic import write_text_atomic
+    from tasks.store.atomic import write_text_atomic
 
     write_text_atomic(args.out, "\n".join(lines) + "\n")
     print(f"{len(track['time'])} frames ({int(track['voiced'].sum())} voiced) -> {args.out}")
@@ -257,8 +257,8 @@ def cmd_label(args) -> int:
 
 
 def cmd_build_voxceleb(args) -> int:
-    from tasks.manifest import ManifestError
-    from tasks.voxceleb import read_metadata
+    from tasks.datasets.manifest import ManifestError
+    from tasks.datasets.voxceleb import read_metadata
 
     if args.detector not in ("hog", "cnn"):
         return _refused(f"unknown detector {args.detector!r}")
@@ -298,14 +298,14 @@ def cmd_evaluate(args) -> int:
     if not args.data_root:
         return _refused(f"evaluate {args.kind} needs --data-root")
     if args.kind == "voxceleb-crops":
-        from tasks.voxceleb import redetect_build
+        from tasks.datasets.voxceleb import redetect_build
 
         rows = redetect_build(_data_root(args.data_root), detector=args.detector)
         if not rows:
             return _refused(f"no face shards under {args.data_root}/voxceleb")
         _print_table(rows)
         return EXIT_OK
-    from tasks.evaluate import score_pianoyt_build, score_violinyt_build
+    from tasks.evaluation.scores import score_pianoyt_build, score_violinyt_build
 
     score = score_pianoyt_build if args.kind == "pianoyt-labels" else score_violinyt_build
     if not args.samples:
@@ -318,7 +318,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from tasks.manifest import ManifestError, read_violin
+    from tasks.datasets.manifest import ManifestError, read_violin
 
     try:
         rows = read_violin(Path(args.samples) / "manifest.csv")
@@ -349,7 +349,7 @@ def cmd_demo(args) -> int:
 
 
 def _window(text: str) -> float:
-    from tasks.transcribe import OVERLAP_S
+    from tasks.labels.transcribe import OVERLAP_S
 
     value = float(text)
     if value != 0 and value <= 2 * OVERLAP_S:
@@ -358,7 +358,7 @@ def _window(text: str) -> float:
 
 
 def _label_window_option(p) -> None:
-    from tasks.transcribe import OVERLAP_S, WINDOW_S
+    from tasks.labels.transcribe import OVERLAP_S, WINDOW_S
 
     p.add_argument("--label-window", type=_window, default=WINDOW_S, metavar="SECONDS",
                    help=f"piano: transcribe the audio {WINDOW_S:g} s at a time (default), windows overlapping by "
@@ -371,8 +371,8 @@ def _labeler_options(labeler: str, device: str, checkpoint: str | None) -> dict:
     if labeler == "onsets-frames":
         if not checkpoint:
             raise ValueError("--labeler onsets-frames needs --checkpoint PATH (a checkpoint of train onsets-frames)")
-        from tasks.cache import file_fingerprint
-        from tasks.transcribe import check_labeler
+        from tasks.store.cache import file_fingerprint
+        from tasks.labels.transcribe import check_labeler
 
         check_labeler(labeler, {"checkpoint": checkpoint})  # a bad checkpoint: one line, before any work
         options["checkpoint"] = str(Path(checkpoint).resolve())
@@ -398,8 +398,8 @@ def cmd_samples_piano_audio(args) -> int:
 
 def cmd_train(args) -> int:
     from models.onsets_frames import CheckpointError
-    from tasks.maestro import MaestroError, read_maestro
-    from tasks.train_onsets_frames import check_resume
+    from tasks.datasets.maestro import MaestroError, read_maestro
+    from tasks.training.onsets_frames import check_resume
 
     try:
         read_maestro(args.data)  # refuse a bad folder before Prefect starts
@@ -441,8 +441,8 @@ def _est_dirs(values: list[str]) -> dict:
 def cmd_evaluate_transcription(args) -> int:
     if not args.ref or not args.est:
         return _refused("evaluate transcription needs --ref DIR and at least one --est [NAME=]DIR")
-    from tasks.dataset import format_table
-    from tasks.evaluate import score_transcriptions
+    from tasks.datasets.records import format_table
+    from tasks.evaluation.scores import score_transcriptions
 
     try:
         summary, _ = score_transcriptions(args.ref, _est_dirs(args.est))
@@ -451,7 +451,7 @@ def cmd_evaluate_transcription(args) -> int:
     table = format_table(summary)
     print(table)
     if args.out:
-        from tasks.atomic import write_text_atomic
+        from tasks.store.atomic import write_text_atomic
 
         write_text_atomic(args.out, table + "\n")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -477,7 +477,7 @@ def _build_options(b) -> None:
 
 
 def _yin_options(p) -> None:
-    from tasks.pitch import YinSettings
+    from tasks.labels.pitch import YinSettings
 
     d = YinSettings()
     p.add_argument("--min-midi", type=int, default=d.min_midi, help=f"lowest pitch (default {d.min_midi})")
@@ -490,7 +490,7 @@ def _yin_options(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tasks.transcribe import LABELERS
+    from tasks.labels.transcribe import LABELERS
 
     p = argparse.ArgumentParser(prog="sightsound", description="Rebuild the sight-to-sound datasets.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -610,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tasks.storage import DataRootBusy
+    from tasks.store.storage import DataRootBusy
 
     args = build_parser().parse_args(argv)
     try:

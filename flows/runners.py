@@ -37,7 +37,7 @@ your own Dask scheduler with ``dask worker SCHEDULER --preload flows.runners``
 for the same.  The ``threads`` runner changes nothing: its tasks share one
 process and torch's threads.
 
-Where things happen.  Every worker runs the tasks of ``flows/common.py`` and
+Where things happen.  Every worker runs the tasks of ``flows/stages.py`` and
 the flows by importing them (the package must be installed there, as it is
 here by ``pip install -e .``), reads and writes the data root at the same
 path, and persists results and cache keys there like the ``threads`` runner
@@ -301,11 +301,11 @@ def run_flow(flow, spec: str | None = None, **parameters):
     A local Dask cluster's nannies set OMP_NUM_THREADS=1 and a few more variables in
     this process's environment (distributed's ``nanny.pre-spawn-environ``); they are
     put back as they were when the flow run ends.  A local ``data_root`` is
-    locked for the run (:func:`tasks.storage.lock_root`): a second build into it
+    locked for the run (:func:`tasks.store.storage.lock_root`): a second build into it
     raises ``DataRootBusy`` before any work.
     """
     from flows.tempserver import guard
-    from tasks import storage
+    from tasks.store import storage
 
     runner = make_runner(spec)
     touched = _spawn_vars() if parse_spec(spec).kind == "dask" else ()

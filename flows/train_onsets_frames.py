@@ -3,7 +3,7 @@
 Reads like the paper's training section: compute the log-mel features of
 every recording once, train the four heads on random windows with Adam,
 validate note-level F1 on the validation split, keep the latest and the best
-checkpoints.  The logic is in :mod:`tasks.train_onsets_frames`; this flow adds
+checkpoints.  The logic is in :mod:`tasks.training.onsets_frames`; this flow adds
 the orchestration:
 
 * **One GPU job at a time per GPU.**  A run on CUDA holds one slot of the
@@ -27,12 +27,12 @@ from dataclasses import asdict
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from tasks.train_onsets_frames import TrainSettings, check_resume, read_csv_rows, train
+from tasks.training.onsets_frames import TrainSettings, check_resume, read_csv_rows, train
 
 
 @task(name="prepare-features")
 def prepare_features_task(data: str, cache_dir: str) -> int:
-    from tasks.maestro import prepare, read_maestro
+    from tasks.datasets.maestro import prepare, read_maestro
 
     recs = read_maestro(data)
     prepare(recs, cache_dir)
@@ -67,7 +67,7 @@ def train_onsets_frames(
     """Train (or resume) under ``out_dir``; return the summary (steps, time, validation scores, checkpoints)."""
     from pathlib import Path
 
-    from tasks.transcribe import pick_device
+    from tasks.labels.transcribe import pick_device
 
     logger = get_run_logger()
     settings = TrainSettings(
@@ -96,5 +96,5 @@ def train_onsets_frames(
 @flow(name="evaluate-transcription")
 def publish_table(key: str, rows: list[dict], description: str = "") -> None:
     """Publish the ``evaluate transcription`` table as a Prefect table artifact (the scores are computed
-    by :func:`tasks.evaluate.score_transcriptions` before, so a refused input never starts a flow)."""
+    by :func:`tasks.evaluation.scores.score_transcriptions` before, so a refused input never starts a flow)."""
     create_table_artifact(key=key, table=rows, description=description)

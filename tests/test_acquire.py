@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.acquire import AcquireError, acquire
+from tasks.media.acquire import AcquireError, acquire
 from tests.conftest import free_port_url, make_test_video
 
 
@@ -20,7 +20,7 @@ def _acquire_in_a_flow(source: str, media_dir, attempts: int, backoff_s: float):
     """Run the flows' acquire stage (Prefect's retries) on one source; return (exception, task runs)."""
     from prefect import flow
 
-    from flows.common import acquire_stage
+    from flows.stages import acquire_stage
 
     @flow(name="acquire-check")
     def one():

@@ -1,7 +1,7 @@
 import numpy as np
 
-from tasks.align import frame_labels, onsets_from_frames
-from tasks.transcribe import Note
+from tasks.labels.align import frame_labels, onsets_from_frames
+from tasks.labels.transcribe import Note
 
 
 def test_onset_and_active_follow_the_frame_times():

@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.evaluate import score_pianoyt_build
-from tasks.manifest import read_pianoyt, write_pianoyt
-from tasks.media import decode_image
-from tasks.shards import read_dataset
+from tasks.evaluation.scores import score_pianoyt_build
+from tasks.datasets.manifest import read_pianoyt, write_pianoyt
+from tasks.media.decode import decode_image
+from tasks.store.shards import read_dataset
 from tests.conftest import free_port_url
 
 pytestmark = pytest.mark.slow

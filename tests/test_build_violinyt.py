@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.evaluate import score_violinyt_build
-from tasks.manifest import read_violin, write_pianoyt
-from tasks.media import decode_image
-from tasks.shards import read_dataset
+from tasks.evaluation.scores import score_violinyt_build
+from tasks.datasets.manifest import read_violin, write_pianoyt
+from tasks.media.decode import decode_image
+from tasks.store.shards import read_dataset
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

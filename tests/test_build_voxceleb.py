@@ -15,11 +15,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.media import decode_image
+from tasks.media.decode import decode_image
 from tasks.samples.encode import encode_video
 from tasks.samples.faces import PHOTO_NAMES, render_face_clip, write_voxceleb_txt
-from tasks.shards import read_dataset
-from tasks.voxceleb import redetect_build
+from tasks.store.shards import read_dataset
+from tasks.datasets.voxceleb import redetect_build
 
 ROOT = Path(__file__).resolve().parents[1]
 

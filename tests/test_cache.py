@@ -1,4 +1,4 @@
-from tasks.cache import file_fingerprint, key_for
+from tasks.store.cache import file_fingerprint, key_for
 
 
 def test_key_follows_input_file_content_not_output_paths(tmp_path):

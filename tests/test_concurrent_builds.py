@@ -20,8 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from tasks import storage
-from tasks.shards import STAGING, VideoShardWriter, read_dataset
+from tasks.store import storage
+from tasks.store.shards import STAGING, VideoShardWriter, read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = pa.schema([("video_id", pa.string()), ("frame_index", pa.int32()), ("time", pa.float64())])

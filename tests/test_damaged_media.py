@@ -4,7 +4,7 @@ The tests make their own damaged set from one clean clip whose every frame
 shows its own number (ten black/white bands, readable after resizing and
 JPEG): cut short, overwritten with random bytes in the middle, frames
 dropped, audio shorter than the picture, variable frame rate.  Each file is
-decoded alone (:func:`tasks.media.iter_frames`) and built with the violin,
+decoded alone (:func:`tasks.media.decode.iter_frames`) and built with the violin,
 piano and VoxCeleb builds; every picture kept must be the one shown at its
 row's time, pixel for pixel the clean decode's where the file is intact.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import media
+from tasks.media import decode as media
 from tasks.samples.encode import encode_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def test_each_decoded_picture_is_the_one_shown_at_its_index(damaged):
 
 
 def _manifest(tmp_path: Path, files: dict[str, Path]) -> Path:
-    from tasks.manifest import write_pianoyt
+    from tasks.datasets.manifest import write_pianoyt
 
     rows = [(case.replace("-", "_"), str(p), 1, 0, 720, 0, 1280) for case, p in files.items()]
     return write_pianoyt(tmp_path / "manifest.csv", rows)
@@ -163,7 +163,7 @@ def _status(root: Path, dataset: str) -> dict:
 
 
 def _rows(root: Path, dataset: str) -> dict:
-    from tasks.shards import read_dataset
+    from tasks.store.shards import read_dataset
 
     out: dict = {}
     for r in read_dataset(str(root / dataset / "shards")).to_pylist():
@@ -235,7 +235,7 @@ def test_voxceleb_build_keeps_only_sound_frames(tmp_path):
         root = tmp_path / name
         proc = _cli("build-voxceleb", "--metadata", manifest, "--data-root", root)
         assert proc.returncode in (0, 3), proc.stderr[-3000:]
-        from tasks.shards import read_dataset
+        from tasks.store.shards import read_dataset
 
         shard_rows = {(r["video_id"], r["frame_index"]): r["image"]
                       for r in read_dataset(str(root / "voxceleb" / "shards")).to_pylist()}

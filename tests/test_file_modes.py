@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from tasks import storage
-from tasks.atomic import write_text_atomic
+from tasks.store import storage
+from tasks.store.atomic import write_text_atomic
 from tasks.samples.encode import encode_video
-from tasks.shards import write_table_atomic
+from tasks.store.shards import write_table_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 

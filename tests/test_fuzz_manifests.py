@@ -28,8 +28,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tasks import maestro
-from tasks.manifest import (
+from tasks.datasets import maestro
+from tasks.datasets.manifest import (
     MAX_PROBLEM_CHARS,
     MAX_PROBLEMS_SHOWN,
     ManifestError,
@@ -37,8 +37,8 @@ from tasks.manifest import (
     read_pianoyt,
     read_violin,
 )
-from tasks.urmp import read_urmp
-from tasks.voxceleb import (
+from tasks.datasets.urmp import read_urmp
+from tasks.datasets.voxceleb import (
     CSV_COLUMNS,
     MAX_FRAME,
     SPLITS as VOX_SPLITS,

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks.cache import key_for
+from tasks.store.cache import key_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.evaluate import note_onset_prf
-from tasks.transcribe import Note, read_midi, write_midi
+from tasks.evaluation.scores import note_onset_prf
+from tasks.labels.transcribe import Note, read_midi, write_midi
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.manifest import ManifestError, check_video_id, read_pianoyt, read_violin, resolve_source
+from tasks.datasets.manifest import ManifestError, check_video_id, read_pianoyt, read_violin, resolve_source
 
 
 def write(tmp_path, text, name="m.csv"):
@@ -123,7 +123,7 @@ def test_crop_reference_is_per_build_and_small_overshoot_is_clipped(tmp_path):
 
 @pytest.mark.parametrize("tail", ["\n", "\r\n", "\x00", "\r", "\t", "\x0b", "\x1b", "\x7f", "\x85", "\u2028", " "])
 def test_token_validators_refuse_trailing_newline_nul_and_control_characters(tail):
-    from tasks.voxceleb import check_reference
+    from tasks.datasets.voxceleb import check_reference
 
     for good in ("sample_000", "dQw4w9WgXcQ"):
         assert check_video_id(good) == good
@@ -158,8 +158,8 @@ def _binary(path):
 
 
 def test_binary_manifest_errors_name_the_file(tmp_path):
-    from tasks import maestro
-    from tasks.voxceleb import read_metadata
+    from tasks.datasets import maestro
+    from tasks.datasets.voxceleb import read_metadata
 
     for reader in (read_pianoyt, read_violin, read_metadata):
         p = _binary(tmp_path / f"{reader.__name__}.csv")
@@ -176,7 +176,7 @@ def test_binary_manifest_errors_name_the_file(tmp_path):
 
 
 def test_maestro_names_with_nul_or_control_characters_and_bad_durations_are_refused(tmp_path):
-    from tasks import maestro
+    from tasks.datasets import maestro
 
     root = tmp_path / "m"
     root.mkdir()

@@ -3,7 +3,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from tasks import media
+from tasks.media import decode as media
 from tests.conftest import make_test_video
 
 
@@ -121,7 +121,7 @@ def test_png_roundtrip_when_decord_is_loaded_first(tmp_path):
 
     code = (
         "import decord, numpy as np\n"
-        "from tasks.media import encode_image, decode_image\n"
+        "from tasks.media.decode import encode_image, decode_image\n"
         "img = (np.arange(145 * 800) % 251).astype(np.uint8).reshape(145, 800)\n"
         "assert np.array_equal(decode_image(encode_image(img)), img)\n"
     )

@@ -198,7 +198,7 @@ def _tiny_maestro(root: Path) -> Path:
 
 
 def test_maestro_loader_and_labels(tmp_path):
-    from tasks import maestro
+    from tasks.datasets import maestro
 
     root = _tiny_maestro(tmp_path / "maestro")
     recs = maestro.read_maestro(root)
@@ -248,9 +248,9 @@ def rendered(tmp_path_factory):
 
 
 def test_samples_piano_audio_layout(rendered, tmp_path):
-    from tasks.maestro import read_maestro
+    from tasks.datasets.maestro import read_maestro
     from tasks.samples.piano_audio import make_piano_audio
-    from tasks.transcribe import read_midi
+    from tasks.labels.transcribe import read_midi
 
     recs = read_maestro(rendered)
     assert [r.split for r in recs] == ["train", "train", "train", "validation"]
@@ -268,8 +268,8 @@ def test_samples_piano_audio_layout(rendered, tmp_path):
 
 
 def test_train_resume_and_label(rendered, tmp_path):
-    from tasks.train_onsets_frames import TrainSettings, read_csv_rows, train
-    from tasks.transcribe import get_transcriber, labeler_sample_rate
+    from tasks.training.onsets_frames import TrainSettings, read_csv_rows, train
+    from tasks.labels.transcribe import get_transcriber, labeler_sample_rate
 
     out = tmp_path / "run"
     s = TrainSettings(data=str(rendered), out_dir=str(out), config="small", max_steps=2, validate_every=2,
@@ -335,8 +335,8 @@ def test_build_pianoyt_passes_the_checkpoint_through(tmp_path, monkeypatch):
     build the onsets-frames transcriber (with the checkpoint's fingerprint in the label cache key)."""
     import flows.build_pianoyt as build
     from flows.cli import main
-    from tasks.cache import file_fingerprint
-    from tasks.transcribe import OnsetsFramesTranscriber, get_transcriber
+    from tasks.store.cache import file_fingerprint
+    from tasks.labels.transcribe import OnsetsFramesTranscriber, get_transcriber
 
     ckpt = of.save_checkpoint(tmp_path / "m.pt", of.OnsetsAndFrames(of.OnsetsFramesConfig.small()))
     manifest = tmp_path / "manifest.csv"
@@ -371,7 +371,7 @@ def test_gpu_runs_hold_a_slot_of_the_gpu_concurrency_limit(rendered, tmp_path, m
     import prefect.concurrency.sync as sync
 
     import flows.train_onsets_frames as flow_module
-    import tasks.train_onsets_frames as task_module
+    import tasks.training.onsets_frames as task_module
 
     entered = []
 

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from tasks.pitch import AUBIO_MISSING, YinSettings, midi_to_hz, yin_track
+from tasks.labels.pitch import AUBIO_MISSING, YinSettings, midi_to_hz, yin_track
 
 SR = 44100
 
@@ -49,7 +49,7 @@ def test_a_clear_message_without_aubio():
     code = (
         "import sys; sys.modules['aubio'] = None\n"
         "import numpy as np\n"
-        "from tasks.pitch import yin_track\n"
+        "from tasks.labels.pitch import yin_track\n"
         "yin_track(np.zeros(44100, dtype=np.float32), 44100, 25)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -59,7 +59,7 @@ def test_a_clear_message_without_aubio():
 @pytest.mark.parametrize("rate", [25.0, 29.97])  # 29.97 fps resamples (soxr's stream)
 def test_labels_from_blocks_equal_labels_from_the_whole_signal(rate):
     """label_yin reads long recordings a block at a time: uneven blocks give the same track."""
-    from tasks.pitch import yin_stream
+    from tasks.labels.pitch import yin_stream
 
     rng = np.random.default_rng(2)
     y = tone(step, seconds=5.0) + rng.normal(size=5 * SR).astype(np.float32) * 0.01

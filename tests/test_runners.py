@@ -163,7 +163,7 @@ def test_limit_threads_sets_torch_threads(monkeypatch):
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 
-from flows.common import Stages, acquire_task, extract_audio_task, probe_task  # noqa: E402
+from flows.stages import Stages, acquire_task, extract_audio_task, probe_task  # noqa: E402
 
 Row = namedtuple("Row", "video_id split source")
 
@@ -294,8 +294,8 @@ def test_the_errors_tasks_raise_survive_pickling():
     # defined before it with tblib's reducers and hides the problem; a Dask worker imports the tasks after it.
     code = (
         "import pickle\n"
-        "from tasks.acquire import AcquireError\n"
-        "from tasks.media import MediaError\n"
+        "from tasks.media.acquire import AcquireError\n"
+        "from tasks.media.decode import MediaError\n"
         "for exc in (MediaError('m'), AcquireError('m', permanent=True)):\n"
         "    back = pickle.loads(pickle.dumps(exc))\n"
         "    assert type(back) is type(exc) and str(back) == 'm' and vars(back) == vars(exc), exc\n"

@@ -14,7 +14,7 @@ import pretty_midi
 import pytest
 import soundfile as sf
 
-from tasks.manifest import read_pianoyt, read_violin
+from tasks.datasets.manifest import read_pianoyt, read_violin
 from tests.conftest import assert_sample_video
 from tasks.samples import fingerboard as fb
 from tasks.samples.encode import ffmpeg_exe
@@ -243,7 +243,7 @@ def test_excerpts_deterministic_in_range():
 def test_audio_is_the_melody(samples):
     """aubio's yinfft (the project's violin labeler) finds the true note on most voiced frames."""
     pytest.importorskip("aubio")
-    from tasks.pitch import hz_to_midi, yin_track
+    from tasks.labels.pitch import hz_to_midi, yin_track
 
     for i in range(VIDEOS):
         cmd = [ffmpeg_exe(), "-v", "error", "-i", str(samples / "videos" / f"{_vid(i)}.mp4"),

@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tasks.shards import VideoShardWriter, read_dataset, remove_video, videos_in_shards
+from tasks.store.shards import VideoShardWriter, read_dataset, remove_video, videos_in_shards
 
 SCHEMA = pa.schema([("video_id", pa.string()), ("frame_index", pa.int32()), ("time", pa.float64()), ("image", pa.binary())])
 

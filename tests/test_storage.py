@@ -18,10 +18,10 @@ import fsspec
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import storage
-from tasks.atomic import write_text_atomic
+from tasks.store import storage
+from tasks.store.atomic import write_text_atomic
 from tasks.samples.violin import make_violin_samples
-from tasks.shards import read_dataset
+from tasks.store.shards import read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.transcribe import Note, stitch, window_starts
+from tasks.labels.transcribe import Note, stitch, window_starts
 
 
 def test_windows_cover_the_recording_and_overlap():
@@ -46,9 +46,9 @@ def test_one_window_is_the_identity():
 @pytest.mark.slow
 def test_transkun_on_windows_finds_the_notes_of_the_whole_file(tmp_path):
     """A 50 s recording the model never saw, in 20 s windows (4 of them) and whole: the same notes."""
-    from tasks.evaluate import note_onset_prf
+    from tasks.evaluation.scores import note_onset_prf
     from tasks.samples.piano import make_piano_recordings
-    from tasks.transcribe import get_transcriber, read_midi, transcribe_wav
+    from tasks.labels.transcribe import get_transcriber, read_midi, transcribe_wav
 
     (wav, mid), = make_piano_recordings(tmp_path, n=1, seconds=50.0, seed=104)
     model = get_transcriber("transkun", device="cpu")
@@ -64,10 +64,10 @@ def test_transkun_on_windows_finds_the_notes_of_the_whole_file(tmp_path):
 
 
 def test_lean_interval_scorer_gives_transkuns_numbers():
-    """The memory-lean scorer (tasks.transcribe.lean_interval_scorer) against transkun's own forward."""
+    """The memory-lean scorer (tasks.labels.transcribe.lean_interval_scorer) against transkun's own forward."""
     import torch
 
-    from tasks.transcribe import get_transcriber
+    from tasks.labels.transcribe import get_transcriber
 
     model = get_transcriber("transkun", device="cpu").model
     scorer = model.scorer

@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from tasks.manifest import ManifestError
-from tasks.media import decode_image
-from tasks.pitch import midi_to_hz
-from tasks.shards import read_dataset
-from tasks.urmp import read_urmp
+from tasks.datasets.manifest import ManifestError
+from tasks.media.decode import decode_image
+from tasks.labels.pitch import midi_to_hz
+from tasks.store.shards import read_dataset
+from tasks.datasets.urmp import read_urmp
 from tests.conftest import make_test_video
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from tasks.faces import crop_square, inside, inside_fraction, iou, square_around
-from tasks.manifest import ManifestError
-from tasks.voxceleb import (
+from tasks.labels.faces import crop_square, inside, inside_fraction, iou, square_around
+from tasks.datasets.manifest import ManifestError
+from tasks.datasets.voxceleb import (
     box_to_pixels,
     check_reference,
     identity_splits,
@@ -191,7 +191,7 @@ def test_crop_geometry():
 def test_both_dlib_detectors_find_the_astronaut_near_its_box():
     from skimage import data
 
-    from tasks.faces import FaceFinder, find_face
+    from tasks.labels.faces import FaceFinder, find_face
 
     img = data.astronaut()
     for kind in ("hog", "cnn"):  # the CNN (MMOD) detector of face_recognition_models; ~3 s on a CPU here

@@ -32,7 +32,7 @@ from typing import Iterable
 
 import numpy as np
 
-from tasks.storage import new_file
+from tasks.store.storage import new_file
 
 from .render import write_wav
 

@@ -73,7 +73,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from tasks.atomic import write_bytes_atomic, write_text_atomic
+from tasks.store.atomic import write_bytes_atomic, write_text_atomic
 
 from .encode import encode_video
 

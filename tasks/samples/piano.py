@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 
-from tasks.atomic import write_bytes_atomic
-from tasks.manifest import write_pianoyt
+from tasks.store.atomic import write_bytes_atomic
+from tasks.datasets.manifest import write_pianoyt
 
 from . import music
 from .encode import encode_video

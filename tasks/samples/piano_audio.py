@@ -12,7 +12,7 @@ to one piano part) and the MIDI files that ship inside installed packages
     validation/..., test/...
     render_settings.json            per piece: source, tempo factor, SoundFont and augmentation
 
-so :func:`tasks.maestro.read_maestro` reads it exactly as it reads MAESTRO.
+so :func:`tasks.datasets.maestro.read_maestro` reads it exactly as it reads MAESTRO.
 
 Splits are by piece and never share a piece: piece ``j`` of the fixed pool
 order (:func:`piece_pool`) is ``validation`` when ``j % 8 == 3``, ``test``
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 
-from tasks.atomic import write_bytes_atomic, write_text_atomic
+from tasks.store.atomic import write_bytes_atomic, write_text_atomic
 
 from . import music
 from .render import (add_noise, add_room_reverb, apply_eq, apply_gain, default_soundfont, normalize_peak,
@@ -160,7 +160,7 @@ def make_piano_audio(out_dir: str | os.PathLike, pieces: int = 48, seconds: floa
     piece.  A piece whose audio and MIDI already exist with the same settings
     is not rendered again.
     """
-    from tasks.maestro import write_maestro_csv
+    from tasks.datasets.maestro import write_maestro_csv
 
     pool = piece_pool()
     if not 1 <= pieces <= len(pool):

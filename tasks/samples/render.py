@@ -36,7 +36,7 @@ import pretty_midi
 import soundfile as sf
 from scipy import signal
 
-from tasks.storage import new_file
+from tasks.store.storage import new_file
 
 DEFAULT_SR = 44100
 

@@ -58,8 +58,8 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 
-from tasks.atomic import write_bytes_atomic
-from tasks.manifest import write_pianoyt
+from tasks.store.atomic import write_bytes_atomic
+from tasks.datasets.manifest import write_pianoyt
 
 from . import music
 from .encode import encode_video
@@ -83,7 +83,7 @@ BEND_STEP_SECONDS = 0.01  # one pitch-bend event every 10 ms while vibrato is on
 # violins' slow attacks, aubio's yinfft needs 20-40 ms after every onset
 # before it reports the new pitch, so its raw pitch accuracy falls by about
 # 1.5 points per note per second.  Every work was measured on six 10 s
-# excerpts (yinfft as in tasks.pitch, 100 frames/s): the video works at
+# excerpts (yinfft as in tasks.labels.pitch, 100 frames/s): the video works at
 # >= 0.909 per excerpt on clean TimGM6mb (means 0.92-0.96), the unseen ones at
 # >= 0.859 per excerpt in Merlin + room + noise (means 0.89-0.95).  Reels and
 # hornpipes (running 16ths: 0.80-0.85), lines that often climb to D6-E6

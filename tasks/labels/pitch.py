@@ -118,7 +118,7 @@ def yin_stream(
     """:func:`yin_track` on audio that arrives in ``blocks`` of any size (mono float32, in order).
 
     Holds one block, one analysis window and the per-frame results, so a
-    long recording can be read a block at a time (:func:`tasks.violinyt.label_yin`).
+    long recording can be read a block at a time (:func:`tasks.datasets.violinyt.label_yin`).
     The result equals :func:`yin_track` on the whole signal
     (``tests/test_pitch.py`` checks it with uneven blocks, with and without
     resampling).

@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from models import onsets_frames as of
-from tasks.manifest import one_line, read_manifest_text, show
-from tasks.transcribe import Note
+from tasks.datasets.manifest import one_line, read_manifest_text, show
+from tasks.labels.transcribe import Note
 
 REQUIRED_COLUMNS = ("split", "midi_filename", "audio_filename")
 SPLITS = ("train", "validation", "test")
@@ -148,7 +148,7 @@ def read_maestro(root: str | os.PathLike, splits: tuple[str, ...] | None = None,
 
 def write_maestro_csv(path: str | os.PathLike, rows: list[dict]) -> Path:
     """Write a MAESTRO-format CSV (header + rows with MAESTRO's seven columns)."""
-    from tasks.atomic import write_text_atomic
+    from tasks.store.atomic import write_text_atomic
     import io
 
     cols = ["canonical_composer", "canonical_title", "split", "year", "midi_filename", "audio_filename", "duration"]

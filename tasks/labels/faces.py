@@ -30,7 +30,7 @@ import threading
 import numpy as np
 import pyarrow as pa
 
-from tasks import media
+from tasks.media import decode as media
 
 CROP = 256
 N_LANDMARKS = 68

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.transcribe import Note
+from tasks.labels.transcribe import Note
 
 N_KEYS = 88
 LOWEST_KEY = 21

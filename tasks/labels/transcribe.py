@@ -251,7 +251,7 @@ def write_midi(notes: list[Note], path: str | Path) -> str:
     for n in notes:
         piano.notes.append(pretty_midi.Note(velocity=n.velocity, pitch=n.pitch, start=n.onset, end=n.offset))
     pm.instruments.append(piano)
-    from tasks import storage
+    from tasks.store import storage
 
     tmp = storage.local_output(path)
     pm.write(tmp)
@@ -368,7 +368,7 @@ def transcribe_file(path: str | Path, transcriber: Transcriber, window_s: float 
     """Transcribe an audio or video file (decoded with ffmpeg at the transcriber's rate), window by window."""
     import tempfile
 
-    from tasks.media import extract_audio
+    from tasks.media.decode import extract_audio
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = extract_audio(path, Path(tmp) / "audio.wav", transcriber.sample_rate)
@@ -382,7 +382,7 @@ def _same_fingerprint(checkpoint: str, fingerprint: str | None) -> None:
     # The build CLI passes the checkpoint's content fingerprint, so the label task's cache key
     # changes when the file at that path does; a file changed since then is refused.
     if fingerprint is not None:
-        from tasks.cache import file_fingerprint
+        from tasks.store.cache import file_fingerprint
 
         if file_fingerprint(checkpoint) != fingerprint:
             raise ValueError(f"checkpoint {checkpoint} changed since its fingerprint {fingerprint} was taken")

@@ -13,15 +13,25 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from tasks import media
-from tasks.align import N_KEYS, frame_labels
-from tasks.manifest import CROP_REFERENCE
-from tasks import storage
-from tasks.atomic import write_text_atomic
-from tasks.dataset import (MAX_LOST_FRACTION, Layout, audio_seconds, failures_section, format_table, labelled_frames,
-                           losses_section, loss_fields, status_table, summary_rows)
-from tasks.shards import VideoShardWriter, write_table_atomic
-from tasks.transcribe import read_midi
+from tasks.media import decode as media
+from tasks.labels.align import N_KEYS, frame_labels
+from tasks.datasets.manifest import CROP_REFERENCE
+from tasks.store import storage
+from tasks.store.atomic import write_text_atomic
+from tasks.store.layout import Layout
+from tasks.datasets.records import (
+    MAX_LOST_FRACTION,
+    audio_seconds,
+    failures_section,
+    format_table,
+    labelled_frames,
+    losses_section,
+    loss_fields,
+    status_table,
+    summary_rows,
+)
+from tasks.store.shards import VideoShardWriter, write_table_atomic
+from tasks.labels.transcribe import read_midi
 
 CROP_SIZE = (145, 800)  # (h, w), thesis ch. 6
 
@@ -66,9 +76,9 @@ def build_frames(
     """Decode, crop, label and shard one video; return its counts and part files.
 
     Each picture is stored at the frame index its own timestamp gives, with
-    the labels of that time (:func:`tasks.media.iter_frames`); frames that
+    the labels of that time (:func:`tasks.media.decode.iter_frames`); frames that
     did not decode, and frames after the end of the audio ``wav`` (the
-    labels' source), are left out and recorded (:func:`tasks.dataset.loss_fields`).
+    labels' source), are left out and recorded (:func:`tasks.datasets.records.loss_fields`).
     Streams ``chunk`` frames at a time, so memory does not depend on the
     video's length.
     """
@@ -139,7 +149,7 @@ def note_statistics(labels_dir: str, video_ids: list[str]) -> dict:
 def write_status_and_card(layout: Layout, records: list[dict], manifest: str, labeler: str,
                           label_window_s: float) -> dict:
     """Write ``status.parquet`` and ``CARD.md``; return the summary rows."""
-    from tasks.transcribe import OVERLAP_S
+    from tasks.labels.transcribe import OVERLAP_S
 
     how = (f"the audio transcribed {label_window_s:g} s at a time, windows overlapping by {OVERLAP_S:g} s"
            if label_window_s else "the audio transcribed whole")

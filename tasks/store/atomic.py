@@ -1,13 +1,13 @@
 """Write-then-rename: a file appears under its final name only when complete (DESIGN.md: Storage).
 
-``path`` may be a local path or an fsspec URL (see :mod:`tasks.storage`).
+``path`` may be a local path or an fsspec URL (see :mod:`tasks.store.storage`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tasks import storage
+from tasks.store import storage
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path | str:

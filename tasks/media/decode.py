@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -110,7 +111,7 @@ def extract_audio(path: str | Path, out_wav: str | Path, sample_rate: int) -> st
     except ffmpeg.Error as exc:
         tmp.unlink(missing_ok=True)
         raise MediaError(f"audio extraction failed: {_last_line(exc.stderr.decode(errors='replace'))}") from None
-    from tasks import storage
+    from tasks.store import storage
 
     return storage.publish(tmp, str(out_wav))
 
@@ -208,52 +209,91 @@ class FrameLoss:
                 self.missing.append((first, last))
 
 
-_DECODED = re.compile(r"\bdecoder -> pts:(\S+) pts_time:\S+.*?\bkeyframe:(\d)")
-_SHOWN = re.compile(r"Parsed_showinfo.*?\bn:\s*\d+\s+pts:\s*(\S+)\s+pts_time:(\S+)")
-
-
+_DECODED = re.compile(r"decoder -> pts:(-?\d+) pts_time:\S+.*?\bkeyframe:(\d)")
 _CONTEXT = re.compile(r"^\[(\w+) @ (0x[0-9a-f]+)\] \[error\]")
 
 
-def _read_stderr(stream, times: "queue.Queue", errors: list[str]) -> None:
-    """Drain ffmpeg's stderr (so it never blocks), putting ``(pts_time, damaged)`` for each frame on ``times``.
+class _DecoderLog:
+    """Reads ffmpeg's stderr (so it never blocks) and tells which frames were decoded from damaged data.
 
     ``-debug_ts`` makes ffmpeg's decoder thread print a line for every frame
-    it outputs, in order with its own errors; after a decoder error every
-    frame is ``damaged`` (it may be built on broken data) until a key frame
-    comes out with no error since the frame before it.  Only the decoder's
-    errors count: the demuxer's parser runs in another thread and reports
-    the same broken packets at times that vary from run to run.  The decoder
-    thread's own lines carry ``[dec:``; the codec's lines carry only its
-    address, learned from the codec error printed just before one of those.
-    ``showinfo`` then prints the frame's pts just before its pixels go to
-    the pipe.  A frame the decoder did not announce counts as damaged.
+    it outputs (in display order), in order with its own errors.  After a
+    decoder error, every frame the decoder outputs is damaged (it may be built
+    on broken data) until a key frame comes out with no error since the frame
+    before it; :meth:`damaged` answers for a pts once the decoder has got that
+    far.  Only the decoder's errors count: the demuxer's parser runs in
+    another thread and reports the same broken packets at times that vary from
+    run to run.  The decoder thread's own lines carry ``[dec:``; the codec's
+    carry only its address, learned from the codec error printed just before
+    one of those.  A line two threads garbled together is skipped, which can
+    only keep the damaged state longer, never shift a frame.
     """
-    damaged = error_since_last = False
-    decoded: dict[str, bool] = {}
-    decoder_contexts: set[str] = set()
-    last_context = None
+
+    def __init__(self, stream):
+        self.errors: list[str] = []
+        self._spans: list[list] = []  # [after_pts, clean_from_pts or None]: damaged frames lie strictly inside
+        self._announced: int | None = None
+        self._done = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        error_since_last = False
+        decoder_contexts: set[str] = set()
+        last_context = None
+        try:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode(errors="replace").rstrip()
+                if (m := _DECODED.search(line)) is not None:
+                    pts = int(m[1])
+                    with self._cond:
+                        if self._spans and self._spans[-1][1] is None and m[2] == "1" and not error_since_last:
+                            self._spans[-1][1] = pts  # a sound key frame: clean again from here
+                        self._announced = pts if self._announced is None else max(self._announced, pts)
+                        self._cond.notify_all()
+                    error_since_last = False
+                elif "[error]" in line or "[fatal]" in line:
+                    if len(self.errors) < 50:
+                        self.errors.append(re.sub(r"^(\[[^]]*\]\s*)+", "", line).strip())
+                    context = _CONTEXT.match(line)
+                    if "[dec:" in line:
+                        if last_context:
+                            decoder_contexts.add(last_context)
+                    elif not (context and context[2] in decoder_contexts):
+                        last_context = context[2] if context else None
+                        continue
+                    error_since_last = True
+                    with self._cond:
+                        if not self._spans or self._spans[-1][1] is not None:
+                            after = self._announced if self._announced is not None else -(1 << 62)
+                            self._spans.append([after, None])
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def damaged(self, pts: int) -> bool:
+        """Whether the frame at ``pts`` (stream time base) came out of the decoder after an unrecovered error."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._done or (self._announced is not None and self._announced >= pts))
+            return any(a < pts and (b is None or pts < b) for a, b in self._spans)
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)
+
+
+def _timestamps(stream) -> Iterator[float]:
+    """Each frame's presentation time in seconds, from ffmpeg's ``framecrc`` lines (one per frame, in order)."""
+    tb = None
     for raw in iter(stream.readline, b""):
-        line = raw.decode(errors="replace").rstrip()
-        if (m := _DECODED.search(line)) is not None:
-            if m[2] == "1" and not error_since_last:
-                damaged = False
-            decoded[m[1]] = damaged
-            error_since_last = False
-        elif (m := _SHOWN.search(line)) is not None:
-            times.put((float("nan") if m[1] == "NOPTS" else float(m[2]), decoded.pop(m[1], True)))
-        elif "[error]" in line or "[fatal]" in line:
-            if len(errors) < 50:
-                errors.append(re.sub(r"^(\[[^]]*\]\s*)+", "", line).strip())
-            context = _CONTEXT.match(line)
-            if "[dec:" in line:
-                if last_context:
-                    decoder_contexts.add(last_context)
-            elif not (context and context[2] in decoder_contexts):
-                last_context = context[2] if context else None
-                continue
-            damaged = error_since_last = True
-    times.put((None, True))
+        line = raw.decode(errors="replace").strip()
+        if line.startswith("#tb 0:"):
+            num, den = line.split(":", 1)[1].strip().split("/")
+            tb = (int(num), int(den))
+        elif line and not line.startswith("#"):
+            pts = int(line.split(",")[2])
+            yield pts, pts * tb[0] / tb[1]
 
 
 def iter_frames(
@@ -267,15 +307,17 @@ def iter_frames(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(indices int64[n], frames[n, h, w, 3] uint8 RGB)``: each frame with its place on the frame grid.
 
-    A frame's index is read from its own timestamp (ffmpeg's ``showinfo``
-    filter reports each frame's pts beside the raw pixels on the pipe), never
-    from its order of arrival, so a damaged stretch that ffmpeg skips leaves a
-    gap in the indices instead of shifting every later picture onto earlier
-    times.  The index of a frame at ``t`` seconds is the first grid slot at or
-    after ``t`` (``ceil(t * fps)``), the slot whose time shows that picture;
-    when two frames fall in one slot (variable frame rate) the later one wins.
-    Indices are increasing; ``loss`` (a :class:`FrameLoss` the caller passes)
-    collects the gaps, replaced frames and ffmpeg's errors.
+    A frame's index is read from its own timestamp, never from its order of
+    arrival: ffmpeg writes the raw pixels to one pipe and, through a second
+    output of the same filter graph, a ``framecrc`` line with each frame's pts
+    to another, so a damaged stretch that ffmpeg skips leaves a gap in the
+    indices instead of shifting every later picture onto earlier times.  The
+    index of a frame at ``t`` seconds is the first grid slot at or after ``t``
+    (``ceil(t * fps)``), the slot whose time shows that picture; when two
+    frames fall in one slot (variable frame rate) the later one wins.  Frames
+    decoded from damaged data are dropped (:class:`_DecoderLog`).  Indices are
+    increasing; ``loss`` (a :class:`FrameLoss` the caller passes) collects the
+    gaps, replaced and damaged frames and ffmpeg's errors.
 
     ``info`` is the file's :func:`probe`; ``box`` a (min y, max y, min x,
     max x) crop applied while decoding.  ``start``/``stop`` restrict the
@@ -284,9 +326,6 @@ def iter_frames(
     that stops early kills ffmpeg.  decord is not used for this: it decodes
     ahead of its reader with no limit (see docs).
     """
-    import queue
-    import threading
-
     import ffmpeg
 
     stop = info.frames if stop is None else min(stop, info.frames)
@@ -304,20 +343,29 @@ def iter_frames(
             raise MediaError(f"crop box {box} is not inside the {width}x{height} frame")
         width, height = x1 - x0, y1 - y0
         stream = stream.crop(x0, y0, width, height)
-    stream = stream.filter("showinfo", checksum=0)
-    args = (
-        stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
-        .global_args("-nostdin", "-hide_banner", "-nostats", "-debug_ts", "-loglevel", "level+info")
-        .compile(cmd=ffmpeg_exe())
-    )
+    split = stream.split()
+    pixels, stamps = split[0], split[1]
+    ts_read, ts_write = os.pipe()
+    try:
+        args = (
+            ffmpeg.merge_outputs(
+                pixels.output("pipe:1", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough"),
+                stamps.output(f"pipe:{ts_write}", format="framecrc", vcodec="wrapped_avframe", fps_mode="passthrough",
+                              flush_packets=1, **{"enc_time_base:v": "demux"}),
+            )
+            .global_args("-nostdin", "-hide_banner", "-nostats", "-debug_ts", "-loglevel", "level+info")
+            .compile(cmd=ffmpeg_exe())
+        )
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                bufsize=0, pass_fds=(ts_write,))
+    finally:
+        os.close(ts_write)
+    ts_file = os.fdopen(ts_read, "rb")
+    log = _DecoderLog(proc.stderr)
     frame_bytes = width * height * 3
-    times: queue.Queue = queue.Queue()
-    errors: list[str] = []
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
-    reader = threading.Thread(target=_read_stderr, args=(proc.stderr, times, errors), daemon=True)
-    reader.start()
 
     def frames_with_slots():
+        times = _timestamps(ts_file)
         while True:
             buf = bytearray(frame_bytes)
             view, got = memoryview(buf), 0
@@ -330,10 +378,11 @@ def iter_frames(
                 if got:
                     raise MediaError(f"ffmpeg stopped in the middle of a frame of {Path(path).name}")
                 return
-            t, damaged = times.get()
-            if t is None or t != t:
+            stamp = next(times, None)
+            if stamp is None:
                 raise MediaError(f"ffmpeg gave a frame of {Path(path).name} without a timestamp")
-            yield int(np.ceil((t + seek_s) * info.fps - 1e-3)), damaged, buf
+            pts, t = stamp
+            yield int(np.ceil((t + seek_s) * info.fps - 1e-3)), log.damaged(pts), buf
 
     try:
         indices: list[int] = []
@@ -376,16 +425,17 @@ def iter_frames(
         if stopped_early:
             proc.kill()
         rc = proc.wait()
-        reader.join(timeout=10)
-        loss.errors = errors[0] if errors else ""
+        log.join()
+        loss.errors = log.errors[0] if log.errors else ""
         if rc != 0 and not stopped_early and not loss.delivered:
             raise MediaError(f"ffmpeg could not decode {Path(path).name}: {loss.errors or f'exit code {rc}'}")
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.stdout.close()
+        ts_file.close()
         proc.wait()
-        reader.join(timeout=10)
+        log.join()
         proc.stderr.close()
 
 

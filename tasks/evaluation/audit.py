@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.pitch import YinSettings, midi_to_hz, yin_track
+from tasks.labels.pitch import YinSettings, midi_to_hz, yin_track
 
 RATE = 100  # frames per second
 
 
 def true_pitch_hz(midi_path: str | Path, times: np.ndarray) -> np.ndarray:
     """The reference track: the Hz of the note sounding at each time (0 where none)."""
-    from tasks.transcribe import read_midi
+    from tasks.labels.transcribe import read_midi
 
     hz = np.zeros(len(times))
     for n in read_midi(midi_path):
@@ -98,7 +98,7 @@ def audit(pairs: list[tuple[str, str]], methods: dict = METHODS) -> list[dict]:
     """
     import tempfile
 
-    from tasks.media import extract_audio, read_wav
+    from tasks.media.decode import extract_audio, read_wav
 
     clips = []
     with tempfile.TemporaryDirectory() as tmp:

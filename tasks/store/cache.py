@@ -24,7 +24,7 @@ _EDGE = 4 * 1024 * 1024
 
 def file_fingerprint(path: str | Path) -> str:
     """Size plus SHA-256 of a file's content (its edges for big files); ``path`` may be an fsspec URL."""
-    from tasks import storage
+    from tasks.store import storage
 
     fs, p = storage.fs_of(path)
     size = fs.size(p)
@@ -56,7 +56,7 @@ def _is_file(location: str) -> bool:
 
     if scheme not in registry and scheme not in known_implementations:
         return False  # not a file system fsspec knows: a name for yt-dlp, kept as it is
-    from tasks import storage
+    from tasks.store import storage
 
     fs, p = storage.fs_of(location)
     return fs.isfile(p)

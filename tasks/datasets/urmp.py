@@ -7,7 +7,7 @@ One folder per piece, named ``<NN>_<Title>_<inst>_<inst>...`` (e.g.
 ``Notes_<k>_<inst>_<NN>_<Title>.txt``, and the ensemble video
 ``Vid_<NN>_<Title>_<insts>.mp4``.
 
-Each violin track (``vn``) becomes one :class:`tasks.manifest.VideoRow`:
+Each violin track (``vn``) becomes one :class:`tasks.datasets.manifest.VideoRow`:
 the piece's video, the track's stem as its audio and its ``F0s`` file as its
 pitch (used instead of YIN).  The players sit side by side in score order,
 so track ``k`` of ``n`` is cropped to the ``k``-th of ``n`` equal-width
@@ -26,7 +26,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from tasks.manifest import CROP_REFERENCE, ManifestError, VideoRow, check_crop_reference, check_video_id
+from tasks.datasets.manifest import CROP_REFERENCE, ManifestError, VideoRow, check_crop_reference, check_video_id
 
 # fullmatch ('$' matches before a trailing newline), ASCII digits only ('\d'
 # takes any script's digits), and no nested quantifier (whose backtracking on

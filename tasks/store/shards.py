@@ -18,7 +18,7 @@ Each writer has a staging folder of its own, locked (``flock``) while it
 lives, so two writers of one video never remove each other's parts; a new
 writer removes the staging folders of that video whose writer has died.
 
-On a data root that is not a local folder (an fsspec URL, :mod:`tasks.storage`)
+On a data root that is not a local folder (an fsspec URL, :mod:`tasks.store.storage`)
 the parts are staged in the local scratch folder and uploaded one by one to
 their final names (an object appears only once complete), and then a
 completion marker ``shards/_committed/<video id>.json`` lists them;
@@ -40,7 +40,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks import storage
+from tasks.store import storage
 
 DEFAULT_MAX_PART_BYTES = 256 * 1024 * 1024
 STAGING = ".staging"

@@ -11,7 +11,7 @@ them, through fsspec:
   they show an object only once its upload is complete, so the file is
   uploaded straight to its name (a reader never sees half of it).  What must
   appear *together* (all the shard parts of one video) gets an explicit
-  completion marker on such stores (:mod:`tasks.shards`).
+  completion marker on such stores (:mod:`tasks.store.shards`).
 * :func:`local_path` gives the tools that need a real file (ffmpeg, decord,
   the transcribers) one: the path itself when the location is local, else a
   copy in the scratch folder (``SIGHTSOUND_SCRATCH``, default a folder under

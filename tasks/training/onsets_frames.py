@@ -4,7 +4,7 @@
 validates on its ``validation`` split.  Under ``out_dir`` it writes::
 
     train_settings.json   the settings of the latest run
-    features/             cached log-mel and label rolls per recording (tasks.maestro)
+    features/             cached log-mel and label rolls per recording (tasks.datasets.maestro)
     losses.csv            step, elapsed_s, lr, total, onset, offset, frame, velocity (means over log_every steps)
     metrics.csv           step, elapsed_s, validation note P/R/F1 (onsets), F1 with offsets, frame P/R/F1
     last.pt               the latest checkpoint (models.onsets_frames.save_checkpoint), with optimiser state
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from models import onsets_frames as of
-from tasks.transcribe import pick_device
+from tasks.labels.transcribe import pick_device
 
 
 @dataclass
@@ -82,11 +82,11 @@ def read_csv_rows(path: str | os.PathLike) -> list[dict]:
 
 
 def validate(model, features, references, device: str | None = None) -> dict:
-    """Mean per-piece scores of the model's notes against the reference notes (tasks.evaluate)."""
+    """Mean per-piece scores of the model's notes against the reference notes (tasks.evaluation.scores)."""
     import torch
 
-    from tasks.evaluate import transcription_scores
-    from tasks.transcribe import Note
+    from tasks.evaluation.scores import transcription_scores
+    from tasks.labels.transcribe import Note
 
     was_training = model.training
     rows = []
@@ -123,7 +123,7 @@ def train(settings: TrainSettings, log=print) -> dict:
     """Train (or resume) until ``max_steps`` or ``max_minutes``; return a summary dict."""
     import torch
 
-    from tasks.maestro import WindowSampler, prepare, read_maestro, read_performance
+    from tasks.datasets.maestro import WindowSampler, prepare, read_maestro, read_performance
 
     start_wall = time.monotonic()
     s = settings

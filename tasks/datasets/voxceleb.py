@@ -61,10 +61,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from tasks import media
-from tasks.faces import CROP, N_LANDMARKS, FaceFinder, crop_square, find_face, inside_fraction, square_around
-from tasks.shards import VideoShardWriter
-from tasks.manifest import ManifestError, check_url, check_video_id, read_manifest_text, resolve_source, show
+from tasks.media import decode as media
+from tasks.labels.faces import CROP, N_LANDMARKS, FaceFinder, crop_square, find_face, inside_fraction, square_around
+from tasks.store.shards import VideoShardWriter
+from tasks.datasets.manifest import ManifestError, check_url, check_video_id, read_manifest_text, resolve_source, show
 
 META_FPS = 25.0  # VoxCeleb's frame numbers are at 25 fps
 VOX1_HEIGHT = 360
@@ -122,7 +122,7 @@ class Utterance:
     where: str = ""  # the file or CSV row it came from, for messages
     # A CSV row gives one box for the whole utterance: a region the face moves
     # in, not a per-frame track; detections are matched by how much of them
-    # lies inside it rather than by IoU (see tasks.faces.find_face).
+    # lies inside it rather than by IoU (see tasks.labels.faces.find_face).
     region: bool = False
 
     @property
@@ -494,7 +494,7 @@ DETECTION_COUNTS = ("sampled", "detected", "fallback", "outside", "past_end", "u
 
 
 def layout(data_root):
-    from tasks.dataset import Layout
+    from tasks.store.layout import Layout
 
     return Layout.under(data_root, "voxceleb")
 
@@ -505,9 +505,9 @@ def write_status_and_card(layout, records: list[dict], source: str, units: str, 
 
     import pyarrow as pa
 
-    from tasks.atomic import write_text_atomic
-    from tasks.dataset import failures_section, format_table, losses_section, status_table
-    from tasks.shards import write_table_atomic
+    from tasks.store.atomic import write_text_atomic
+    from tasks.datasets.records import failures_section, format_table, losses_section, status_table
+    from tasks.store.shards import write_table_atomic
 
     write_table_atomic(status_table(records, [(n, getattr(pa, t)()) for n, t in STATUS_EXTRA]), layout.status)
     summary = []
@@ -549,8 +549,8 @@ def write_status_and_card(layout, records: list[dict], source: str, units: str, 
 
 def redetect_build(data_root, detector: str = "hog") -> list[dict]:
     """Per split and overall: in how many stored crops dlib finds exactly one face again."""
-    from tasks.faces import redetect
-    from tasks.shards import complete_parts, read_dataset
+    from tasks.labels.faces import redetect
+    from tasks.store.shards import complete_parts, read_dataset
 
     shards = layout(data_root).shards
     if not complete_parts(shards):
@@ -619,7 +619,7 @@ def build_utterance(
 
     ``utt`` is :class:`Utterance` as a plain dict (identity,
     video_id, utterance, boxes, units, key, region).  ``probe`` is the
-    video's :class:`tasks.media.Probe` as a dict when the caller has it (the
+    video's :class:`tasks.media.decode.Probe` as a dict when the caller has it (the
     flow probes each video once for all its utterances).  Returns the counts
     for the status table.
     """

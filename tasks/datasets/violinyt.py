@@ -6,7 +6,7 @@ Choices (the thesis gives the sizes, not their order or the split rule):
   200** (the thesis writes sizes as h x w for the piano crop, and a standing
   violinist is taller than wide), RGB, JPEG quality 95 by default.
 * Pitch: one label per video frame, measured on the audio window centred on
-  the frame's time (:mod:`tasks.pitch`); MIDI class (0 where unvoiced), raw
+  the frame's time (:mod:`tasks.labels.pitch`); MIDI class (0 where unvoiced), raw
   frequency, confidence, voiced flag.
 * Audio for the teacher: a reference, not a copy.  Every row names the
   video's audio file (``audio_path``, relative to the dataset folder: mono
@@ -28,13 +28,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks import media
-from tasks.atomic import write_text_atomic
-from tasks.dataset import (MAX_LOST_FRACTION, Layout, audio_seconds, failures_section, format_table, labelled_frames,
-                           losses_section, loss_fields, status_table, summary_rows)
-from tasks.manifest import CROP_REFERENCE
-from tasks.pitch import YinSettings, hz_to_midi, midi_to_hz, yin_stream
-from tasks.shards import VideoShardWriter, write_table_atomic
+from tasks.media import decode as media
+from tasks.store.atomic import write_text_atomic
+from tasks.store.layout import Layout
+from tasks.datasets.records import (
+    MAX_LOST_FRACTION,
+    audio_seconds,
+    failures_section,
+    format_table,
+    labelled_frames,
+    losses_section,
+    loss_fields,
+    status_table,
+    summary_rows,
+)
+from tasks.datasets.manifest import CROP_REFERENCE
+from tasks.labels.pitch import YinSettings, hz_to_midi, midi_to_hz, yin_stream
+from tasks.store.shards import VideoShardWriter, write_table_atomic
 
 CROP_SIZE = (400, 200)  # (h, w)
 AUDIO_RATE = 44100
@@ -156,7 +166,7 @@ def build_frames(
 
     Pictures are placed by their own timestamps; frames that did not decode,
     or lie after the end of the audio ``wav``, are left out and recorded
-    (as :func:`tasks.pianoyt.build_frames`).
+    (as :func:`tasks.datasets.pianoyt.build_frames`).
     """
     import cv2
 

@@ -154,7 +154,7 @@ def check_url(url: str) -> str:
 
 
 def resolve_source(url: str, base_dir: Path) -> str:
-    """Turn a manifest's url cell into something :mod:`tasks.acquire` takes.
+    """Turn a manifest's url cell into something :mod:`tasks.media.acquire` takes.
 
     A bare 11-character YouTube id becomes a watch URL; a URL with a scheme is
     kept; anything else is a local path, relative to the manifest's folder.
@@ -306,7 +306,7 @@ def read_violin(path: str | Path, crop_reference: tuple[int, int] = CROP_REFEREN
 
 def write_pianoyt(path: str | Path, rows: list[tuple]) -> Path:
     """Write rows ``(video_id, url, split_code, min_y, max_y, min_x, max_x)`` in the published format."""
-    from tasks.atomic import write_text_atomic
+    from tasks.store.atomic import write_text_atomic
 
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)

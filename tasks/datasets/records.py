@@ -1,20 +1,11 @@
-"""What every dataset build shares: its folder layout, the status table and the summary.
+"""What every dataset build shares: the status table, frame losses, the summary and the card sections.
 
-Each dataset lives in ``<data root>/<name>/`` (DESIGN.md: Storage):
-``media/`` downloads, ``audio/`` extracted audio, ``labels/`` pseudo-labels,
-``shards/split=<split>/`` Parquet parts, ``status.parquet`` (one row per
-manifest row) and ``CARD.md`` (the dataset card).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
-
 import pyarrow as pa
-
-from tasks import storage
 
 STATUS_FIELDS = [
     ("video_id", pa.string()),
@@ -33,49 +24,6 @@ STATUS_FIELDS = [
 # audio shorter than the picture) fails at its frames stage; below it, the
 # frames that decoded at their own timestamps are kept and the loss recorded.
 MAX_LOST_FRACTION = 0.25
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where a build of one dataset keeps its files under the data root (a path or an fsspec URL)."""
-
-    root: str
-
-    @classmethod
-    def under(cls, data_root: str | Path, name: str) -> "Layout":
-        return cls(storage.join(storage.root_location(data_root), name))
-
-    def at(self, folder: str, name: str) -> str:
-        """The location of file ``name`` in ``folder`` (media, audio, labels, shards)."""
-        return storage.join(self.root, folder, name)
-
-    @property
-    def media(self) -> str:
-        return storage.join(self.root, "media")
-
-    @property
-    def audio(self) -> str:
-        return storage.join(self.root, "audio")
-
-    @property
-    def labels(self) -> str:
-        return storage.join(self.root, "labels")
-
-    @property
-    def shards(self) -> str:
-        return storage.join(self.root, "shards")
-
-    @property
-    def status(self) -> str:
-        return storage.join(self.root, "status.parquet")
-
-    @property
-    def card(self) -> str:
-        return storage.join(self.root, "CARD.md")
-
-    def make_dirs(self) -> None:
-        for d in (self.media, self.audio, self.labels, self.shards):
-            storage.makedirs(d)
 
 
 def status_table(records: list[dict], extra: list[tuple[str, pa.DataType]] = ()) -> pa.Table:
@@ -102,8 +50,8 @@ def labelled_frames(n_frames: int, fps: float, audio_s: float | None) -> int:
 
 
 def loss_fields(loss, fps: float, video: str, max_lost: float = MAX_LOST_FRACTION) -> dict:
-    """Status fields of a video's frame loss (:class:`tasks.media.FrameLoss`); raise when it lost too much."""
-    from tasks.media import MediaError
+    """Status fields of a video's frame loss (:class:`tasks.media.decode.FrameLoss`); raise when it lost too much."""
+    from tasks.media.decode import MediaError
 
     expected = loss.expected + loss.unlabelled
     lost = loss.lost_frames

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.transcribe import Note
+from tasks.labels.transcribe import Note
 
 
 def _arrays(notes: list[Note]) -> tuple[np.ndarray, np.ndarray]:
@@ -52,9 +52,9 @@ def score_pianoyt_build(samples_dir, data_root) -> list[dict]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from tasks.align import onsets_from_frames
-    from tasks.shards import read_dataset
-    from tasks.transcribe import read_midi
+    from tasks.labels.align import onsets_from_frames
+    from tasks.store.shards import read_dataset
+    from tasks.labels.transcribe import read_midi
 
     samples_dir, root = Path(samples_dir), Path(data_root) / "pianoyt"
     status = [r for r in pq.read_table(root / "status.parquet").to_pylist() if r["state"] == "done"]
@@ -98,8 +98,8 @@ def score_violinyt_build(samples_dir, data_root) -> list[dict]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from tasks.audit import true_pitch_hz
-    from tasks.shards import read_dataset
+    from tasks.evaluation.audit import true_pitch_hz
+    from tasks.store.shards import read_dataset
 
     samples_dir, root = Path(samples_dir), Path(data_root) / "violinyt"
     import mir_eval
@@ -198,7 +198,7 @@ def score_transcriptions(ref_dir, est_dirs: dict) -> tuple[list[dict], list[dict
     Returns ``(summary, per_piece)``: one summary row per system with the
     mean over pieces of each score, and one row per (system, piece).
     """
-    from tasks.transcribe import read_midi
+    from tasks.labels.transcribe import read_midi
 
     refs = _midi_files(ref_dir)
     if not refs:

@@ -4,7 +4,7 @@ Every build runs its videos through named stages (Prefect tasks), one stage
 at a time over the videos still alive; a video that fails is recorded with
 the stage and the first line of the error and skips the rest, and the other
 videos go on (:class:`Stages`).  Each task's cache key is its parameters plus
-the fingerprints of its input files (:mod:`tasks.cache`), stored under the
+the fingerprints of its input files (:mod:`tasks.store.cache`), stored under the
 data root, so a rerun does no finished work again.
 """
 
@@ -21,11 +21,12 @@ from prefect.tasks import exponential_backoff
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import CacheKeyFnPolicy
 
-from tasks import media, storage
-from tasks.acquire import AcquireError, acquire
-from tasks.cache import prefect_cache_key
-from tasks.dataset import format_table
-from tasks.shards import remove_video, videos_in_shards
+from tasks.media import decode as media
+from tasks.store import storage
+from tasks.media.acquire import AcquireError, acquire
+from tasks.store.cache import prefect_cache_key
+from tasks.datasets.records import format_table
+from tasks.store.shards import remove_video, videos_in_shards
 
 
 def _cache_root(data_root: str) -> str:
@@ -63,7 +64,7 @@ INPUT_FILES = {
 }
 
 
-# What a built video's record says about frames it lost (tasks.dataset.loss_fields), copied to its status row.
+# What a built video's record says about frames it lost (tasks.datasets.records.loss_fields), copied to its status row.
 LOSS_FIELDS = ("expected_frames", "lost_frames", "lost")
 
 

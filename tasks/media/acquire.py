@@ -4,7 +4,7 @@ Downloads go through yt-dlp's Python API into ``<media_dir>/.part-<id>/`` and
 are renamed into place only when complete, so an interrupted download is
 never mistaken for a finished one.  One call is one attempt: the flows retry
 transient errors (connection resets, timeouts, 5xx) through Prefect's task
-retries with exponential backoff (``flows.common.acquire_stage``), and
+retries with exponential backoff (``flows.stages.acquire_stage``), and
 :class:`AcquireError` says whether a retry can help; a video that is gone
 (404, private, removed, unsupported) is ``permanent``, with yt-dlp's reason,
 which the flow records in the status table.
@@ -16,7 +16,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from tasks import storage
+from tasks.store import storage
 
 log = logging.getLogger(__name__)
 

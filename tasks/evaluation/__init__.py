@@ -1,0 +1,1 @@
+"""Scoring: transcription, pitch and face-crop metrics; the violin label audit."""

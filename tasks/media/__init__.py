@@ -1,0 +1,1 @@
+"""Media: acquiring videos (yt-dlp) and probing and decoding them (ffmpeg, decord)."""

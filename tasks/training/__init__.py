@@ -1,0 +1,1 @@
+"""Training loops and data loaders (Onsets and Frames today)."""
