@@ -371,7 +371,7 @@ def test_gpu_runs_hold_a_slot_of_the_gpu_concurrency_limit(rendered, tmp_path, m
     import prefect.concurrency.sync as sync
 
     import flows.train_onsets_frames as flow_module
-    import tasks.training.onsets_frames as task_module
+    import tasks.labels.transcribe as transcribe_module
 
     entered = []
 
@@ -382,7 +382,7 @@ def test_gpu_runs_hold_a_slot_of_the_gpu_concurrency_limit(rendered, tmp_path, m
 
     monkeypatch.setattr(sync, "concurrency", fake_concurrency)
     monkeypatch.setattr(flow_module, "train", lambda settings, log: {"device": settings.device, "inside": list(entered)})
-    monkeypatch.setattr(task_module, "_device", lambda name: "cuda" if name == "cuda" else "cpu")
+    monkeypatch.setattr(transcribe_module, "pick_device", lambda name: "cuda" if name == "cuda" else "cpu")
     out = flow_module.train_onsets_frames(data=str(rendered), out_dir=str(tmp_path / "g"), device="cuda",
                                           gpu_limit="gpu-test")
     assert out["inside"] == [("gpu-test", 1)]
