@@ -34,7 +34,7 @@ def _cache_root(data_root: str) -> str:
 
     Builds sharing a remote data root from several machines should share this
     folder too (``SIGHTSOUND_CACHE_DIR``), or each machine redoes the work it
-    has no key for (the results are identical; see README, Running at scale).
+    has no key for (the results are identical; see docs/scale.md).
     """
     if os.environ.get("SIGHTSOUND_CACHE_DIR"):
         return os.environ["SIGHTSOUND_CACHE_DIR"]

@@ -1,7 +1,7 @@
 """Onsets and Frames (Hawthorne et al. 2018), in PyTorch: front end, model, losses, decoding, checkpoints.
 
-Settings follow Magenta's public configuration (``REFERENCE.md``, section
-Onsets and Frames); the names follow the papers.
+Settings follow Magenta's public configuration (docs/training.md, the paper and Magenta's
+hparams); the names follow the papers.
 
 Front end (:class:`MelFrontEnd`, runs on any device)
     16 kHz mono audio -> (torchaudio) power STFT (n_fft 2048, hop 512, periodic Hann,

@@ -1,6 +1,6 @@
 """Align note labels to video frame times.
 
-Frame ``i`` of a video at ``fps`` is at ``t_i = i / fps`` (DESIGN.md).  For key
+Frame ``i`` of a video at ``fps`` is at ``t_i = i / fps`` (docs/design.md, Conventions).  For key
 ``k`` (MIDI ``21 + k``):
 
 * ``onset[i, k] = 1`` when a note of that key starts in ``[t_i, t_i + 1/fps)``;

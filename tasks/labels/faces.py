@@ -1,8 +1,8 @@
-"""Faces in VoxCeleb frames: dlib detection, the square crop, 68 landmarks, and the shard rows.
+"""Faces in VoxCeleb frames: dlib detection, the square crop and 68 landmarks (the recipe in tasks.datasets.voxceleb calls them).
 
 For every sampled frame of an utterance (one per second of its face track):
 
-1. decode it (decord) and look for faces with dlib near the metadata box (a
+1. decode it (by its timestamp, tasks.media.decode.iter_frames) and look for faces with dlib near the metadata box (a
    region twice the box's size around it, upsampled once when the face is
    small): the HOG detector by default, or the CNN (MMOD) detector from
    ``face_recognition_models`` (``detector="cnn"``: slow on a CPU, meant for

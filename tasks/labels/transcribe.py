@@ -340,7 +340,7 @@ def transcribe_wav(
     joined by :func:`stitch`.  Each window starts like a file does (the model
     sees no audio before it), which is why they overlap; on the 10-minute
     piano sample the windowed notes match the whole-file notes (see
-    README, "Bounded memory").  ``window_s=0`` transcribes the whole file
+    docs/scale.md, "Bounded memory").  ``window_s=0`` transcribes the whole file
     at once.
     """
     import soundfile

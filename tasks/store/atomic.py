@@ -1,4 +1,4 @@
-"""Write-then-rename: a file appears under its final name only when complete (DESIGN.md: Storage).
+"""Write-then-rename: a file appears under its final name only when complete (docs/design.md: Storage).
 
 ``path`` may be a local path or an fsspec URL (see :mod:`tasks.store.storage`).
 """

@@ -1,4 +1,4 @@
-"""Where a build's files live: a local folder or any fsspec URL (DESIGN.md: Storage).
+"""Where a build's files live: a local folder or any fsspec URL (docs/design.md: Storage).
 
 Every file a build keeps (media, audio, labels, shards, status, card) is
 named by a *location*: a local path, or a URL such as ``s3://bucket/data/...``
