@@ -172,6 +172,21 @@ def _rows(root: Path, dataset: str) -> dict:
 
 
 @pytest.mark.slow
+def test_a_build_never_pairs_a_picture_with_another_frames_labels(damaged, tmp_path):
+    """The issue's case: a clip corrupted in the middle built with no picture moved onto an earlier frame's row."""
+    pytest.importorskip("aubio")
+    root = tmp_path / "data"
+    proc = _cli("build-violinyt", "--manifest", _manifest(tmp_path, {"corrupt": damaged["corrupt"]}),
+                "--data-root", root)
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]
+    rows = _rows(root, "violinyt").get("corrupt", {})
+    assert rows, "the intact part of the clip is kept"
+    shown = {i: read_number(media.decode_image(image)) for i, (_, image) in rows.items()}
+    assert {i: n for i, n in shown.items() if i != n} == {}  # each row shows its own frame
+    assert len(rows) < N - 4  # and the damaged frames are not there
+
+
+@pytest.mark.slow
 def test_violin_build_keeps_only_frames_at_their_own_time(damaged, tmp_path):
     pytest.importorskip("aubio")
     root = tmp_path / "data"
