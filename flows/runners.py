@@ -228,11 +228,6 @@ def make_runner(spec: str | None = None):
     return prefect_ray.RayTaskRunner(init_kwargs=init_kwargs)
 
 
-def with_runner(flow, spec: str | None = None):
-    """A copy of ``flow`` whose tasks run on :func:`make_runner` (``spec``); the flow itself is unchanged."""
-    return flow.with_options(task_runner=make_runner(spec))
-
-
 @contextmanager
 def shared_api(spec: str | None = None):
     """Give the workers of ``spec`` the API server of this process when no PREFECT_API_URL is set.
