@@ -163,13 +163,7 @@ def local_path(location: str | os.PathLike) -> str:
     if target.is_file() and target.stat().st_size == size:
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = new_file(target.parent, f".{target.name}.", ".part")
-    try:
-        fs.get_file(path, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _fill_then_rename(target, lambda tmp: fs.get_file(path, tmp))
     return str(target)
 
 
@@ -241,15 +235,21 @@ def publish(local_file: str | os.PathLike, location: str | os.PathLike, keep_loc
     return location
 
 
-def _copy_into_place(local_file: str | os.PathLike, path: str) -> None:
-    """Copy ``local_file`` (on another file system) beside ``path``, then rename it there."""
-    tmp = new_file(Path(path).parent, f".{Path(path).name}.", ".part")
+def _fill_then_rename(final: str | os.PathLike, fill) -> None:
+    """``fill(tmp)`` a new temporary beside local file ``final``, then rename it to ``final``; no temporary is left."""
+    final = Path(final)
+    tmp = new_file(final.parent, f".{final.name}.", ".part")
     try:
-        shutil.copyfile(local_file, tmp)
-        os.replace(tmp, path)
+        fill(tmp)
+        os.replace(tmp, final)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _copy_into_place(local_file: str | os.PathLike, path: str) -> None:
+    """Copy ``local_file`` (on another file system) beside ``path``, then rename it there."""
+    _fill_then_rename(path, lambda tmp: shutil.copyfile(local_file, tmp))
 
 
 def write_bytes(location: str | os.PathLike, data: bytes) -> str:
