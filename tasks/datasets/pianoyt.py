@@ -19,17 +19,8 @@ from tasks.datasets.manifest import CROP_REFERENCE
 from tasks.store import storage
 from tasks.store.atomic import write_text_atomic
 from tasks.store.layout import Layout
-from tasks.datasets.records import (
-    MAX_LOST_FRACTION,
-    audio_seconds,
-    failures_section,
-    format_table,
-    labelled_frames,
-    losses_section,
-    loss_fields,
-    status_table,
-    summary_rows,
-)
+from tasks.datasets.records import (MAX_LOST_FRACTION, audio_seconds, failures_section, format_table, labelled_frames,
+                                    losses_section, loss_fields, status_table, summary_rows)
 from tasks.store.shards import VideoShardWriter, write_table_atomic
 from tasks.labels.transcribe import read_midi
 

@@ -31,17 +31,8 @@ import pyarrow.parquet as pq
 from tasks.media import decode as media
 from tasks.store.atomic import write_text_atomic
 from tasks.store.layout import Layout
-from tasks.datasets.records import (
-    MAX_LOST_FRACTION,
-    audio_seconds,
-    failures_section,
-    format_table,
-    labelled_frames,
-    losses_section,
-    loss_fields,
-    status_table,
-    summary_rows,
-)
+from tasks.datasets.records import (MAX_LOST_FRACTION, audio_seconds, failures_section, format_table, labelled_frames,
+                                    losses_section, loss_fields, status_table, summary_rows)
 from tasks.datasets.manifest import CROP_REFERENCE
 from tasks.labels.pitch import YinSettings, hz_to_midi, midi_to_hz, yin_stream
 from tasks.store.shards import VideoShardWriter, write_table_atomic
