@@ -17,9 +17,11 @@ from flows.runners import make_runner
 
 from flows.stages import LOSS_FIELDS, Stages, transient_error, acquire_stage, extract_audio_task, input_files, probe_task
 from tasks.store import storage
-from tasks.datasets.manifest import CROP_REFERENCE, read_pianoyt
+from flows.settings import PianoBuild
+from tasks.datasets.manifest import read_pianoyt
 from tasks.datasets.pianoyt import build_frames, layout as pianoyt_layout, write_status_and_card
-from tasks.labels.transcribe import WINDOW_S, check_labeler, get_transcriber, labeler_sample_rate, transcribe_wav, write_midi
+from tasks.labels.transcribe import WINDOW_S, get_transcriber, labeler_sample_rate, transcribe_wav, write_midi
+from tasks.labels.transcribe import labeler_options as make_labeler_options
 
 STAGES = ("acquire", "probe", "extract-audio", "label", "frames")  # task names, in order
 
@@ -75,41 +77,30 @@ input_files("frames", "video", "labels", "wav")
 
 
 @flow(name="build-pianoyt", task_runner=make_runner())
-def build_pianoyt(
-    manifest: str,
-    data_root: str,
-    labeler: str = "transkun",
-    labeler_options: dict | None = None,
-    label_window_s: float = WINDOW_S,
-    crop_reference: tuple[int, int] = CROP_REFERENCE,
-    image_format: str = "png",
-    acquire_attempts: int = 4,
-    acquire_backoff_s: float = 2.0,
-    refresh: bool = False,
-) -> dict:
+def build_pianoyt(settings: PianoBuild) -> dict:
     """Build PianoYT shards under ``<data_root>/pianoyt``; return the per-video records and summary."""
     logger = get_run_logger()
-    rows = read_pianoyt(manifest, tuple(crop_reference))  # refuses a bad manifest before any work starts
-    check_labeler(labeler, dict(labeler_options or {}))  # and a bad checkpoint (a deployment's parameters)
-    layout = pianoyt_layout(data_root)
+    s = settings
+    rows = read_pianoyt(s.manifest, s.crop_reference)  # refuses a bad manifest before any work starts
+    labeler_options = make_labeler_options(s.labeler, s.device, s.checkpoint)  # and a bad checkpoint
+    layout = pianoyt_layout(s.data_root)
     layout.make_dirs()
-    labeler_options = dict(labeler_options or {})
     row = {r.video_id: r for r in rows}
-    stages = Stages("build-pianoyt", rows, STAGES, data_root, refresh, logger)
-    sample_rate = labeler_sample_rate(labeler)
+    stages = Stages("build-pianoyt", rows, STAGES, s.data_root, s.refresh, logger)
+    sample_rate = labeler_sample_rate(s.labeler)
 
-    videos = stages.run(acquire_stage(acquire_attempts, acquire_backoff_s), lambda v: dict(
+    videos = stages.run(acquire_stage(s.acquire_attempts, s.acquire_backoff_s), lambda v: dict(
         source=row[v].source, video_id=v, media_dir=layout.media))
     stages.run(probe_task, lambda v: dict(path=videos[v]))
     wavs = stages.run(extract_audio_task, lambda v: dict(
         path=videos[v], out_wav=layout.at("audio", f"{v}.wav"), sample_rate=sample_rate))
     mids = stages.run(label_task, lambda v: dict(
-        wav=wavs[v], out_mid=layout.at("labels", f"{v}.mid"), labeler=labeler, labeler_options=labeler_options,
-        window_s=label_window_s))
+        wav=wavs[v], out_mid=layout.at("labels", f"{v}.mid"), labeler=s.labeler, labeler_options=labeler_options,
+        window_s=s.label_window_s))
     built = stages.run(frames_task, lambda v: dict(
         video=videos[v], labels=mids[v], wav=wavs[v], video_id=v, split=row[v].split, crop=list(row[v].crop),
-        shards_dir=layout.shards, crop_reference=list(crop_reference), image_format=image_format))
+        shards_dir=layout.shards, crop_reference=list(s.crop_reference), image_format=s.image_format))
 
     return stages.finish(layout, built, ("frames", "seconds", "notes", *LOSS_FIELDS),
-                         lambda records: write_status_and_card(layout, records, manifest, labeler,
-                                                              label_window_s))
+                         lambda records: write_status_and_card(layout, records, s.manifest, s.labeler,
+                                                              s.label_window_s))

@@ -15,7 +15,8 @@ from flows.runners import make_runner
 
 from flows.stages import LOSS_FIELDS, Stages, acquire_stage, extract_audio_task, input_files, probe_task, transient_error
 from tasks.store import storage
-from tasks.datasets.manifest import CROP_REFERENCE, read_violin
+from flows.settings import ViolinBuild
+from tasks.datasets.manifest import read_violin
 from tasks.datasets.violinyt import AUDIO_RATE, build_frames, label_from_f0, label_yin, layout as violin_layout
 from tasks.datasets.violinyt import write_status_and_card
 
@@ -42,34 +43,23 @@ input_files("violin-frames", "video", "pitch", "wav")
 
 
 @flow(name="build-violinyt", task_runner=make_runner())
-def build_violinyt(
-    data_root: str,
-    manifest: str | None = None,
-    urmp: str | None = None,
-    yin: dict | None = None,
-    crop_reference: tuple[int, int] = CROP_REFERENCE,
-    image_format: str = "jpeg",
-    acquire_attempts: int = 4,
-    acquire_backoff_s: float = 2.0,
-    refresh: bool = False,
-) -> dict:
+def build_violinyt(settings: ViolinBuild) -> dict:
     """Build violin shards under ``<data_root>/violinyt`` from a violin manifest or a URMP folder."""
     logger = get_run_logger()
-    if bool(manifest) == bool(urmp):
-        raise ValueError("give exactly one of manifest (a violin CSV) or urmp (a URMP folder)")
-    if urmp:
+    s = settings
+    if s.urmp:
         from tasks.datasets.urmp import read_urmp
 
-        rows, source = read_urmp(urmp, crop_reference=tuple(crop_reference)), urmp
+        rows, source = read_urmp(s.urmp, crop_reference=s.crop_reference), s.urmp
     else:
-        rows, source = read_violin(manifest, tuple(crop_reference)), manifest
-    layout = violin_layout(data_root)
+        rows, source = read_violin(s.manifest, s.crop_reference), s.manifest
+    layout = violin_layout(s.data_root)
     layout.make_dirs()
-    yin = dict(yin or {})
+    yin = s.yin.as_dict()
     row = {r.video_id: r for r in rows}
-    stages = Stages("build-violinyt", rows, STAGES, data_root, refresh, logger)
+    stages = Stages("build-violinyt", rows, STAGES, s.data_root, s.refresh, logger)
 
-    videos = stages.run(acquire_stage(acquire_attempts, acquire_backoff_s), lambda v: dict(
+    videos = stages.run(acquire_stage(s.acquire_attempts, s.acquire_backoff_s), lambda v: dict(
         source=row[v].source, video_id=v, media_dir=layout.media))
     probes = stages.run(probe_task, lambda v: dict(path=videos[v], need_audio=not row[v].audio_source))
     wavs = stages.run(extract_audio_task, lambda v: dict(
@@ -79,9 +69,9 @@ def build_violinyt(
         fps=probes[v]["fps"], n_frames=probes[v]["frames"], yin=yin))
     built = stages.run(frames_task, lambda v: dict(
         video=videos[v], pitch=pitches[v], wav=wavs[v], video_id=v, split=row[v].split, crop=list(row[v].crop),
-        shards_dir=layout.shards, audio_path=f"audio/{v}.wav", crop_reference=list(crop_reference),
-        image_format=image_format))
+        shards_dir=layout.shards, audio_path=f"audio/{v}.wav", crop_reference=list(s.crop_reference),
+        image_format=s.image_format))
 
-    labels = "URMP ground-truth F0" if urmp else "aubio yinfft"
+    labels = "URMP ground-truth F0" if s.urmp else "aubio yinfft"
     return stages.finish(layout, built, ("frames", "seconds", "voiced_frames", "frames_per_split", *LOSS_FIELDS),
                          lambda records: write_status_and_card(layout, records, source, labels))

@@ -10,13 +10,13 @@ has one row per utterance.
 
 from __future__ import annotations
 
-
 from prefect import flow, get_run_logger, task
 from flows.runners import make_runner
 
 from flows.stages import LOSS_FIELDS, Stages, acquire_stage, input_files, probe_task, transient_error
 from tasks.store import storage
-from tasks.datasets.voxceleb import YOUTUBE_URL, build_utterance, layout as voxceleb_layout, read_metadata, write_status_and_card
+from flows.settings import VoxCelebBuild
+from tasks.datasets.voxceleb import build_utterance, layout as voxceleb_layout, read_metadata, write_status_and_card
 
 STAGES = ("acquire", "probe", "faces")
 
@@ -32,41 +32,30 @@ input_files("faces", "video")
 
 
 @flow(name="build-voxceleb", task_runner=make_runner())
-def build_voxceleb(
-    metadata: str,
-    data_root: str,
-    convention: str = "auto",
-    source_template: str = YOUTUBE_URL,
-    detector: str = "hog",
-    min_iou: float = 0.3,
-    margin: float = 0.4,
-    per_second: float = 1.0,
-    acquire_attempts: int = 4,
-    acquire_backoff_s: float = 2.0,
-    refresh: bool = False,
-) -> dict:
+def build_voxceleb(settings: VoxCelebBuild) -> dict:
     """Build face shards under ``<data_root>/voxceleb`` from VoxCeleb txt metadata (folder or zip) or a CSV."""
     logger = get_run_logger()
-    utts = read_metadata(metadata, convention, source_template)
+    s = settings
+    utts = read_metadata(s.metadata, s.convention, s.sources)
     units = utts[0].units
     logger.info("%d utterances of %d identities; boxes read as %s", len(utts), len({u.identity for u in utts}), units)
-    layout = voxceleb_layout(data_root)
+    layout = voxceleb_layout(s.data_root)
     layout.make_dirs()
     by_key = {u.key: u for u in utts}
-    stages = Stages("build-voxceleb", utts, STAGES, data_root, refresh, logger, key=lambda u: u.key,
+    stages = Stages("build-voxceleb", utts, STAGES, s.data_root, s.refresh, logger, key=lambda u: u.key,
                     fields=lambda u: {"identity": u.identity, "utterance": u.utterance, "key": u.key})
     video_of = lambda k: by_key[k].video_id  # noqa: E731  one download and probe per video
 
-    videos = stages.run(acquire_stage(acquire_attempts, acquire_backoff_s), lambda k: dict(
+    videos = stages.run(acquire_stage(s.acquire_attempts, s.acquire_backoff_s), lambda k: dict(
         source=by_key[k].source, video_id=by_key[k].video_id, media_dir=layout.media), group=video_of)
     probes = stages.run(probe_task, lambda k: dict(path=videos[k], need_audio=False), group=video_of)
     built = stages.run(faces_task, lambda k: dict(
         video=videos[k], probe=probes[k], utt={"identity": by_key[k].identity, "video_id": by_key[k].video_id,
                               "utterance": by_key[k].utterance, "boxes": [list(b) for b in by_key[k].boxes],
                               "units": by_key[k].units, "key": k, "region": by_key[k].region},
-        shards_dir=layout.shards, split=by_key[k].split, detector=detector, min_iou=min_iou,
-        margin=margin, per_second=per_second))
+        shards_dir=layout.shards, split=by_key[k].split, detector=s.detector, min_iou=s.min_iou,
+        margin=s.margin, per_second=s.per_second))
 
     fields = ("frames", "seconds", "sampled", "detected", "fallback", "outside", "past_end", "undecoded", *LOSS_FIELDS)
     return stages.finish(layout, built, fields,
-                         lambda records: write_status_and_card(layout, records, metadata, units, detector))
+                         lambda records: write_status_and_card(layout, records, s.metadata, units, s.detector))

@@ -1,6 +1,6 @@
 """Which Prefect task runner a build flow runs its tasks on, chosen at run time.
 
-A runner is named by a short spec, from ``sightsound build-... --runner SPEC``
+A runner is named by a short spec, from ``sightsound build ... --runner SPEC``
 or, for a deployment, from the environment variable ``SIGHTSOUND_RUNNER``
 (set it in the work pool's or the deployment's job variables, ``env``):
 
@@ -66,8 +66,10 @@ import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
-ENV_VAR = "SIGHTSOUND_RUNNER"
-WORKER_THREADS_VAR = "SIGHTSOUND_WORKER_THREADS"
+from tasks import environment
+
+ENV_VAR = environment.RUNNER
+WORKER_THREADS_VAR = environment.WORKER_THREADS
 DEFAULT_SPEC = "threads"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -110,7 +112,7 @@ _ADDRESS = re.compile(r"^(dask|tcp|tls|ray)://([^\s/:]+|\[[0-9a-fA-F:.]+\]):(\d{
 def parse_spec(spec: str | None = None) -> RunnerSpec:
     """Parse ``spec`` (default: ``$SIGHTSOUND_RUNNER``, else ``threads``); ValueError if it is none of :data:`HELP`."""
     if spec is None:
-        spec = os.environ.get(ENV_VAR, "").strip() or DEFAULT_SPEC
+        spec = environment.get(ENV_VAR) or DEFAULT_SPEC
     text = spec.strip()
     m = _LOCAL.match(text.lower())
     if m:
@@ -140,7 +142,7 @@ def _require(kind: str):
 
 def worker_threads() -> int:
     """Threads each worker process gives torch/OpenMP/BLAS: ``$SIGHTSOUND_WORKER_THREADS``, default 1."""
-    value = os.environ.get(WORKER_THREADS_VAR, "").strip() or "1"
+    value = environment.get(WORKER_THREADS_VAR)
     try:
         n = int(value)
     except ValueError:
@@ -292,7 +294,7 @@ def _spawn_vars() -> tuple[str, ...]:
 def run_flow(flow, spec: str | None = None, **parameters):
     """Run ``flow(**parameters)`` with its tasks on the runner ``spec`` (default: ``$SIGHTSOUND_RUNNER``).
 
-    The CLI's way to run a build: ``run_flow(build_pianoyt, args.runner, manifest=..., ...)``.
+    The CLI's way to run a build: ``run_flow(build_pianoyt, runner, settings=PianoBuild(...))``.
     A local Dask cluster's nannies set OMP_NUM_THREADS=1 and a few more variables in
     this process's environment (distributed's ``nanny.pre-spawn-environ``); they are
     put back as they were when the flow run ends.  A local ``data_root`` is
@@ -304,7 +306,8 @@ def run_flow(flow, spec: str | None = None, **parameters):
 
     runner = make_runner(spec)
     touched = _spawn_vars() if parse_spec(spec).kind == "dask" else ()
-    root = parameters.get("data_root")
+    settings = parameters.get("settings")  # a build's settings (flows/settings.py) name its data root
+    root = parameters.get("data_root") or getattr(settings, "data_root", None)
     with storage.lock_root(root) if root else nullcontext():
         guard()  # a temporary server started for this run ends with this process, however it ends
         with shared_api(spec), _restored_environ(touched):

@@ -11,7 +11,6 @@ data root, so a rerun does no finished work again.
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from pathlib import Path
 
@@ -20,8 +19,12 @@ from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import CacheKeyFnPolicy
+from prefect.futures import as_completed
+
+from flows import progress
 
 from tasks.media import decode as media
+from tasks import environment
 from tasks.store import storage
 from tasks.media.acquire import AcquireError, acquire
 from tasks.store.cache import prefect_cache_key
@@ -36,8 +39,8 @@ def _cache_root(data_root: str) -> str:
     folder too (``SIGHTSOUND_CACHE_DIR``), or each machine redoes the work it
     has no key for (the results are identical; see docs/scale.md).
     """
-    if os.environ.get("SIGHTSOUND_CACHE_DIR"):
-        return os.environ["SIGHTSOUND_CACHE_DIR"]
+    if environment.get(environment.CACHE_DIR):
+        return environment.get(environment.CACHE_DIR)
     if storage.is_local(data_root):
         return str(Path(storage.root_location(data_root)) / ".prefect" / "cache-keys")
     # Beside Prefect's result storage: a key whose result cannot be read makes
@@ -188,9 +191,11 @@ class Stages:
             unit: task_fn.with_options(cache_policy=policy, refresh_cache=self.refresh).submit(**kw)
             for unit, kw in jobs.items()
         }
+        unit_of = {fut.task_run_id: unit for unit, fut in futures.items()}
+        progress.emit(progress.Event(self.name, stage, "start", total=len(futures)))
         values = {}
-        for unit, fut in futures.items():
-            fut.wait()
+        for fut in as_completed(list(futures.values())):  # in the order they finish, for the live display
+            unit = unit_of[fut.task_run_id]
             value = fut.result(raise_on_failure=False)
             if fut.state.is_completed() and not _outputs_exist(value):
                 self.logger.info("%s %s: cached result names missing files; running it again", stage, unit)
@@ -199,12 +204,15 @@ class Stages:
                 value = fut.result(raise_on_failure=False)
             if fut.state.is_completed():
                 values.update({key: value for key in members[unit]})
+                progress.emit(progress.Event(self.name, stage, "unit", unit=unit))
                 continue
             message = str(value) if isinstance(value, BaseException) else str(fut.state.message)
             first = message.strip().splitlines()[0][:500] if message.strip() else stage
             for key in members[unit]:
                 self.records[key].update(state="failed", stage=stage, error=first)
             self.logger.warning("%s failed at %s: %s", unit, stage, first)
+            progress.emit(progress.Event(self.name, stage, "unit", unit=unit, ok=False, error=first))
+        progress.emit(progress.Event(self.name, stage, "end"))
         # A failed video counts as finished for every stage it will now skip.
         self.finished = sum(
             len(self.stages) if r["state"] != "done" else self.stages.index(stage) + 1 for r in self.records.values()

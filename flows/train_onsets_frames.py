@@ -46,37 +46,15 @@ def train_task(settings: dict) -> dict:
 
 
 @flow(name="train-onsets-frames")
-def train_onsets_frames(
-    data: str,
-    out_dir: str,
-    config: str = "small",
-    max_steps: int = 50000,
-    max_minutes: float | None = None,
-    batch_size: int = 8,
-    window_seconds: float = 5.12,
-    learning_rate: float = 6e-4,
-    validate_every: int = 250,
-    log_every: int = 25,
-    device: str = "auto",
-    amp: str = "auto",
-    seed: int = 0,
-    resume: bool = True,
-    threads: int | None = None,
-    gpu_limit: str = "gpu",
-) -> dict:
-    """Train (or resume) under ``out_dir``; return the summary (steps, time, validation scores, checkpoints)."""
+def train_onsets_frames(settings: TrainSettings, gpu_limit: str = "gpu") -> dict:
+    """Train (or resume) under ``settings.out_dir``; return the summary (steps, time, scores, checkpoints)."""
     from pathlib import Path
 
     from tasks.labels.transcribe import pick_device
 
     logger = get_run_logger()
-    settings = TrainSettings(
-        data=data, out_dir=out_dir, config=config, max_steps=max_steps, max_minutes=max_minutes,
-        batch_size=batch_size, window_seconds=window_seconds, learning_rate=learning_rate,
-        validate_every=validate_every, log_every=log_every, device=device, amp=amp, seed=seed, resume=resume,
-        threads=threads,
-    )
-    check_resume(out_dir, config, resume)  # a bad last.pt fails the run before the features are computed
+    data, out_dir, device = settings.data, settings.out_dir, settings.device
+    check_resume(out_dir, settings.config, settings.resume)  # a bad last.pt fails before the features are made
     prepare_features_task(data, settings.cache_dir or str(Path(out_dir) / "features"))
     if pick_device(device).startswith("cuda"):
         from prefect.concurrency.sync import concurrency
@@ -91,10 +69,3 @@ def train_onsets_frames(
                               description=f"validation scores of {out_dir} by step")
     logger.info("train-onsets-frames: %s", summary)
     return summary
-
-
-@flow(name="evaluate-transcription")
-def publish_table(key: str, rows: list[dict], description: str = "") -> None:
-    """Publish the ``evaluate transcription`` table as a Prefect table artifact (the scores are computed
-    by :func:`tasks.evaluation.scores.score_transcriptions` before, so a refused input never starts a flow)."""
-    create_table_artifact(key=key, table=rows, description=description)

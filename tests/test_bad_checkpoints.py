@@ -163,7 +163,9 @@ def test_the_flows_refuse_a_bad_checkpoint_before_any_work(bad, tmp_path):
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
     from flows.build_pianoyt import build_pianoyt
+    from flows.settings import PianoBuild
     from flows.train_onsets_frames import train_onsets_frames
+    from tasks.training.onsets_frames import TrainSettings
 
     data = tmp_path / "data"
     out = tmp_path / "run"
@@ -172,10 +174,10 @@ def test_the_flows_refuse_a_bad_checkpoint_before_any_work(bad, tmp_path):
     # Prefect's temporary server can take over its default 20 s to start on two busy cores.
     with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180}):
         with pytest.raises(of.CheckpointError, match="fc_size is 40000"):
-            build_pianoyt(manifest=str(_manifest(tmp_path)), data_root=str(data), labeler="onsets-frames",
-                          labeler_options={"checkpoint": str(bad["absurd-config"]), "device": "cpu"})
+            build_pianoyt(PianoBuild(manifest=str(_manifest(tmp_path)), data_root=str(data), labeler="onsets-frames",
+                                     checkpoint=str(bad["absurd-config"]), device="cpu"))
         with pytest.raises(of.CheckpointError, match="not a torch.save zip archive"):
-            train_onsets_frames(data=str(tmp_path / "maestro-not-read"), out_dir=str(out), threads=2)
+            train_onsets_frames(TrainSettings(data=str(tmp_path / "maestro-not-read"), out_dir=str(out), threads=2))
     assert _files_under(data) == []
     assert _files_under(out) == [out / "last.pt"]  # no features computed, no settings written
 

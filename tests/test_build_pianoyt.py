@@ -6,6 +6,7 @@ Runs the real transcriber (transkun) on the CPU: about two minutes.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,10 @@ def test_build_from_loopback_with_failures_recorded(samples, http_root, tmp_path
 
     rc = build(manifest, data, tmp_path / "first.log")
     log = (tmp_path / "first.log").read_text()
+    # Piped to a file, the progress display is plain lines, with no control codes.
+    assert "build-pianoyt acquire: 3/4 done, 1 failed, finished in" in log, log[-3000:]
+    assert re.search(r"build-pianoyt frames: \d/\d done, 0 failed, finished in \d:\d\d:\d\d", log), log[-3000:]
+    assert "\x1b" not in log and "\r" not in log
     assert rc == 3, log[-3000:]
 
     status = {r["video_id"]: r for r in pq.read_table(data / "pianoyt" / "status.parquet").to_pylist()}

@@ -35,8 +35,9 @@ def test_prefect_yaml_defines_the_build_deployments():
         assert d["entrypoint"] == entrypoint
         flow = load_entrypoint(d["entrypoint"])
         assert flow.name == flow_name
-        # Every parameter the deployment sets is one the flow takes.
-        assert set(d["parameters"]) <= set(flow.parameters.properties)
+        # The deployment's parameters are ones the flow takes, and Prefect validates them into its settings.
+        assert set(d["parameters"]) == {"settings"}
+        assert flow.validate_parameters(d["parameters"])["settings"].data_root
         assert d["work_pool"]["name"] == "sightsound-cpu"
 
 
@@ -46,5 +47,6 @@ def test_train_onsets_frames_deployment_runs_on_the_gpu_pool():
     d = {d["name"]: d for d in config["deployments"]}["train-onsets-frames"]
     flow = load_entrypoint(d["entrypoint"])
     assert flow.name == "train-onsets-frames"
-    assert set(d["parameters"]) <= set(flow.parameters.properties)
+    assert set(d["parameters"]) == {"settings", "gpu_limit"}
+    assert flow.validate_parameters(d["parameters"])["settings"].device == "cuda"
     assert d["work_pool"]["name"] == "sightsound-gpu"

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from models import onsets_frames as of
+from tasks.training.onsets_frames import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -301,8 +302,8 @@ def test_train_flow_and_cli_refusals(rendered, tmp_path, capsys):
     from flows.cli import main
     from flows.train_onsets_frames import train_onsets_frames
 
-    summary = train_onsets_frames(data=str(rendered), out_dir=str(tmp_path / "flow"), max_steps=1, batch_size=1,
-                                  window_seconds=1.0, validate_every=1, threads=2)
+    summary = train_onsets_frames(TrainSettings(data=str(rendered), out_dir=str(tmp_path / "flow"), max_steps=1,
+                                                batch_size=1, window_seconds=1.0, validate_every=1, threads=2))
     assert summary["steps"] == 1 and summary["validation"]["pieces"] == 1
     assert main(["train", "onsets-frames", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert main(["label", "piano", str(rendered / "train" / "piece_000.wav"), "--out", str(tmp_path / "o.mid"),
@@ -383,8 +384,9 @@ def test_gpu_runs_hold_a_slot_of_the_gpu_concurrency_limit(rendered, tmp_path, m
     monkeypatch.setattr(sync, "concurrency", fake_concurrency)
     monkeypatch.setattr(flow_module, "train", lambda settings, log: {"device": settings.device, "inside": list(entered)})
     monkeypatch.setattr(transcribe_module, "pick_device", lambda name: "cuda" if name == "cuda" else "cpu")
-    out = flow_module.train_onsets_frames(data=str(rendered), out_dir=str(tmp_path / "g"), device="cuda",
+    out = flow_module.train_onsets_frames(TrainSettings(data=str(rendered), out_dir=str(tmp_path / "g"), device="cuda"),
                                           gpu_limit="gpu-test")
     assert out["inside"] == [("gpu-test", 1)]
     entered.clear()
-    assert flow_module.train_onsets_frames(data=str(rendered), out_dir=str(tmp_path / "c"), device="cpu")["inside"] == []
+    cpu = TrainSettings(data=str(rendered), out_dir=str(tmp_path / "c"), device="cpu")
+    assert flow_module.train_onsets_frames(cpu)["inside"] == []

@@ -209,7 +209,7 @@ def _build(spec: str, videos, root: Path, monkeypatch):
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     storage = root / ".prefect" / "results"
-    monkeypatch.setenv("PREFECT_LOCAL_STORAGE_PATH", str(storage))  # what cli._prefect_env sets
+    monkeypatch.setenv("PREFECT_LOCAL_STORAGE_PATH", str(storage))  # what flows.cli.common.prefect_env sets
     # "bad" is no video: it fails at probe with a MediaError, which must come back from the worker.
     rows = [Row("a", "train", str(videos[0])), Row("b", "test", str(videos[1])), Row("bad", "train", str(videos[2]))]
     # The CLI sets the variable before Prefect is imported; here Prefect is already imported.

@@ -62,10 +62,11 @@ OUTPUTS = (".parquet", ".md", ".wav")  # labels, shards, status, card, extracted
 
 def test_the_same_build_on_an_in_memory_file_system(small_violin, tmp_path):
     from flows.build_violinyt import build_violinyt
+    from flows.settings import ViolinBuild
 
     local = tmp_path / "data"
-    a = build_violinyt(manifest=str(small_violin), data_root=str(local))
-    b = build_violinyt(manifest=str(small_violin), data_root="memory://sightsound-test-b/data")
+    a = build_violinyt(ViolinBuild(manifest=str(small_violin), data_root=str(local)))
+    b = build_violinyt(ViolinBuild(manifest=str(small_violin), data_root="memory://sightsound-test-b/data"))
     assert [r["state"] for r in a["records"]] == [r["state"] for r in b["records"]] == ["done", "done"]
     want = _local_files(local / "violinyt")
     assert any(k.startswith("shards/") for k in want) and "status.parquet" in want

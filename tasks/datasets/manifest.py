@@ -179,9 +179,10 @@ def resolve_source(url: str, base_dir: Path) -> str:
         raise ValueError(f"url {show(url, 40)} is neither a URL nor a usable path ({one_line(exc, 80)})") from None
 
 
-def _is_number(cell: str) -> bool:
+def accepts(check, value) -> bool:
+    """Whether ``check(value)`` returns without a ValueError (a validator used as a test)."""
     try:
-        float(cell)
+        check(value)
         return True
     except ValueError:
         return False
@@ -189,7 +190,7 @@ def _is_number(cell: str) -> bool:
 
 def _looks_like_header(cells: list[str]) -> bool:
     """A header names its columns: no cell from the split on is a number (a bad data row is reported, not skipped)."""
-    return len(cells) >= 3 and not any(_is_number(c) for c in cells[2:])
+    return len(cells) >= 3 and not any(accepts(float, c) for c in cells[2:])
 
 
 def parse_crop(cells: list[str], reference: tuple[int, int]) -> tuple[int, int, int, int]:

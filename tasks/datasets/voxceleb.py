@@ -64,7 +64,8 @@ import pyarrow as pa
 from tasks.media import decode as media
 from tasks.labels.faces import CROP, N_LANDMARKS, FaceFinder, crop_square, find_face, inside_fraction, square_around
 from tasks.store.shards import VideoShardWriter
-from tasks.datasets.manifest import ManifestError, check_url, check_video_id, read_manifest_text, resolve_source, show
+from tasks.datasets.manifest import ManifestError, accepts, check_url, check_video_id, read_manifest_text, resolve_source
+from tasks.datasets.manifest import show
 
 META_FPS = 25.0  # VoxCeleb's frame numbers are at 25 fps
 VOX1_HEIGHT = 360
@@ -99,13 +100,6 @@ def check_reference(video_id: str) -> str:
 def _is_token(value: str) -> bool:
     return isinstance(value, str) and _TOKEN.fullmatch(value) is not None
 
-
-def _is_reference(value: str) -> bool:
-    try:
-        check_reference(value)
-        return True
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -310,7 +304,7 @@ def read_voxceleb_txt(path: str | Path, convention: str = "auto", source_templat
         identity, video_id, utt = m.groups()
         named = (("identity", identity), ("youtube id", video_id), ("utterance", utt))
         bad = [f"{what} {show(v, 40)}" for what, v in named
-               if not (_is_token(v) if what != "youtube id" else _is_reference(v))]
+               if not (_is_token(v) if what != "youtube id" else accepts(check_reference, v))]
         if bad:
             problems.append(f"{where}: " + "; ".join(bad) + (" are not plain tokens" if len(bad) > 1
                                                                 else " is not a plain token"))

@@ -24,10 +24,13 @@ when it finds no candidate under its tolerance.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 AUBIO_MISSING = (
     "aubio is not installed; the violin pitch labels need it. "
@@ -37,14 +40,19 @@ AUBIO_MISSING = (
 
 @dataclass(frozen=True)
 class YinSettings:
-    """Pitch range and thresholds; the defaults are the paper's range (MIDI 55-88)."""
+    """Pitch range and thresholds; the defaults are the paper's range (MIDI 55-88).
 
-    min_midi: int = 55
-    max_midi: int = 88
-    window: int = 2048  # samples at 44.1 kHz: 46 ms, room for two periods of G3 (196 Hz)
-    tolerance: float = 0.85  # aubio's yinfft default
-    silence_db: float = -50.0  # blocks quieter than this are unvoiced (aubio returns 0 Hz)
-    min_confidence: float = 0.5  # periodicity below this: unvoiced
+    A pydantic dataclass: a flow parameter Prefect validates, and the source of
+    the CLI's ``--min-midi`` ... flags (their help is each field's description).
+    """
+
+    min_midi: int = Field(55, ge=0, le=127, description="lowest pitch, MIDI")
+    max_midi: int = Field(88, ge=0, le=127, description="highest pitch, MIDI")
+    # 2048 samples at 44.1 kHz: 46 ms, room for two periods of G3 (196 Hz)
+    window: int = Field(2048, ge=16, description="analysis window, samples")
+    tolerance: float = Field(0.85, gt=0, le=1, description="yinfft tolerance (aubio's default)")
+    silence_db: float = Field(-50.0, description="level below which a frame is unvoiced, dB")
+    min_confidence: float = Field(0.5, ge=0, le=1, description="periodicity below which a frame is unvoiced")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -181,3 +189,25 @@ def yin_stream(
         "confidence": conf,
         "voiced": voiced,
     }
+
+
+def label_file(src: str | Path, out_csv: str | Path, rate: float = 100.0,
+               settings: YinSettings = YinSettings()) -> dict[str, np.ndarray]:
+    """The pitch track of an audio or video file at ``rate`` frames per second, written as a CSV.
+
+    Columns ``time,midi,hz,confidence`` (``sightsound label violin``); returns the track.
+    """
+    import tempfile
+
+    from tasks.media.decode import extract_audio, read_wav
+    from tasks.store.atomic import write_text_atomic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        audio, sr = read_wav(extract_audio(Path(src), Path(tmp) / "a.wav", 44100))
+    track = yin_track(audio, sr, rate, settings=settings)
+    lines = ["time,midi,hz,confidence"] + [
+        f"{t:.4f},{m},{h:.3f},{c:.4f}"
+        for t, m, h, c in zip(track["time"], track["midi"], track["hz"], track["confidence"])
+    ]
+    write_text_atomic(out_csv, "\n".join(lines) + "\n")
+    return track

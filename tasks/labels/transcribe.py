@@ -93,6 +93,28 @@ def check_labeler(name: str, options: dict) -> None:
         check(**options)
 
 
+def labeler_options(labeler: str, device: str = "auto", checkpoint: str | None = None) -> dict:
+    """The options :func:`get_transcriber` takes for ``labeler`` (ValueError, one line, if they do not fit).
+
+    ``checkpoint`` belongs to onsets-frames only; its fingerprint goes into the
+    options so that a label task's cache key changes with the checkpoint's bytes.
+    """
+    options = {"device": device}
+    if labeler == "onsets-frames":
+        if not checkpoint:
+            raise ValueError("--labeler onsets-frames needs --checkpoint PATH (a checkpoint of train onsets-frames)")
+        from tasks.store.cache import file_fingerprint
+
+        check_labeler(labeler, {"checkpoint": checkpoint})  # a bad checkpoint: one line, before any work
+        options["checkpoint"] = str(Path(checkpoint).resolve())
+        options["fingerprint"] = file_fingerprint(checkpoint)
+    elif checkpoint:
+        raise ValueError(f"--checkpoint is for --labeler onsets-frames, not {labeler}")
+    else:
+        check_labeler(labeler, options)  # an unknown labeler: one line
+    return options
+
+
 def labeler_sample_rate(name: str) -> int:
     """The audio rate a labeler takes, without loading its model."""
     if name not in LABELERS:

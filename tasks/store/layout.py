@@ -27,29 +27,12 @@ class Layout:
         """The location of file ``name`` in ``folder`` (media, audio, labels, shards)."""
         return storage.join(self.root, folder, name)
 
-    @property
-    def media(self) -> str:
-        return storage.join(self.root, "media")
-
-    @property
-    def audio(self) -> str:
-        return storage.join(self.root, "audio")
-
-    @property
-    def labels(self) -> str:
-        return storage.join(self.root, "labels")
-
-    @property
-    def shards(self) -> str:
-        return storage.join(self.root, "shards")
-
-    @property
-    def status(self) -> str:
-        return storage.join(self.root, "status.parquet")
-
-    @property
-    def card(self) -> str:
-        return storage.join(self.root, "CARD.md")
+    media = property(lambda self: storage.join(self.root, "media"), doc="downloaded videos")
+    audio = property(lambda self: storage.join(self.root, "audio"), doc="extracted audio tracks")
+    labels = property(lambda self: storage.join(self.root, "labels"), doc="pseudo-labels, one file per video")
+    shards = property(lambda self: storage.join(self.root, "shards"), doc="Parquet parts, split=<split>/")
+    status = property(lambda self: storage.join(self.root, "status.parquet"), doc="one row per manifest row")
+    card = property(lambda self: storage.join(self.root, "CARD.md"), doc="the dataset card")
 
     def make_dirs(self) -> None:
         for d in (self.media, self.audio, self.labels, self.shards):

@@ -49,6 +49,8 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from tasks import environment
+
 _writes = 0
 _writes_lock = threading.Lock()
 
@@ -56,10 +58,10 @@ _writes_lock = threading.Lock()
 def crash_point(when: str) -> None:
     """Count durable writes and SIGKILL this process at the one the environment names (see module doc)."""
     global _writes
-    before, after = os.environ.get("SIGHTSOUND_CRASH_BEFORE"), os.environ.get("SIGHTSOUND_CRASH_AFTER")
+    before, after = environment.get(environment.CRASH_BEFORE), environment.get(environment.CRASH_AFTER)
     if not before and not after:
         return
-    if os.environ.get("SIGHTSOUND_CRASH_IN") == "worker":
+    if environment.get(environment.CRASH_IN) == "worker":
         import multiprocessing
 
         if multiprocessing.parent_process() is None:
@@ -71,8 +73,8 @@ def crash_point(when: str) -> None:
         else:
             n = _writes
     if (when == "before" and before and n == int(before)) or (when == "after" and after and n == int(after)):
-        if os.environ.get("SIGHTSOUND_CRASH_LOG"):
-            with open(os.environ["SIGHTSOUND_CRASH_LOG"], "a") as log:
+        if environment.get(environment.CRASH_LOG):
+            with open(environment.get(environment.CRASH_LOG), "a") as log:
                 log.write(f"{os.getpid()}\n")
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -137,7 +139,7 @@ def read_bytes(location: str | os.PathLike) -> bytes:
 
 
 def _scratch_root() -> Path:
-    return Path(os.environ.get("SIGHTSOUND_SCRATCH") or Path(tempfile.gettempdir()) / "sightsound-scratch")
+    return Path(environment.get(environment.SCRATCH) or Path(tempfile.gettempdir()) / "sightsound-scratch")
 
 
 def scratch_dir(name: str = "work") -> Path:

@@ -27,10 +27,13 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, field_validator
+from pydantic.dataclasses import dataclass
 
 from models import onsets_frames as of
 from tasks.labels.transcribe import pick_device
@@ -38,25 +41,34 @@ from tasks.labels.transcribe import pick_device
 
 @dataclass
 class TrainSettings:
-    data: str  # a MAESTRO-layout folder or its CSV
-    out_dir: str
-    config: str = "small"  # "default" (the paper's sizes) or "small"
-    batch_size: int = 8
-    window_seconds: float = 5.12  # 160 frames
-    learning_rate: float = 6e-4
-    lr_decay_steps: int = 10000
-    lr_decay_rate: float = 0.98
-    clip_norm: float = 3.0
-    max_steps: int = 50000
-    max_minutes: float | None = None
-    validate_every: int = 250
-    log_every: int = 25
-    device: str = "auto"
-    amp: str = "auto"  # "auto" (on for CUDA), "on", "off"
-    seed: int = 0
-    resume: bool = True
-    threads: int | None = None  # torch CPU threads (None: torch's default)
-    cache_dir: str | None = None  # default: <out_dir>/features
+    """One training run; the flow's parameter and the source of ``sightsound train onsets-frames``'s flags."""
+
+    data: str = Field(description="a MAESTRO-layout folder (or its CSV)", json_schema_extra={"input": True})
+    out_dir: str = Field(description="folder for checkpoints, logs and cached features",
+                         json_schema_extra={"flag": "out"})
+    config: Literal["small", "default"] = Field(
+        "small", description="model sizes: small (CPU) or default (the paper's)")
+    batch_size: int = Field(8, ge=1, description="windows per step")
+    window_seconds: float = Field(5.12, gt=0, description="training window length, s (5.12: 160 frames)")
+    learning_rate: float = Field(6e-4, gt=0, description="Adam's learning rate")
+    lr_decay_steps: int = Field(10000, ge=1, description="steps between learning-rate decays")
+    lr_decay_rate: float = Field(0.98, gt=0, le=1, description="learning-rate factor at each decay")
+    clip_norm: float = Field(3.0, gt=0, description="gradient-norm clip")
+    max_steps: int = Field(50000, ge=0, description="total training steps")
+    max_minutes: float | None = Field(None, gt=0, description="wall-time limit of this run, minutes")
+    validate_every: int = Field(250, ge=1, description="steps between validations")
+    log_every: int = Field(25, ge=1, description="steps between loss log lines")
+    device: str = Field("auto", description="cpu, cuda or auto")
+    amp: Literal["auto", "on", "off"] = Field("auto", description="float16 mixed precision (auto: on CUDA)")
+    seed: int = Field(0, description="random seed")
+    resume: bool = Field(True, description="resume from OUT/last.pt when it exists")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+    cache_dir: str | None = Field(None, description="cached features (default: OUT/features)")
+
+    @field_validator("data", "out_dir", "cache_dir")
+    @classmethod
+    def _absolute(cls, value):
+        return None if value is None else str(Path(value).resolve())
 
 
 LOSS_FIELDS = ["step", "elapsed_s", "lr", "total", "onset", "offset", "frame", "velocity", "activation"]

@@ -1,0 +1,121 @@
+"""The ``sightsound`` command line: one module per command group, each parsing and calling one flow or task.
+
+\b
+  samples  piano | violin | faces | piano-audio     flows/cli/samples.py
+  build    pianoyt | violinyt | voxceleb            flows/cli/build.py
+  label    piano | violin                           flows/cli/label.py
+  evaluate pianoyt-labels | violinyt-labels | voxceleb-crops | transcription, and audit violin
+                                                    flows/cli/evaluate.py
+  train    onsets-frames, and describe onsets-frames flows/cli/train.py
+  demo, env                                         here
+
+``build-pianoyt``, ``build-violinyt`` and ``build-voxceleb`` (the spellings
+of the previous release) still work, hidden from ``--help``; they go in the
+next one.  Errors of input (a bad flag, a missing file, a refused manifest)
+are one line on stderr and exit code 2; see :data:`EXIT_CODES`.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import click
+
+from flows.cli.build import build
+from flows.cli.common import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_SOME_FAILED, echo_err, run_build
+from flows.cli.evaluate import audit, evaluate
+from flows.cli.label import label
+from flows.cli.options import Refused
+from flows.cli.samples import samples
+from flows.cli.train import describe, train
+
+EXIT_CODES = {EXIT_OK: "every video built", EXIT_SOME_FAILED: "the build finished but some videos failed",
+              EXIT_REFUSED: "input refused before any work started", EXIT_ERROR: "an unexpected error"}
+
+HELP = """Rebuild the sight-to-sound datasets and models of the VGG papers (PianoYT, VnYT, VoxCeleb).
+
+\b
+Quick start:
+  sightsound demo                      make the piano sample set and build it
+  sightsound build pianoyt --help      the options of a build
+
+Shell completion (bash; zsh and fish alike): eval "$(_SIGHTSOUND_COMPLETE=bash_source sightsound)"
+"""
+
+EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in sorted(EXIT_CODES.items()))
+
+
+@click.group(help=HELP, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"],
+                                                         "max_content_width": 110})
+def cli():
+    pass
+
+
+@cli.command(epilog="Example:\n\n\b\n  sightsound demo --out demo\n")
+@click.option("--out", default="demo", show_default=True, type=click.Path(file_okay=False),
+              help="folder for the sample set (OUT/samples) and the build (OUT/data)")
+@click.option("--videos", type=click.IntRange(1), default=3, show_default=True, help="sample videos")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+              help="length of each video")
+@click.option("--seed", type=int, default=7, show_default=True, help="random seed of the sample set")
+@click.option("--device", default="auto", show_default=True, help="where the labeler runs: cpu, cuda or auto")
+def demo(out, videos, seconds, seed, device) -> int:
+    """Generate the piano sample set and build it (the README's quick start)."""
+    from flows.settings import PianoBuild
+    from tasks.samples.piano import make_piano_samples
+
+    out = Path(out).resolve()
+    manifest = make_piano_samples(out / "samples", videos=videos, seconds=seconds, seed=seed)
+    click.echo(f"sample set: {manifest}")
+    settings = PianoBuild(manifest=str(manifest), data_root=str(out / "data"), device=device)
+    return run_build("build_pianoyt", "build-pianoyt", settings, None)
+
+
+@cli.command()
+def env() -> int:
+    """List the SIGHTSOUND_* environment variables, their defaults and meanings."""
+    from tasks.environment import VARIABLES
+
+    for v in VARIABLES.values():
+        click.echo(f"{v.name}={v.default}\n    {v.meaning}")
+    return EXIT_OK
+
+
+for group in (samples, build, label, evaluate, audit, train, describe):
+    cli.add_command(group)
+for name, command in build.commands.items():  # the previous release's spellings
+    alias = copy.copy(command)
+    alias.hidden = True
+    cli.add_command(alias, f"build-{name}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code (errors of input: one line on stderr, 2)."""
+    from models.onsets_frames import CheckpointError
+    from tasks.datasets.manifest import ManifestError
+    from tasks.store.storage import DataRootBusy
+
+    try:
+        code = cli.main(args=argv, prog_name="sightsound", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+        echo_err(f"error: {where}{_one_line(exc.format_message())}")
+        return EXIT_REFUSED
+    except click.ClickException as exc:
+        echo_err(f"error: {_one_line(exc.format_message())}")
+        return EXIT_REFUSED
+    except click.Abort:
+        echo_err("aborted")
+        return 130
+    except (Refused, DataRootBusy, ManifestError, CheckpointError) as exc:
+        echo_err(f"error: {exc}")
+        return EXIT_REFUSED
+    return int(code or 0)

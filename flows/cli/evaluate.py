@@ -1,0 +1,135 @@
+"""``sightsound evaluate ...`` and ``sightsound audit violin``: score builds, labels and transcriptions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from flows.cli.common import EXIT_OK, print_table, quiet_server
+from flows.cli.options import Refused
+
+EXAMPLES = """Examples:
+
+\b
+  sightsound evaluate pianoyt-labels --samples demo/samples --data-root demo/data
+  sightsound evaluate violinyt-labels --samples violin-samples --data-root data
+  sightsound evaluate voxceleb-crops --data-root data
+  sightsound evaluate transcription --ref rendered/test --est transkun=out/transkun --est of=out/of
+  sightsound audit violin --samples violin-samples --out audit.md
+"""
+
+samples_option = click.option("--samples", required=True, type=click.Path(exists=True, file_okay=False),
+                              help="the sample folder the build was made from (with midi/<id>.mid)")
+data_root_option = click.option("--data-root", required=True, help="the build's data root")
+
+
+@click.group(epilog=EXAMPLES)
+def evaluate():
+    """Score a build, or transcriptions, against the truth."""
+
+
+def _scores(rows: list[dict], empty: str) -> int:
+    if not rows:
+        raise Refused(empty)
+    print_table(rows)
+    return EXIT_OK
+
+
+def _label_scores(dataset: str, score_name: str, what: str) -> None:
+    """``evaluate <dataset>-labels``: ``tasks.evaluation.scores.<score_name>`` of a build of a sample set."""
+
+    @evaluate.command(f"{dataset}-labels", epilog=EXAMPLES, help=what)
+    @samples_option
+    @data_root_option
+    def command(samples, data_root) -> int:
+        from tasks.evaluation import scores
+
+        return _scores(getattr(scores, score_name)(Path(samples), Path(data_root)),
+                       "no built video of the data root has a true MIDI in the sample folder")
+
+
+_label_scores("pianoyt", "score_pianoyt_build",
+              "Note-onset P/R/F1 of a piano build's pseudo-labels against the samples' true MIDI.")
+_label_scores("violinyt", "score_violinyt_build",
+              "Raw pitch accuracy of a violin build's labels against the samples' true MIDI.")
+
+
+@evaluate.command("voxceleb-crops", epilog=EXAMPLES)
+@data_root_option
+@click.option("--detector", default="hog", type=click.Choice(["hog", "cnn"]), show_default=True,
+              help="dlib's detector")
+def voxceleb_crops(data_root, detector) -> int:
+    """In how many stored face crops dlib finds exactly one face again."""
+    from tasks.datasets.voxceleb import redetect_build
+    from tasks.store import storage
+
+    return _scores(redetect_build(storage.root_location(data_root), detector=detector),
+                   f"no face shards under {data_root}/voxceleb")
+
+
+def _est_dirs(values: tuple[str, ...]) -> dict:
+    out = {}
+    for v in values:
+        name, _, folder = v.rpartition("=") if "=" in v else ("", "", v)
+        out[name or Path(folder).name] = folder
+    return out
+
+
+@evaluate.command("transcription", epilog=EXAMPLES)
+@click.option("--ref", required=True, type=click.Path(exists=True, file_okay=False),
+              help="folder of true MIDI files (matched to estimates by file name)")
+@click.option("--est", required=True, multiple=True, metavar="[NAME=]DIR",
+              help="folder of estimated MIDI files (repeat to compare systems)")
+@click.option("--out", type=click.Path(dir_okay=False), help="also write the markdown table here")
+def transcription(ref, est, out) -> int:
+    """Note- and frame-level mir_eval scores of transcription folders (flow evaluate-transcription)."""
+    from tasks.datasets.records import format_table
+    from tasks.evaluation.scores import score_transcriptions
+
+    try:
+        summary, _ = score_transcriptions(ref, _est_dirs(est))
+    except ValueError as exc:
+        raise Refused(exc) from None
+    table = format_table(summary)
+    click.echo(table)
+    if out:
+        from tasks.store.atomic import write_text_atomic
+
+        write_text_atomic(out, table + "\n")
+    quiet_server()
+    from flows.evaluate_transcription import evaluate_transcription
+    from flows.tempserver import guard
+
+    guard()  # Prefect's temporary server ends with this process
+    evaluate_transcription(key="evaluate-transcription", rows=summary,
+                           description=f"note- and frame-level scores against {ref}")
+    return EXIT_OK
+
+
+@click.group(epilog=EXAMPLES)
+def audit():
+    """Compare label makers on a sample set."""
+
+
+@audit.command("violin", epilog=EXAMPLES)
+@samples_option
+@click.option("--out", type=click.Path(dir_okay=False), help="also write the markdown table here")
+@click.option("--crepe-model", default="full", type=click.Choice(["full", "tiny"]), show_default=True,
+              help="torchcrepe's model size")
+def audit_violin(samples, out, crepe_model) -> int:
+    """aubio yinfft, librosa pYIN and torchcrepe against a violin sample set's true MIDI (flow audit-violin)."""
+    from tasks.datasets.manifest import ManifestError, read_violin
+
+    try:
+        rows = read_violin(Path(samples) / "manifest.csv")
+    except ManifestError as exc:
+        raise Refused(exc) from None
+    pairs = [(r.source, str(Path(samples) / "midi" / f"{r.video_id}.mid")) for r in rows]
+    quiet_server()
+    from flows.audit_violin import audit_violin as flow
+    from flows.tempserver import guard
+
+    guard()  # Prefect's temporary server ends with this process
+    click.echo(flow(pairs=pairs, crepe_model=crepe_model, out=out))
+    return EXIT_OK

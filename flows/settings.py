@@ -1,0 +1,152 @@
+"""The settings of every flow: one typed object per flow, the one place their defaults are written.
+
+Each build flow takes one parameter, ``settings``: a pydantic model below.
+Prefect validates it when a run starts (a deployment's parameters too) and
+shows its fields, descriptions and defaults in the UI's run form.  The CLI's
+flags are made from the same fields (:mod:`flows.cli.options`): the flag is
+the field's name with dashes (or ``flag`` in its extra schema), its help is
+the description, and its default the field's.  Training takes
+:class:`tasks.training.onsets_frames.TrainSettings` and the violin labels
+:class:`tasks.labels.pitch.YinSettings`, pydantic dataclasses of the tasks
+that use them.
+
+Local paths are made absolute when a settings object is made, so a run reads
+the same files from any working folder; URLs are kept as they are.  This
+module imports no Prefect: the CLI builds settings before Prefect starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tasks.datasets.manifest import CROP_REFERENCE, check_crop_reference
+from tasks.datasets.voxceleb import YOUTUBE_URL
+from tasks.labels.pitch import YinSettings
+from tasks.labels.transcribe import OVERLAP_S, WINDOW_S
+from tasks.store import storage
+
+
+
+def _absolute(path: str | None) -> str | None:
+    """A local path made absolute; a URL (``scheme://``) or None kept."""
+    if path is None or urlparse(str(path)).scheme not in ("", "file"):
+        return path
+    return str(Path(path).resolve())
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BuildSettings(Settings):
+    """What every build takes: where the data goes and how downloads are retried."""
+
+    data_root: str = Field(
+        description="folder or fsspec URL (s3://, gs://, memory://...) the dataset is built under")
+    acquire_attempts: int = Field(4, ge=1, le=100, description="download attempts per video")
+    acquire_backoff_s: float = Field(
+        2.0, ge=0, description="seconds before the first download retry, doubling each time",
+        json_schema_extra={"flag": "acquire-backoff"})
+    refresh: bool = Field(False, description="ignore cached task results and redo every step")
+
+    @field_validator("data_root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        return storage.root_location(value)
+
+
+
+class CroppedBuild(BuildSettings):
+    """A build that crops each frame to a box the manifest gives."""
+
+    crop_reference: tuple[int, int] = Field(
+        CROP_REFERENCE, description="WIDTHxHEIGHT of the frame the manifest's crop boxes refer to")
+
+    @field_validator("crop_reference")
+    @classmethod
+    def _reference(cls, value) -> tuple[int, int]:
+        return check_crop_reference(value)
+
+
+class PianoLabeling(Settings):
+    """How the piano pseudo-labels are made (``build pianoyt`` and ``label piano``)."""
+
+    labeler: Literal["transkun", "onsets-frames"] = Field(
+        "transkun", description="the audio transcriber that makes the pseudo-labels")
+    device: str = Field("auto", description="where the labeler runs: cpu, cuda or auto")
+    checkpoint: str | None = Field(None, description="--labeler onsets-frames: its checkpoint (.pt)")
+    label_window_s: float = Field(
+        WINDOW_S, ge=0, json_schema_extra={"flag": "label-window"},
+        description=f"seconds of audio the labeler sees at once, windows overlapping by {OVERLAP_S:g} s, "
+                    "so memory does not grow with a video's length; 0: the whole file")
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint(cls, value):
+        return _absolute(value)
+
+    @field_validator("label_window_s")
+    @classmethod
+    def _window(cls, value: float) -> float:
+        if value != 0 and value <= 2 * OVERLAP_S:
+            raise ValueError(f"a label window must be 0 (the whole file) or over {2 * OVERLAP_S:g} s")
+        return value
+
+
+class PianoBuild(CroppedBuild, PianoLabeling):
+    """Flow ``build-pianoyt``: a PianoYT manifest to keyboard crops with note labels (thesis ch. 6)."""
+
+    manifest: str = Field(description="a PianoYT manifest (CSV: video id or URL, split, keyboard box)",
+        json_schema_extra={"input": True})
+    image_format: Literal["png", "jpeg"] = Field("png", description="how the frames are stored")
+
+    @field_validator("manifest")
+    @classmethod
+    def _path(cls, value):
+        return _absolute(value)
+
+
+class ViolinBuild(CroppedBuild):
+    """Flow ``build-violinyt``: violin videos to violinist crops with pitch labels (thesis ch. 5)."""
+
+    manifest: str | None = Field(None, description="a violin manifest (PianoYT's CSV format, violinist box)",
+        json_schema_extra={"input": True})
+    urmp: str | None = Field(None, description="a folder in URMP's published layout (ground-truth pitch)",
+        json_schema_extra={"input": True})
+    yin: YinSettings = Field(default_factory=YinSettings, description="aubio yinfft's pitch range and thresholds")
+    image_format: Literal["png", "jpeg"] = Field("jpeg", description="how the frames are stored")
+
+    @field_validator("manifest", "urmp")
+    @classmethod
+    def _path(cls, value):
+        return _absolute(value)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.manifest is None) == (self.urmp is None):
+            raise ValueError("give exactly one of --manifest (a violin CSV) or --urmp (a URMP folder)")
+        return self
+
+
+class VoxCelebBuild(BuildSettings):
+    """Flow ``build-voxceleb``: VoxCeleb metadata to face-track crops checked by dlib."""
+
+    metadata: str = Field(description="VoxCeleb txt metadata (a folder holding txt/, or a zip of it) or a CSV",
+        json_schema_extra={"input": True})
+    convention: Literal["auto", "vox1", "vox2"] = Field(
+        "auto", description="box units: vox1 pixels of a 360-high frame, vox2 fractions; auto: detect")
+    sources: str = Field(
+        YOUTUBE_URL, description="where each YouTube id is downloaded from: a URL or a local path with {id}")
+    detector: Literal["hog", "cnn"] = Field("hog", description="dlib's HOG detector, or its CNN one (GPU)")
+    min_iou: float = Field(0.3, gt=0, le=1, description="least overlap of a detection with the metadata box")
+    margin: float = Field(0.4, ge=0, le=2, description="crop margin on each side, a fraction of the face box")
+    per_second: float = Field(1.0, gt=0, description="face crops kept per second of each utterance")
+
+    @field_validator("metadata", "sources")
+    @classmethod
+    def _path(cls, value):
+        return _absolute(value)
