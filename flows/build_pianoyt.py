@@ -15,7 +15,7 @@ import threading
 from prefect import flow, get_run_logger, task
 from flows.runners import make_runner
 
-from flows.stages import LOSS_FIELDS, Stages, transient_error, acquire_stage, extract_audio_task, input_files, probe_task
+from flows.stages import LOSS_FIELDS, Stages, acquire_stage, extract_audio_task, input_files, probe_task, transient_error
 from tasks.store import storage
 from flows.settings import PianoBuild
 from tasks.datasets.manifest import read_pianoyt

@@ -150,3 +150,32 @@ class VoxCelebBuild(BuildSettings):
     @classmethod
     def _path(cls, value):
         return _absolute(value)
+
+
+class PianoOnsetsEvaluation(Settings):
+    """Flow ``evaluate-piano-onsets``: table 1 of thesis ch. 6 for one or more trained checkpoints."""
+
+    data_root: str = Field(description="the data root the models were trained on (its test split is scored)")
+    checkpoint: list[str] = Field(description="a checkpoint of train piano-onsets (repeat for several variants)",
+                                  json_schema_extra={"input": True})
+    reference_midi: str | None = Field(
+        None, description="a folder of true MIDI files <video id>.mid (the sample set's midi/): the MIDI test set",
+        json_schema_extra={"input": True})
+    results: str = Field("RESULTS", description="folder the table is written to (piano-onsets.md and .parquet)")
+
+    @field_validator("data_root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        return storage.root_location(value)
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoints(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one --checkpoint")
+        return [_absolute(v) for v in value]
+
+    @field_validator("reference_midi", "results")
+    @classmethod
+    def _path(cls, value):
+        return _absolute(value)

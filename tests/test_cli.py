@@ -15,6 +15,7 @@ from flows.cli import cli, main
 from flows.cli.options import _leaves, flag
 from flows.settings import PianoBuild, ViolinBuild, VoxCelebBuild
 from tasks.training.onsets_frames import TrainSettings
+from tasks.training.piano_onsets import PianoOnsetsSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +83,8 @@ def test_missing_files_and_bad_values_are_one_line_without_a_traceback(tmp_path)
 
 @pytest.mark.parametrize("settings, path", [(PianoBuild, ("build", "pianoyt")), (ViolinBuild, ("build", "violinyt")),
                                             (VoxCelebBuild, ("build", "voxceleb")),
-                                            (TrainSettings, ("train", "onsets-frames"))], ids=lambda x: str(x))
+                                            (TrainSettings, ("train", "onsets-frames")),
+                                            (PianoOnsetsSettings, ("train", "piano-onsets"))], ids=lambda x: str(x))
 def test_every_setting_is_a_flag_with_the_settings_default(settings, path):
     command = cli
     for name in path:

@@ -50,3 +50,19 @@ def test_train_onsets_frames_deployment_runs_on_the_gpu_pool():
     assert set(d["parameters"]) == {"settings", "gpu_limit"}
     assert flow.validate_parameters(d["parameters"])["settings"].device == "cuda"
     assert d["work_pool"]["name"] == "sightsound-gpu"
+
+
+def test_piano_onsets_deployments_validate_into_their_settings():
+    config = yaml.safe_load((ROOT / "deploy" / "prefect.yaml").read_text())
+    d = {d["name"]: d for d in config["deployments"]}
+    gpu = d["train-piano-onsets"]
+    flow = load_entrypoint(gpu["entrypoint"])
+    params = flow.validate_parameters(gpu["parameters"])
+    assert flow.name == "train-piano-onsets" and gpu["work_pool"]["name"] == "sightsound-gpu"
+    assert params["settings"].config == "paper" and params["strict_gpu_limit"] is True
+    assert params["settings"].trainer.accelerator == "cuda"
+    cpu = d["train-piano-onsets-sample"]
+    assert cpu["work_pool"]["name"] == "sightsound-cpu"
+    assert load_entrypoint(cpu["entrypoint"]).validate_parameters(cpu["parameters"])["settings"].config == "small"
+    ev = d["evaluate-piano-onsets"]
+    assert load_entrypoint(ev["entrypoint"]).validate_parameters(ev["parameters"])["settings"].checkpoint

@@ -6,7 +6,8 @@
   label    piano | violin                           flows/cli/label.py
   evaluate pianoyt-labels | violinyt-labels | voxceleb-crops | transcription, and audit violin
                                                     flows/cli/evaluate.py
-  train    onsets-frames, and describe onsets-frames flows/cli/train.py
+  train    onsets-frames | piano-onsets, and describe  flows/cli/train.py
+  transcribe video                                  flows/cli/transcribe.py
   demo, env                                         here
 
 ``build-pianoyt``, ``build-violinyt`` and ``build-voxceleb`` (the spellings
@@ -30,6 +31,7 @@ from flows.cli.label import label
 from flows.cli.options import Refused
 from flows.cli.samples import samples
 from flows.cli.train import describe, train
+from flows.cli.transcribe import transcribe
 
 EXIT_CODES = {EXIT_OK: "every video built", EXIT_SOME_FAILED: "the build finished but some videos failed",
               EXIT_REFUSED: "input refused before any work started", EXIT_ERROR: "an unexpected error"}
@@ -83,7 +85,7 @@ def env() -> int:
     return EXIT_OK
 
 
-for group in (samples, build, label, evaluate, audit, train, describe):
+for group in (samples, build, label, evaluate, audit, train, describe, transcribe):
     cli.add_command(group)
 for name, command in build.commands.items():  # the previous release's spellings
     alias = copy.copy(command)

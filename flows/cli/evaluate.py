@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from flows.cli.common import EXIT_OK, print_table, quiet_server
-from flows.cli.options import Refused
+from flows.cli.common import EXIT_OK, prefect_env, print_table, quiet_server
+from flows.cli.options import Refused, make, settings_options
+from flows.settings import PianoOnsetsEvaluation
 
 EXAMPLES = """Examples:
 
@@ -16,6 +17,8 @@ EXAMPLES = """Examples:
   sightsound evaluate violinyt-labels --samples violin-samples --data-root data
   sightsound evaluate voxceleb-crops --data-root data
   sightsound evaluate transcription --ref rendered/test --est transkun=out/transkun --est of=out/of
+  sightsound evaluate piano-onsets --data-root D --checkpoint runs/slope/checkpoints/best.ckpt \\
+      --checkpoint runs/resnet/checkpoints/best.ckpt --reference-midi samples/midi
   sightsound audit violin --samples violin-samples --out audit.md
 """
 
@@ -104,6 +107,32 @@ def transcription(ref, est, out) -> int:
     guard()  # Prefect's temporary server ends with this process
     evaluate_transcription(key="evaluate-transcription", rows=summary,
                            description=f"note- and frame-level scores against {ref}")
+    return EXIT_OK
+
+
+@evaluate.command("piano-onsets", epilog=EXAMPLES)
+@settings_options(PianoOnsetsEvaluation)
+def piano_onsets(**params) -> int:
+    """Thesis ch. 6 table 1: note-onset P/R/Acc/F1 of trained models on the test split (evaluate-piano-onsets)."""
+    from tasks.store import storage
+    from tasks.training.trainer import CheckpointError, read_checkpoint
+    from tasks.training.windows import split_parts
+
+    settings = make(PianoOnsetsEvaluation, params)
+    try:
+        split_parts(storage.join(settings.data_root, "pianoyt", "shards"), "test")
+        for checkpoint in settings.checkpoint:
+            read_checkpoint(checkpoint, None)
+    except (ValueError, CheckpointError) as exc:
+        raise Refused(exc) from None
+    prefect_env(settings.results)
+    from flows.evaluate_piano_onsets import evaluate_piano_onsets
+    from flows.tempserver import guard
+
+    guard()  # Prefect's temporary server ends with this process
+    out = evaluate_piano_onsets(settings=settings)
+    print_table(out["rows"])
+    click.echo(f"written: {out['markdown']} and {out['parquet']}")
     return EXIT_OK
 
 

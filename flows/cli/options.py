@@ -91,6 +91,8 @@ def _click_type(annotation, field=None):
         return click.Choice([str(a) for a in args])
     if origin is tuple:
         return Size()
+    if origin is list:  # a repeated flag (multiple=True, see settings_options)
+        return _click_type(args[0], field)
     return {int: click.INT, float: click.FLOAT, str: click.STRING}[annotation]
 
 
@@ -108,8 +110,10 @@ def settings_options(cls, only: tuple[str, ...] = (), exclude: tuple[str, ...] =
                 decls, extra = [f"{opt}/--no-{opt[2:]}", dest], {}
             else:
                 decls = [opt, dest]
-                extra = {"type": _click_type(field.annotation, field), "required": field.is_required()}
-            shown = "x".join(map(str, default)) if isinstance(default, tuple) else default not in (None, False)
+                extra = {"type": _click_type(field.annotation, field), "required": field.is_required(),
+                         "multiple": get_origin(field.annotation) is list}
+            shown = "x".join(map(str, default)) if isinstance(default, tuple) else (default is not None
+                                                                                    and default is not False)
             command = click.option(*decls, default=default, show_default=shown,
                                    help=field.description or "", **extra)(command)
         return command
@@ -127,7 +131,9 @@ def make(cls, params: dict, **fixed):
             inner = data
             for part in path[:-1]:
                 inner = inner.setdefault(part, {})
-            inner[path[-1]] = params[dest]
+            value = params[dest]
+            listed = isinstance(value, tuple) and get_origin(field.annotation) is list
+            inner[path[-1]] = list(value) if listed else value
     data.update(fixed)
     try:
         return cls(**data)

@@ -9,6 +9,7 @@ import click
 from flows.cli.common import EXIT_OK, prefect_env
 from flows.cli.options import Refused, make, settings_options
 from tasks.training.onsets_frames import TrainSettings
+from tasks.training.piano_onsets import PianoOnsetsSettings
 
 EXAMPLES = """Examples:
 
@@ -17,6 +18,8 @@ EXAMPLES = """Examples:
   sightsound train onsets-frames --data rendered --out runs/of --max-minutes 60
   sightsound train onsets-frames --data maestro-v3.0.0 --out runs/of-paper --config default --device cuda
   sightsound describe onsets-frames --config default
+  sightsound train piano-onsets --data-root D --out runs/slope --variant slope --config small --max-minutes 30
+  sightsound describe piano-onsets --variant slope --config paper
 """
 
 
@@ -48,6 +51,31 @@ def onsets_frames(**params) -> int:
     return EXIT_OK
 
 
+@train.command("piano-onsets", epilog=EXAMPLES)
+@settings_options(PianoOnsetsSettings)
+def piano_onsets(**params) -> int:
+    """The visual piano onset model of thesis ch. 6 on a PianoYT build (flow train-piano-onsets)."""
+    from tasks.training.trainer import CheckpointError, read_checkpoint
+    from tasks.training.windows import split_parts
+    from tasks.store import storage
+
+    settings = make(PianoOnsetsSettings, params)
+    try:  # refuse what would fail before Prefect starts: no shards, a last.ckpt it cannot go on from
+        split_parts(storage.join(storage.root_location(settings.data_root), "pianoyt", "shards"), "train")
+        last = settings.trainer.last_checkpoint
+        if settings.trainer.resume and last.is_file():
+            read_checkpoint(last, {"variant": settings.variant, "config": settings.config})
+    except (ValueError, CheckpointError) as exc:
+        raise Refused(exc) from None
+    prefect_env(settings.trainer.run_dir)
+    from flows.tempserver import guard
+    from flows.train_piano_onsets import train_piano_onsets
+
+    guard()  # Prefect's temporary server ends with this process
+    click.echo(json.dumps(train_piano_onsets(settings=settings, strict_gpu_limit=False), indent=1))
+    return EXIT_OK
+
+
 @click.group(epilog=EXAMPLES)
 def describe():
     """Print a model's layers and parameter count."""
@@ -61,4 +89,17 @@ def describe_onsets_frames(config) -> int:
     from models.onsets_frames import OnsetsFramesConfig, describe as text
 
     click.echo(text(OnsetsFramesConfig.named(config)))
+    return EXIT_OK
+
+
+@describe.command("piano-onsets", epilog=EXAMPLES)
+@click.option("--variant", default="slope", type=click.Choice(["resnet", "aggregation", "slope"]), show_default=True,
+              help="resnet, + aggregation module, + slope module")
+@click.option("--config", default="paper", type=click.Choice(["paper", "small"]), show_default=True,
+              help="the thesis sizes, or the small CPU ones")
+def describe_piano_onsets(variant, config) -> int:
+    """The visual onset model's layers, output shapes and parameter counts."""
+    from models.piano_onsets import PianoOnsetsConfig, describe as text
+
+    click.echo(text(PianoOnsetsConfig.named(config, variant)))
     return EXIT_OK

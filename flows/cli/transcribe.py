@@ -1,0 +1,65 @@
+"""``sightsound transcribe video``: MIDI (and audio, and a figure) from a piano video, by a trained model."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from flows.cli.common import EXIT_OK
+from flows.cli.options import InputPath, Refused, Size
+
+EXAMPLES = """Example:
+
+\b
+  sightsound transcribe video piano.mp4 --crop 520,660,0,1280 --checkpoint runs/slope/checkpoints/best.ckpt \\\\
+      --out piano.mid --audio piano.wav --figure piano.png --reference piano_true.mid
+"""
+
+
+class Crop(click.ParamType):
+    """``MINY,MAXY,MINX,MAXX`` in the manifest's convention (pixels of the crop reference frame)."""
+
+    name = "MINY,MAXY,MINX,MAXX"
+
+    def convert(self, value, param, ctx):
+        try:
+            box = tuple(int(v) for v in str(value).split(","))
+            if len(box) != 4 or not (0 <= box[0] < box[1] and 0 <= box[2] < box[3]):
+                raise ValueError
+            return box
+        except ValueError:
+            self.fail(f"{value!r} is not MINY,MAXY,MINX,MAXX with min < max, e.g. 520,660,0,1280", param, ctx)
+
+
+@click.group(epilog=EXAMPLES)
+def transcribe():
+    """Transcribe a video with a trained visual model."""
+
+
+@transcribe.command("video", epilog=EXAMPLES)
+@click.argument("video", type=InputPath())
+@click.option("--crop", required=True, type=Crop(), help="the keyboard box, MINY,MAXY,MINX,MAXX")
+@click.option("--checkpoint", required=True, type=InputPath(), help="a checkpoint of train piano-onsets")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the MIDI file to write")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="onset threshold (default: the one evaluate piano-onsets chose for the run, else 0.4)")
+@click.option("--crop-reference", type=Size(), default="1280x720", show_default=True,
+              help="WIDTHxHEIGHT of the frame the crop refers to")
+@click.option("--audio", type=click.Path(dir_okay=False), help="also render the MIDI to this WAV (SoundFont)")
+@click.option("--figure", type=click.Path(dir_okay=False), help="also draw the piano roll and spectrograms (PNG)")
+@click.option("--reference", type=InputPath(), help="the true MIDI: score against it, and draw it")
+@click.option("--soundfont", type=InputPath(), help="SoundFont for --audio and --figure (default TimGM6mb)")
+def video(video, crop, checkpoint, out, threshold, crop_reference, audio, figure, reference, soundfont) -> int:
+    """The notes a trained visual onset model sees in VIDEO, as MIDI (thesis ch. 6, "MIDI from video")."""
+    from tasks.evaluation.piano_onsets import transcribe_video
+    from tasks.media.decode import MediaError
+    from tasks.training.trainer import CheckpointError
+
+    try:
+        result = transcribe_video(video, crop, checkpoint, out, threshold=threshold, crop_reference=crop_reference,
+                                  audio=audio, figure=figure, reference=reference, soundfont=soundfont)
+    except (CheckpointError, MediaError, ValueError) as exc:
+        raise Refused(exc) from None
+    click.echo(json.dumps(result, indent=1))
+    return EXIT_OK

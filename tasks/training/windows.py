@@ -1,0 +1,580 @@
+"""Five-frame windows of the PianoYT shards for the visual onset model (Koepke's thesis, ch. 6).
+
+What it yields
+--------------
+:class:`FrameWindows` is a ``torch.utils.data.IterableDataset`` over one
+split of ``<data root>/pianoyt/shards/split=<split>/part-*.parquet``
+(:mod:`tasks.datasets.pianoyt`).  Each example is a dict::
+
+    frames       float32 [5, H, W] in [0, 1]: the frames t-2 .. t+2 of one video, as channels
+    target       float32 [88]: 1 where a key has an onset at frame t-1, t or t+1
+                 ("an onset within +-1 frame of the middle frame")
+    video_id     str
+    frame_index  int, t (the middle frame)
+
+A window exists only where the five rows have consecutive ``frame_index``
+values of one video: a gap (lost frames) breaks the windows across it, and a
+video of fewer than five frames has none.  ``(H, W)`` is ``size``.
+
+The rows of a video are taken in the order of its parts (``part-<video>-0000``,
+``-0001``, ...) and of the row groups in each, so windows run across row-group
+boundaries and across the parts of one video (the build writes a video's
+frames in order, a new part every ``max_part_bytes``).  Only committed parts
+are read (:func:`tasks.store.shards.complete_parts`: every part of a local
+folder, the parts a completion marker lists on an object store, so a video
+whose upload was cut short is not read).
+
+How work is split
+-----------------
+The unit of work is one row group of one part file.  The units are listed in
+a fixed order (parts sorted by video and part number, row groups in file
+order), permuted by ``(seed, epoch)`` when ``shuffle`` is on, and unit ``i``
+of that order goes to global worker ``i % (world_size * num_workers)``, where
+the global worker id is ``rank * num_workers + worker id``.  ``rank`` and
+``world_size`` come from the arguments or, when not given, from
+``torch.distributed`` if it is initialised when the dataset is made (make the
+dataset after ``init_process_group``); the worker id from
+``torch.utils.data.get_worker_info()``.  A window belongs to the unit that
+holds its middle frame, so each window is produced by exactly one worker.  The
+frames a window needs from the neighbouring row groups (the last two rows of
+the one before, the first two of the one after, walking further when a row
+group has fewer than two rows) are read from them, and only those rows are
+decoded.  (Parquet addresses rows by row group: the first rows of the next
+group are streamed with ``iter_batches``, which reads only the first pages;
+for the last rows of the previous group its column chunk is read and sliced,
+but only two of its images are decoded.)  With ``shuffle=False`` the order is
+the fixed one, so validation and test passes are deterministic and see every
+window exactly once over all workers and ranks.  Ranks get whole row groups,
+so their window counts differ a little: under DDP cap the steps per epoch
+(e.g. ``count_windows(...) // (world_size * batch_size)``) or the ranks will
+wait for each other at the end.
+
+Decoding
+--------
+Each image is decoded once: the row group's images that are in at least one
+window are decoded together (:func:`tasks.media.decode.decode_image`),
+resized once (to ``resize`` with augmentation, else to ``size`` when they are
+not that size already) and kept as uint8; each window is a stack of five of
+them.  The edge rows decoded for a unit (its own first and last two rows and
+the neighbours' rows it borrowed) are kept until the next unit, so a worker
+that takes neighbouring units one after the other (``shuffle=False`` with one
+worker, or :func:`video_windows`) decodes every frame exactly once; with
+several workers the two edge rows on either side of a row-group boundary are
+decoded by both owners (at most 4 extra decodes per boundary, about 12% more
+with the builds' 32-frame row groups).
+
+Memory bound
+------------
+With ``shuffle=True`` the windows pass through a buffer of ``buffer_size``
+windows (seeded by ``(seed, epoch, global worker id)``): the buffer is filled,
+then each new window replaces a random one that is yielded.  A worker holds at
+most ``buffer_size`` windows (uint8, ``5 x resize`` pixels each: about 600 KB
+at 150 x 805, so ~300 MB for the default 512) plus one row group's decoded
+frames, whatever the size of the data set.  ``set_epoch`` changes both the
+unit order and the buffer's draws; it reaches the DataLoader's workers when
+they are started anew for each epoch (``persistent_workers=False``, the
+default).  With ``shuffle=False`` windows are produced one at a time.
+
+Augmentation (``augment=True``, train only)
+-------------------------------------------
+As the thesis: "we resize the crops to 150 x 805 and randomly crop 145 x 800
+pixel regions.  In addition to spatial jitter, we jitter the brightness and
+add Gaussian noise with a factor of 1% of the mean value of the image to 40%
+of the training images."  With torchvision.transforms.v2's functional ops,
+per window (the same draw for its five frames, so the motion between them is
+kept): resize to ``resize`` (default ``size * (150/145, 805/800)``, rounded:
+(150, 805) for (145, 800), (50, 266) for (48, 264)) and crop a random
+``size`` region; multiply the brightness by a factor uniform in
+``[1 - brightness, 1 + brightness]`` (``brightness=0.2``, torchvision's
+ColorJitter convention; the thesis gives no value), clipped to [0, 1], on
+every window; on a random ``noise_fraction`` (40%) of the windows add
+Gaussian noise of standard deviation ``noise_factor`` (1%) times each frame's
+mean, clipped to [0, 1].  The noise is drawn with ``torch.randn`` from the
+worker's generator (v2's ``gaussian_noise`` takes no generator): every draw
+comes from a ``torch.Generator`` seeded by ``(seed, epoch, global worker
+id)``, so a run is reproducible for a given number of ranks and workers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils import data as tud
+from torchvision.transforms.v2 import functional as TF
+
+from tasks.labels.align import N_KEYS
+from tasks.media import decode as media
+from tasks.store import shards, storage
+
+WINDOW = 5  # frames per example (thesis ch. 6)
+HALF = WINDOW // 2  # frames either side of the middle one
+ONSET_TOLERANCE = 1  # a target key is on when an onset is within +-1 frame of the middle
+THESIS_SIZE = (145, 800)  # (h, w) model input
+THESIS_RESIZE = (150, 805)  # (h, w) before the random crop
+
+_PART = re.compile(r"^part-(?P<video>.+)-(?P<index>\d{4})\.parquet$")
+_COLUMNS = ["video_id", "frame_index", "onset", "image"]
+
+
+def pre_crop_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The size to resize to before the random ``size`` crop: the thesis' 150 x 805 for 145 x 800, in proportion."""
+    h, w = size
+    return (int(round(h * THESIS_RESIZE[0] / THESIS_SIZE[0])), int(round(w * THESIS_RESIZE[1] / THESIS_SIZE[1])))
+
+
+# ----------------------------------------------------------------------------- shard listing
+
+
+@dataclass(frozen=True)
+class _Unit:
+    path: str  # part location (path or URL)
+    row_group: int
+    rows: int
+    chain: str  # the video the part's name gives (else the part's location): rows run on across its parts
+
+
+def split_parts(shards_dir: str, split: str) -> list[str]:
+    """The committed part files of ``split``, sorted by video and part number; ValueError when there are none."""
+    shards_dir = str(shards_dir)
+    folder = f"split={split}"
+    parts = [p for p in shards.complete_parts(shards_dir) if PurePosixPath(str(p)).parent.name == folder]
+    if not parts:
+        raise ValueError(f"no shards for split {split!r} under {shards_dir}")
+    return sorted(parts, key=_part_key)
+
+
+def _part_key(location: str) -> tuple[str, int, str]:
+    name = PurePosixPath(str(location)).name
+    m = _PART.match(name)
+    return (m["video"], int(m["index"]), str(location)) if m else (name, 0, str(location))
+
+
+def _chain_of(location: str) -> str:
+    m = _PART.match(PurePosixPath(str(location)).name)
+    return m["video"] if m else str(location)
+
+
+def _open(location: str) -> pq.ParquetFile:
+    fs, path = storage.fs_of(location)
+    if storage.is_local(location):
+        return pq.ParquetFile(path)
+    return pq.ParquetFile(fs.open(path, "rb"))
+
+
+def _list_units(parts: list[str]) -> list[_Unit]:
+    units = []
+    for part in parts:
+        md = _open(part).metadata
+        for rg in range(md.num_row_groups):
+            rows = md.row_group(rg).num_rows
+            if rows:
+                units.append(_Unit(str(part), rg, rows, _chain_of(part)))
+    return units
+
+
+# ----------------------------------------------------------------------------- window arithmetic
+
+
+def valid_centres(frame_index: np.ndarray, video_id: np.ndarray) -> np.ndarray:
+    """Boolean mask over rows: True where rows i-2 .. i+2 are consecutive frames of one video."""
+    n = len(frame_index)
+    out = np.zeros(n, dtype=bool)
+    if n < WINDOW:
+        return out
+    fi = np.asarray(frame_index, dtype=np.int64)
+    vid = np.asarray(video_id)
+    step = (np.diff(fi) == 1) & (vid[1:] == vid[:-1])  # step[i]: rows i, i+1 consecutive
+    run = np.convolve(step.astype(np.int32), np.ones(WINDOW - 1, dtype=np.int32), mode="valid")
+    out[HALF: n - HALF] = run == WINDOW - 1
+    return out
+
+
+def window_targets(onset: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """The [len(centres), 88] OR of ``onset`` rows c-1 .. c+1 for each centre row c."""
+    onset = np.asarray(onset, dtype=np.uint8)
+    out = np.zeros((len(centres), onset.shape[1]), dtype=np.uint8)
+    for d in range(-ONSET_TOLERANCE, ONSET_TOLERANCE + 1):
+        out |= onset[np.asarray(centres) + d]
+    return out
+
+
+def _onset_matrix(column) -> np.ndarray:
+    flat = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    values = flat.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(values, dtype=np.uint8).reshape(len(flat), -1) if len(flat) else np.zeros((0, N_KEYS), np.uint8)
+
+
+def _chains(shards_dir: str, split: str, columns: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """Each video's (chain's) rows of ``columns``, all its parts in order, one chain at a time."""
+    parts = split_parts(shards_dir, split)
+    i = 0
+    while i < len(parts):
+        chain = _chain_of(parts[i])
+        tables = []
+        while i < len(parts) and _chain_of(parts[i]) == chain:
+            tables.append(_open(parts[i]).read(columns=columns))
+            i += 1
+        out = {}
+        for c in columns:
+            if c == "onset":
+                mats = [_onset_matrix(t.column(c)) for t in tables]
+                out[c] = np.concatenate(mats) if mats else np.zeros((0, N_KEYS), np.uint8)
+            elif c == "video_id":
+                out[c] = np.asarray([v for t in tables for v in t.column(c).to_pylist()], dtype=object)
+            else:
+                out[c] = np.concatenate([t.column(c).to_numpy() for t in tables])
+        yield out
+
+
+def count_windows(shards_dir: str, split: str) -> int:
+    """How many windows :class:`FrameWindows` yields for ``split`` (reads only video_id and frame_index)."""
+    return sum(int(valid_centres(c["frame_index"], c["video_id"]).sum())
+               for c in _chains(str(shards_dir), split, ["video_id", "frame_index"]))
+
+
+def onset_rate(shards_dir: str, split: str) -> np.ndarray:
+    """Per key, the fraction of ``split``'s windows whose target is 1 (float64 [88]; for a loss' pos_weight).
+
+    Reads video_id, frame_index and onset, no images.
+    """
+    positives = np.zeros(N_KEYS, dtype=np.int64)
+    windows = 0
+    for c in _chains(str(shards_dir), split, ["video_id", "frame_index", "onset"]):
+        centres = np.flatnonzero(valid_centres(c["frame_index"], c["video_id"]))
+        if len(centres):
+            positives += window_targets(c["onset"], centres).sum(axis=0, dtype=np.int64)
+            windows += len(centres)
+    return positives / max(windows, 1)
+
+
+# ----------------------------------------------------------------------------- rows of one unit
+
+
+@dataclass
+class _Rows:
+    keys: list[tuple[int, int]]  # (unit number, row in its row group)
+    video_id: list[str]
+    frame_index: np.ndarray
+    onset: np.ndarray  # uint8 [n, 88]
+    image: list[bytes]
+
+
+@dataclass
+class _Edge:
+    """One edge row of a unit, kept for the next unit: its fields and its decoded frame (if it was decoded)."""
+
+    video_id: str
+    frame_index: int
+    onset: np.ndarray
+    image: bytes
+    frame: torch.Tensor | None
+
+
+def _rows_of(table, unit: int, first_row: int) -> _Rows:
+    return _Rows(
+        keys=[(unit, first_row + i) for i in range(table.num_rows)],
+        video_id=table.column("video_id").to_pylist(),
+        frame_index=table.column("frame_index").to_numpy().astype(np.int64),
+        onset=_onset_matrix(table.column("onset")),
+        image=table.column("image").to_pylist(),
+    )
+
+
+def _concat(rows: list[_Rows]) -> _Rows:
+    return _Rows(
+        keys=sum((r.keys for r in rows), []),
+        video_id=sum((r.video_id for r in rows), []),
+        frame_index=np.concatenate([r.frame_index for r in rows]),
+        onset=np.concatenate([r.onset for r in rows]),
+        image=sum((r.image for r in rows), []),
+    )
+
+
+def _to_gray(img: np.ndarray) -> np.ndarray:
+    if img.ndim == 2:
+        return img
+    if img.shape[-1] == 1:
+        return img[..., 0]
+    rgb = img[..., :3].astype(np.float32)
+    return np.clip(rgb @ np.array([0.299, 0.587, 0.114], np.float32) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _cut_window(frames: dict[int, torch.Tensor], centre: int) -> torch.Tensor:
+    """The uint8 [5, H, W] stack of the decoded frames centre-2 .. centre+2 (a copy: it owns its memory)."""
+    return torch.stack([frames[centre + d] for d in range(-HALF, HALF + 1)])
+
+
+# ----------------------------------------------------------------------------- the dataset
+
+
+class FrameWindows(tud.IterableDataset):
+    """Windows of 5 consecutive frames and their +-1-frame onset targets, over one split of PianoYT shards.
+
+    See the module docstring for what is yielded, how work is split between
+    ranks and workers, the memory bound and the augmentation.
+    """
+
+    def __init__(
+        self,
+        shards_dir: str,
+        split: str,
+        *,
+        shuffle: bool = False,
+        augment: bool = False,
+        buffer_size: int = 512,
+        seed: int = 0,
+        epoch: int = 0,
+        size: tuple[int, int] = THESIS_SIZE,
+        resize: tuple[int, int] | None = None,
+        brightness: float = 0.2,
+        noise_fraction: float = 0.4,
+        noise_factor: float = 0.01,
+        rank: int | None = None,
+        world_size: int | None = None,
+        videos: Iterable[str] | None = None,
+    ):
+        super().__init__()
+        self.shards_dir = str(shards_dir)
+        self.split = split
+        self.shuffle = bool(shuffle)
+        self.augment = bool(augment)
+        if buffer_size < 1:
+            raise ValueError(f"buffer_size must be at least 1, not {buffer_size}")
+        self.buffer_size = int(buffer_size)
+        self.seed = int(seed)
+        self.epoch = int(epoch)
+        self.size = (int(size[0]), int(size[1]))
+        self.resize = tuple(int(v) for v in resize) if resize is not None else pre_crop_size(self.size)
+        if self.augment and (self.resize[0] < self.size[0] or self.resize[1] < self.size[1]):
+            raise ValueError(f"resize {self.resize} is smaller than the crop size {self.size}")
+        if not 0 <= brightness < 1:
+            raise ValueError(f"brightness must be in [0, 1), not {brightness}")
+        self.brightness = float(brightness)
+        self.noise_fraction = float(noise_fraction)
+        self.noise_factor = float(noise_factor)
+        self._rank_arg = (rank, world_size)  # None: from torch.distributed where the pass runs (see _place)
+        self.rank, self.world_size = _resolve_rank(rank, world_size)
+        self.videos = None if videos is None else frozenset(videos)
+
+        parts = split_parts(self.shards_dir, split)
+        if self.videos is not None:
+            parts = [p for p in parts if not _PART.match(PurePosixPath(p).name) or _chain_of(p) in self.videos]
+        self._units = _list_units(parts)
+        self._prev = [-1] * len(self._units)
+        self._next = [-1] * len(self._units)
+        for i in range(1, len(self._units)):
+            if self._units[i].chain == self._units[i - 1].chain:
+                self._prev[i], self._next[i - 1] = i - 1, i
+
+    # -- public
+
+    @classmethod
+    def from_root(cls, data_root: str, split: str, **kwargs) -> "FrameWindows":
+        """The dataset over ``<data_root>/pianoyt/shards``."""
+        return cls(storage.join(storage.root_location(data_root), "pianoyt", "shards"), split, **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the unit order and the shuffle/augmentation draws of ``epoch`` (call before each epoch's iter)."""
+        self.epoch = int(epoch)
+
+    @property
+    def units(self) -> int:
+        """How many (part, row group) units the split has."""
+        return len(self._units)
+
+    def _place(self) -> None:
+        """Take rank and world size from torch.distributed when it is up here and they were not given.
+
+        Lightning's ``ddp_spawn`` makes the loaders in the parent process and
+        initialises the process group in each rank afterwards, so the rank is
+        read again where the pass runs (a forked loader worker inherits the
+        group; a spawned one gets the values resolved when it is pickled).
+        """
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            self.rank, self.world_size = _resolve_rank(*self._rank_arg)
+
+    def __getstate__(self) -> dict:
+        self._place()
+        return dict(self.__dict__)
+
+    def __iter__(self) -> Iterator[dict]:
+        self._place()
+        info = tud.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        total = self.world_size * workers
+        gid = self.rank * workers + worker
+        order = np.arange(len(self._units))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self._units))
+        yield from self._stream(order[gid::total].tolist(), gid)
+
+    # -- internals
+
+    def _generators(self, gid: int) -> tuple[np.random.Generator, torch.Generator]:
+        state = np.random.SeedSequence([self.seed, self.epoch, gid]).generate_state(2, dtype=np.uint64)
+        return np.random.default_rng(int(state[0])), torch.Generator().manual_seed(int(state[1]) & (2 ** 63 - 1))
+
+    def _stream(self, units: list[int], gid: int) -> Iterator[dict]:
+        rng, gen = self._generators(gid)
+        raw = self._raw_windows(units)
+        if self.shuffle:
+            raw = _shuffle_buffer(raw, self.buffer_size, rng)
+        for window, target, vid, t in raw:
+            yield {"frames": self._finish(window, gen), "target": torch.from_numpy(target.astype(np.float32)),
+                   "video_id": vid, "frame_index": t}
+
+    def _raw_windows(self, units: list[int]) -> Iterator[tuple[torch.Tensor, np.ndarray, str, int]]:
+        files: dict[str, pq.ParquetFile] = {}
+        cache: dict[tuple[int, int], _Edge] = {}
+        for u in units:
+            cache = yield from self._unit_windows(u, files, cache)  # (only the last unit's edges: <= 8 rows)
+            if len(files) > 4:
+                files.pop(next(iter(files)))
+
+    def _file(self, files: dict, path: str) -> pq.ParquetFile:
+        if path not in files:
+            files[path] = _open(path)
+        return files[path]
+
+    def _read(self, u: int, files: dict, cache: dict, where: str = "all", count: int = 0) -> _Rows:
+        """Unit ``u``'s rows: all of them, its first ``count`` (``where='head'``) or its last ``count`` ('tail').
+
+        Edge rows that the previous unit already read come from ``cache``.
+        """
+        unit = self._units[u]
+        count = min(count, unit.rows)
+        if where != "all":
+            first = 0 if where == "head" else unit.rows - count
+            keys = [(u, r) for r in range(first, first + count)]
+            if all(k in cache for k in keys):
+                edges = [cache[k] for k in keys]
+                return _Rows(keys, [e.video_id for e in edges], np.array([e.frame_index for e in edges], np.int64),
+                             np.stack([e.onset for e in edges]), [e.image for e in edges])
+        pf = self._file(files, unit.path)
+        if where == "head":
+            batch = next(pf.iter_batches(batch_size=count, row_groups=[unit.row_group], columns=_COLUMNS))
+            return _rows_of(batch, u, 0)
+        table = pf.read_row_group(unit.row_group, columns=_COLUMNS)
+        if where == "tail":
+            start = table.num_rows - count
+            return _rows_of(table.slice(start), u, start)
+        return _rows_of(table, u, 0)
+
+    def _neighbours(self, u: int, files: dict, cache: dict, backward: bool) -> list[_Rows]:
+        """Up to ``HALF`` rows next to unit ``u`` in its video, nearest last (backward) or first (forward)."""
+        out, want, v = [], HALF, u
+        links = self._prev if backward else self._next
+        while want > 0 and links[v] >= 0:
+            v = links[v]
+            rows = self._read(v, files, cache, "tail" if backward else "head", want)
+            out.append(rows)
+            want -= len(rows.keys)
+        return out[::-1] if backward else out
+
+    def _unit_windows(self, u: int, files: dict, cache: dict):
+        """Yield unit ``u``'s raw windows; return its edge rows (and their decoded frames) for the next unit."""
+        own = self._read(u, files, cache)
+        before = self._neighbours(u, files, cache, backward=True)
+        after = self._neighbours(u, files, cache, backward=False)
+        seg = _concat(before + [own] + after)
+        p, n = sum(len(r.keys) for r in before), len(own.keys)
+        vids = np.asarray(seg.video_id, dtype=object)
+        valid = valid_centres(seg.frame_index, vids)
+        valid[:p] = False
+        valid[p + n:] = False
+        if self.videos is not None:
+            valid &= np.isin(vids, list(self.videos))
+        centres = np.flatnonzero(valid)
+        needed = sorted({int(c) + d for c in centres for d in range(-HALF, HALF + 1)})
+        frames = {}
+        for i in needed:
+            hit = cache.get(seg.keys[i])
+            if hit is not None and hit.frame is not None:
+                frames[i] = hit.frame
+        todo = [i for i in needed if i not in frames]
+        frames.update(zip(todo, self._decode([seg.image[i] for i in todo])))
+        targets = window_targets(seg.onset, centres) if len(centres) else None
+        for j, c in enumerate(centres):
+            c = int(c)
+            yield _cut_window(frames, c), targets[j], seg.video_id[c], int(seg.frame_index[c])
+        edges = sorted(set(range(min(p + HALF, p + n))) | set(range(max(p, p + n - HALF), p + n))
+                       | set(range(p)) | set(range(p + n, len(seg.keys))))
+        return {seg.keys[i]: _Edge(seg.video_id[i], int(seg.frame_index[i]), seg.onset[i], seg.image[i],
+                                   frames[i].clone() if i in frames else None) for i in edges}
+
+    def _decode(self, images: list[bytes]) -> list[torch.Tensor]:
+        """Decode (once each) and resize to the pre-crop size; uint8 [H', W'] tensors."""
+        if not images:
+            return []
+        target = list(self.resize if self.augment else self.size)
+        arrays = [_to_gray(np.asarray(media.decode_image(b))) for b in images]
+        shapes = {a.shape for a in arrays}
+        groups = [np.stack(arrays)] if len(shapes) == 1 else [a[None] for a in arrays]
+        out = []
+        for g in groups:
+            t = torch.from_numpy(np.ascontiguousarray(g))
+            if list(t.shape[-2:]) != target:
+                t = TF.resize(t, target, antialias=True)
+            out.extend(t.unbind(0))
+        return out
+
+    def _finish(self, window: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """uint8 [5, H', W'] -> float32 [5, H, W] in [0, 1], augmented when ``augment``."""
+        h, w = self.size
+        if self.augment:
+            top = int(torch.randint(0, window.shape[-2] - h + 1, (1,), generator=gen))
+            left = int(torch.randint(0, window.shape[-1] - w + 1, (1,), generator=gen))
+            window = TF.crop(window, top, left, h, w)
+        x = TF.to_dtype(window, torch.float32, scale=True)
+        if self.augment:
+            factor = 1.0 + self.brightness * (2.0 * float(torch.rand((), generator=gen)) - 1.0)
+            x = TF.adjust_brightness(x.unsqueeze(-3), factor).squeeze(-3)  # (as 5 one-channel images)
+            if float(torch.rand((), generator=gen)) < self.noise_fraction:
+                sigma = self.noise_factor * x.mean(dim=(-2, -1), keepdim=True)
+                x = (x + torch.randn(x.shape, generator=gen) * sigma).clamp_(0.0, 1.0)
+        return x.contiguous()
+
+
+def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is None or world_size is None:
+        import torch.distributed as dist
+
+        live = dist.is_available() and dist.is_initialized()
+        rank = rank if rank is not None else (dist.get_rank() if live else 0)
+        world_size = world_size if world_size is not None else (dist.get_world_size() if live else 1)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    return int(rank), int(world_size)
+
+
+def _shuffle_buffer(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
+    """Items in a random order, never holding more than ``size`` of them."""
+    buf: list = []
+    for item in items:
+        if len(buf) < size:
+            buf.append(item)
+            continue
+        j = int(rng.integers(size))
+        out, buf[j] = buf[j], item
+        del item
+        yield out
+        del out
+    rng.shuffle(buf)
+    while buf:
+        yield buf.pop()
+
+
+def video_windows(shards_dir: str, split: str, video_id: str, *, size: tuple[int, int] = THESIS_SIZE) -> Iterator[dict]:
+    """Every window of one video, in frame order, unaugmented (whole-video inference); each frame decoded once."""
+    ds = FrameWindows(shards_dir, split, size=size, rank=0, world_size=1, videos=[video_id])
+    if not ds.units:
+        raise ValueError(f"no shards for video {video_id!r} in split {split!r} under {shards_dir}")
+    yield from ds._stream(list(range(ds.units)), 0)
