@@ -52,19 +52,11 @@ PITCH_SCHEMA = pa.schema(
     ]
 )
 
+# A shard row: the frame, then its pitch label (PITCH_SCHEMA's columns but time), then where its audio is.
 SCHEMA = pa.schema(
-    [
-        ("video_id", pa.string()),
-        ("frame_index", pa.int32()),
-        ("time", pa.float64()),
-        ("image", pa.binary()),
-        ("midi", pa.int16()),
-        ("hz", pa.float32()),
-        ("confidence", pa.float32()),
-        ("voiced", pa.bool_()),
-        ("audio_path", pa.string()),
-        ("audio_sample", pa.int64()),
-    ]
+    [("video_id", pa.string()), ("frame_index", pa.int32()), ("time", pa.float64()), ("image", pa.binary())]
+    + [f for f in PITCH_SCHEMA if f.name != "time"]
+    + [("audio_path", pa.string()), ("audio_sample", pa.int64())]
 )
 
 STATUS_EXTRA = [("voiced_frames", pa.int64())]
