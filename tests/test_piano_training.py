@@ -215,3 +215,17 @@ def test_two_process_ddp_on_cpu_reads_different_row_groups(data_root, tmp_path):
     rows_per_group = 32
     groups = [{(line.split()[0], int(line.split()[1]) // rows_per_group) for line in s} for s in by_rank]
     assert not groups[0] & groups[1]
+
+
+def test_a_gpu_run_refuses_to_start_without_the_gpu_concurrency_limit(data_root, tmp_path, monkeypatch):
+    import flows.train_piano_onsets as flow_module
+
+    calls = []
+    monkeypatch.setattr(flow_module, "_uses_gpu", lambda settings: True)
+    monkeypatch.setattr(flow_module, "train", lambda settings, log: calls.append(1) or {"metrics_csv": "none"})
+    settings = _settings(data_root, tmp_path / "run")
+    with pytest.raises(Exception, match="gpu-test-limit"):
+        flow_module.train_piano_onsets(settings, gpu_limit="gpu-test-limit")  # strict by default
+    assert calls == []
+    flow_module.train_piano_onsets(settings, gpu_limit="gpu-test-limit", strict_gpu_limit=False)
+    assert calls == [1]
