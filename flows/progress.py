@@ -1,4 +1,4 @@
-"""Progress events of a build, for whoever shows them (the CLI's live display, :mod:`flows.cli.progress`).
+"""Progress events of a build, for whoever shows them (the CLI's live display, :mod:`flows.cli.display`).
 
 :class:`flows.stages.Stages` calls :func:`emit` when a stage starts, when each
 of its videos finishes (done or failed) and when the stage ends.  Listeners

@@ -1,4 +1,4 @@
-"""``sightsound train onsets-frames`` and ``sightsound describe onsets-frames``."""
+"""``sightsound train onsets-frames|piano-onsets`` and ``sightsound describe onsets-frames|piano-onsets``."""
 
 from __future__ import annotations
 

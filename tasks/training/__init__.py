@@ -1,1 +1,1 @@
-"""Training loops and data loaders (Onsets and Frames today)."""
+"""Training: the shared Lightning trainer, the data loaders over the shards, one module per paper model."""
