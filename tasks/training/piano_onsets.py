@@ -113,8 +113,12 @@ class PianoOnsetsTask(L.LightningModule):
 def _loader(dataset, settings: TrainerSettings, shuffle: bool):
     from torch.utils.data import DataLoader
 
+    # Spawned, not forked, workers: a fork of a Prefect flow run inherits its threads and its exit handlers
+    # (the temporary server's guard among them), and such a worker exited with code 1 when a loader was
+    # shut down at the end of a pass.  Not persistent, so each pass's workers get the dataset's new epoch.
     return DataLoader(dataset, batch_size=settings.batch_size, num_workers=settings.num_workers,
-                      persistent_workers=False, drop_last=shuffle)
+                      persistent_workers=False, drop_last=shuffle,
+                      multiprocessing_context="spawn" if settings.num_workers else None)
 
 
 def shard_videos(data_root: str, split: str) -> list[str]:
