@@ -332,12 +332,12 @@ def test_evaluate_transcription_table(rendered, tmp_path, capsys):
 
 
 def test_build_pianoyt_passes_the_checkpoint_through(tmp_path, monkeypatch):
-    """``build-pianoyt --labeler onsets-frames --checkpoint P`` hands the flow labeler options that
+    """``build-pianoyt --labeler onsets-frames --checkpoint P`` hands the flow settings whose labeler options
     build the onsets-frames transcriber (with the checkpoint's fingerprint in the label cache key)."""
     import flows.build_pianoyt as build
     from flows.cli import main
     from tasks.store.cache import file_fingerprint
-    from tasks.labels.transcribe import OnsetsFramesTranscriber, get_transcriber
+    from tasks.labels.transcribe import OnsetsFramesTranscriber, get_transcriber, labeler_options
 
     ckpt = of.save_checkpoint(tmp_path / "m.pt", of.OnsetsAndFrames(of.OnsetsFramesConfig.small()))
     manifest = tmp_path / "manifest.csv"
@@ -355,8 +355,9 @@ def test_build_pianoyt_passes_the_checkpoint_through(tmp_path, monkeypatch):
     args = ["build-pianoyt", "--manifest", str(manifest), "--data-root", str(tmp_path / "data"),
             "--labeler", "onsets-frames", "--device", "cpu"]
     assert main(args + ["--checkpoint", str(ckpt)]) == 0
-    options = seen["labeler_options"]
-    assert seen["labeler"] == "onsets-frames"
+    settings = seen["settings"]  # the flow makes the labeler options from its settings, as a deployment's
+    assert settings.labeler == "onsets-frames" and settings.checkpoint == str(ckpt.resolve())
+    options = labeler_options(settings.labeler, settings.device, settings.checkpoint)
     assert options == {"device": "cpu", "checkpoint": str(ckpt.resolve()), "fingerprint": file_fingerprint(ckpt)}
     assert isinstance(get_transcriber("onsets-frames", **options), OnsetsFramesTranscriber)
     assert main(args) == 2  # no checkpoint: refused before the flow starts
