@@ -227,9 +227,10 @@ def test_config_fields_are_validated():
 
 
 def test_an_absurd_config_is_refused_before_memory_is_taken(bad):
-    """fc_size 40000 (a 1.05 G-parameter model) used to take 1.8 GB before its refusal; now the peak is torch's."""
+    """fc_size 40000 (a 1.05 G-parameter model) used to take 1.8 GB before its refusal; now little over torch's."""
     code = ("import resource, sys\n"
             "from models import onsets_frames as of\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
             "try:\n"
             f"    of.load_checkpoint({str(bad['absurd-config'])!r})\n"
             "except of.CheckpointError as e:\n"
@@ -237,9 +238,11 @@ def test_an_absurd_config_is_refused_before_memory_is_taken(bad):
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    message, peak_mb = proc.stdout.strip().splitlines()
+    imported_mb, message, peak_mb = proc.stdout.strip().splitlines()
     assert "fc_size is 40000" in message
-    assert int(peak_mb) < 1000, f"peak {peak_mb} MB"
+    # Measured against torch's own import peak in the same process (about 0.5 GB; it varies with the machine's
+    # load): the refusal adds little, where building the model added 1.3 GB.
+    assert int(peak_mb) - int(imported_mb) < 400, f"peak {peak_mb} MB after {imported_mb} MB at import"
 
 
 def test_tensor_shapes_are_checked_before_a_model_is_built(bad, good, monkeypatch):

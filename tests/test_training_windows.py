@@ -339,7 +339,9 @@ def test_object_store_reads_only_committed_parts(tmp_path, monkeypatch):
 def test_dataloader_with_two_workers(data):
     shards, _, expected = data
     ds = W.FrameWindows(shards, "train", shuffle=True, augment=True, buffer_size=8, size=(H, WD))
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2)
+    # Spawned workers, as tasks.training.piano_onsets makes them: forked ones of a process that has run Prefect
+    # (this pytest process, after the build tests) exited with code 1 when the loader shut them down.
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context="spawn")
     seen = Counter()
     for batch in loader:
         assert batch["frames"].shape[1:] == (5, H, WD) and batch["target"].shape[1:] == (88,)
