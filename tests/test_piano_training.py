@@ -90,6 +90,7 @@ def test_train_writes_checkpoints_curves_and_resumes(data_root, tmp_path):
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     val = [r for r in rows if r.get("val_f1")]
     assert [int(r["step"]) for r in val] == [1, 3], "a validation every 2 steps (logged at steps 2 and 4)"
+    assert 0 < float(val[0]["wall_s"]) < float(val[1]["wall_s"])  # the curve by wall time too
     assert any(r.get("train_loss") for r in rows) and list(run.glob("events.out.tfevents.*"))
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
     ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt", {"variant": "slope"})

@@ -5,7 +5,8 @@
 
     checkpoints/last.ckpt   the latest state (model, optimiser, schedulers, loops, callbacks)
     checkpoints/best.ckpt   the state with the best validation metric so far
-    metrics.csv             every logged metric of every invocation, by step: train loss, val scores
+    metrics.csv             every logged metric of every invocation, by step: train loss, val scores,
+                            wall_s (the run's wall time at each validation, across resumes)
     logs/version_N/         Lightning's CSV log of invocation N (merged into metrics.csv)
     events.out.tfevents.*   the same for TensorBoard (``tensorboard --logdir RUN``)
     summary.json            steps, wall time, best score, why it stopped
@@ -134,6 +135,29 @@ class PlateauSchedule(L.Callback):
         self.best, self.bad = state.get("best"), int(state.get("bad", 0))
 
 
+class WallClock(L.Callback):
+    """Log ``wall_s``, the run's wall time so far (across resumes), with every validation: curves by time."""
+
+    def __init__(self):
+        self.before, self.start = 0.0, None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.before + (time.monotonic() - self.start if self.start is not None else 0.0)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            pl_module.log("wall_s", round(self.elapsed(), 1), sync_dist=False, rank_zero_only=True)
+
+    def state_dict(self) -> dict:
+        return {"before": self.elapsed()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.before = float(state.get("before", 0.0))
+
+
 class LastAtEnd(L.Callback):
     """Save ``last.ckpt`` when training ends (max steps, time budget, early stop), not only at validations."""
 
@@ -210,7 +234,7 @@ def fit(module, train_loader, val_loader, settings: TrainerSettings, callbacks=(
                            save_top_k=1, save_last=True, enable_version_counter=False)
     stop = EarlyStopping(monitor=plateau, mode=plateau_mode, patience=settings.early_stop_patience)
     callbacks = [best, stop, PlateauSchedule(plateau, plateau_mode, settings.plateau_patience, settings.lr_factor),
-                 LastAtEnd(settings.last_checkpoint), *callbacks]
+                 WallClock(), LastAtEnd(settings.last_checkpoint), *callbacks]
     timer = None
     if settings.max_minutes:
         timer = Timer(duration={"minutes": settings.max_minutes}, interval="step")
