@@ -27,13 +27,13 @@ def evaluate_task(checkpoint: str, data_root: str, reference_midi: str | None) -
 @flow(name="evaluate-piano-onsets")
 def evaluate_piano_onsets(settings: PianoOnsetsEvaluation) -> dict:
     """Evaluate every checkpoint, write ``<results>/piano-onsets.md|.parquet``; return rows and paths."""
-    from tasks.store import storage
+    from tasks.datasets.pianoyt import layout as pianoyt_layout
     from tasks.training.windows import split_parts
 
     start = time.monotonic()
     results = [evaluate_task(c, settings.data_root, settings.reference_midi) for c in settings.checkpoint]
     rows = table_rows(results)
-    shards = storage.join(settings.data_root, "pianoyt", "shards")
+    shards = pianoyt_layout(settings.data_root).shards
     files = split_parts(shards, "test") + split_parts(shards, "train")
     prov = provenance(settings.data_root, files, checkpoints=settings.checkpoint,
                       thresholds={r["variant"]: r["threshold"] for r in results},

@@ -65,9 +65,11 @@ def cli():
 @click.option("--device", default="auto", show_default=True, help="where the labeler runs: cpu, cuda or auto")
 def demo(out, videos, seconds, seed, device) -> int:
     """Generate the piano sample set and build it (the README's quick start)."""
+    from flows.cli.common import use_runner
     from flows.settings import PianoBuild
     from tasks.samples.piano import make_piano_samples
 
+    use_runner(None)  # a bad $SIGHTSOUND_RUNNER is refused before any work
     out = Path(out).resolve()
     manifest = make_piano_samples(out / "samples", videos=videos, seconds=seconds, seed=seed)
     click.echo(f"sample set: {manifest}")

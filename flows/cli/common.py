@@ -68,8 +68,7 @@ def run_build(name: str, flow_name: str, settings, runner: str | None) -> int:
 
     from flows.cli.display import showing, wants_live
 
-    use_runner(runner)
-    prefect_env(settings.data_root, live=wants_live())
+    prefect_env(settings.data_root, live=wants_live())  # (the caller checked the runner: use_runner)
     flow = getattr(importlib.import_module(f"flows.{name}"), name)
     from flows.runners import run_flow
 

@@ -114,13 +114,13 @@ def transcription(ref, est, out) -> int:
 @settings_options(PianoOnsetsEvaluation)
 def piano_onsets(**params) -> int:
     """Thesis ch. 6 table 1: note-onset P/R/Acc/F1 of trained models on the test split (evaluate-piano-onsets)."""
-    from tasks.store import storage
+    from tasks.datasets.pianoyt import layout as pianoyt_layout
     from tasks.training.trainer import CheckpointError, read_checkpoint
     from tasks.training.windows import split_parts
 
     settings = make(PianoOnsetsEvaluation, params)
     try:
-        split_parts(storage.join(settings.data_root, "pianoyt", "shards"), "test")
+        split_parts(pianoyt_layout(settings.data_root).shards, "test")
         for checkpoint in settings.checkpoint:
             read_checkpoint(checkpoint, None)
     except (ValueError, CheckpointError) as exc:

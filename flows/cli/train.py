@@ -56,12 +56,12 @@ def onsets_frames(**params) -> int:
 def piano_onsets(**params) -> int:
     """The visual piano onset model of thesis ch. 6 on a PianoYT build (flow train-piano-onsets)."""
     from tasks.training.trainer import CheckpointError, read_checkpoint
+    from tasks.datasets.pianoyt import layout as pianoyt_layout
     from tasks.training.windows import split_parts
-    from tasks.store import storage
 
     settings = make(PianoOnsetsSettings, params)
     try:  # refuse what would fail before Prefect starts: no shards, a last.ckpt it cannot go on from
-        split_parts(storage.join(storage.root_location(settings.data_root), "pianoyt", "shards"), "train")
+        split_parts(pianoyt_layout(settings.data_root).shards, "train")
         last = settings.trainer.last_checkpoint
         if settings.trainer.resume and last.is_file():
             read_checkpoint(last, {"variant": settings.variant, "config": settings.config})

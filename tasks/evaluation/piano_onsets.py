@@ -192,8 +192,9 @@ def evaluate_checkpoint(checkpoint, data_root, reference_midi=None, validation=N
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     module = load_module(checkpoint)
-    root = storage.join(storage.root_location(data_root), "pianoyt")
-    shards, labels = storage.join(root, "shards"), storage.join(root, "labels")
+    from tasks.datasets.pianoyt import layout
+
+    shards, labels = layout(data_root).shards, layout(data_root).labels
     if validation is None:
         settings_file = Path(checkpoint).resolve().parent.parent / "run_settings.json"
         if not settings_file.is_file():

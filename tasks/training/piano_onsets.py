@@ -130,10 +130,10 @@ def _loader(dataset, settings: TrainerSettings, shuffle: bool):
 
 
 def shard_videos(data_root: str, split: str) -> list[str]:
-    from tasks.store import storage
+    from tasks.datasets.pianoyt import layout
     from tasks.training.windows import _chain_of
 
-    shards = storage.join(storage.root_location(data_root), "pianoyt", "shards")
+    shards = layout(data_root).shards
     return sorted({_chain_of(p) for p in split_parts(shards, split)})
 
 

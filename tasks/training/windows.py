@@ -377,7 +377,9 @@ class FrameWindows(tud.IterableDataset):
     @classmethod
     def from_root(cls, data_root: str, split: str, **kwargs) -> "FrameWindows":
         """The dataset over ``<data_root>/pianoyt/shards``."""
-        return cls(storage.join(storage.root_location(data_root), "pianoyt", "shards"), split, **kwargs)
+        from tasks.datasets.pianoyt import layout
+
+        return cls(layout(data_root).shards, split, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         """Use the unit order and the shuffle/augmentation draws of ``epoch`` (call before each epoch's iter)."""
