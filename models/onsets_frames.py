@@ -37,7 +37,10 @@ is the velocity head's value at the onset frame.
 
 Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) are a plain
 dict written by ``torch.save`` and read with ``weights_only=True``; see
-:func:`save_checkpoint` for the format.  :func:`verify_checkpoint` refuses
+:func:`save_checkpoint` for the format.  :func:`read_checkpoint` also reads
+the trainer's Lightning checkpoints (``RUN/checkpoints/*.ckpt``, format
+:data:`LIGHTNING_FORMAT`) as that format: the network's tensors, its config
+and front end, the step.  :func:`verify_checkpoint` refuses
 (:class:`CheckpointError`, one line) a file that is not such a checkpoint, a
 config outside :data:`SIZE_LIMIT` times the paper's sizes, and tensors that do
 not match the config, all before a model is built: the expected shapes come
@@ -74,6 +77,10 @@ N_KEYS = MAX_MIDI - MIN_MIDI + 1  # 88
 
 CHECKPOINT_FORMAT = "sightsound/onsets-frames"
 CHECKPOINT_VERSION = 1
+# A checkpoint of the shared Lightning trainer (tasks.training.onsets_frames.OnsetsFramesTask): Lightning's
+# dict (state_dict with the network's tensors under "net.", global_step, optimiser and loop states) plus
+# this format, the model's config and the front end; read_checkpoint reads it as the format above.
+LIGHTNING_FORMAT = "sightsound/onsets-frames+lightning"
 # The front end a checkpoint must have been trained on (MelFrontEnd's settings).
 FRONTEND = {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH, "n_mels": N_MELS, "fmin": F_MIN,
             "top_db": TOP_DB, "htk": True}
@@ -473,6 +480,23 @@ def _load_error(exc: Exception) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def _from_lightning(ckpt: dict) -> dict:
+    """A Lightning checkpoint of the trainer as this module's format (the optimiser and loop states left out).
+
+    The network's tensors are the ``state_dict`` entries under ``net.``, the
+    prefix dropped; any other entry is kept as it is, so that the tensor check
+    names it as unexpected.  Nothing here is trusted: the usual checks follow.
+    """
+    state = ckpt.get("state_dict")
+    if isinstance(state, dict):
+        state = {k[4:] if isinstance(k, str) and k.startswith("net.") else k: v for k, v in state.items()}
+    step = ckpt.get("global_step", 0)
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": ckpt.get("config"),
+            "frontend": ckpt.get("frontend"), "state_dict": state, "step": step, "optimizer": None,
+            "scheduler": None, "scaler": None,
+            "extra": {"trainer": "lightning", "hyper_parameters": ckpt.get("hyper_parameters")}}
+
+
 def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict:
     """Load a checkpoint's dict (``weights_only=True``, on the CPU) and check its header.
 
@@ -480,7 +504,9 @@ def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict:
     archive of uncompressed records (what ``torch.save`` writes): a truncated
     file has no zip directory, and a compressed record could inflate to far
     more than the file holds.  ``mmap=True`` maps the tensors from the file
-    instead of reading them (nothing is read until a tensor is used).
+    instead of reading them (nothing is read until a tensor is used).  A
+    Lightning checkpoint of the trainer (:data:`LIGHTNING_FORMAT`) comes back
+    in this module's format (:func:`_from_lightning`).
     """
     path = Path(path)
     if not path.exists():
@@ -504,6 +530,8 @@ def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict:
         blob = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # pickle errors, unsafe globals, damaged records
         raise CheckpointError(f"checkpoint {path}: cannot load it as a weights-only checkpoint: {_load_error(exc)}") from None
+    if isinstance(blob, dict) and blob.get("format") == LIGHTNING_FORMAT:
+        blob = _from_lightning(blob)
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         found = _short(blob.get("format")) if isinstance(blob, dict) else f"a {type(blob).__name__}"
         raise CheckpointError(f"checkpoint {path}: not an Onsets and Frames checkpoint of sightsound (format {found}, "

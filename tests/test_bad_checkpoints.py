@@ -3,8 +3,9 @@
 Every command that takes an Onsets and Frames checkpoint is tried with the
 same set of bad files (random bytes, a truncated real checkpoint, another
 format, a missing path, a directory, an empty file, a pickle payload, a
-compressed record, an absurd config, mismatched tensors, NaN weights); the
-tests make their checkpoints with the ``small`` config.
+compressed record, an absurd config, mismatched tensors, NaN weights, and
+checkpoints of the Lightning trainer with mismatched tensors or of another
+model); the tests make their checkpoints with the ``small`` config.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from models import onsets_frames as of
 
 ROOT = Path(__file__).resolve().parents[1]
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 
 class Evil:  # an arbitrary pickled object: refused by weights_only=True
@@ -33,6 +34,26 @@ def good(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     return of.save_checkpoint(tmp_path_factory.mktemp("ckpt") / "good.pt",
                               of.OnsetsAndFrames(of.OnsetsFramesConfig.small()), step=3)
+
+
+def _lightning(out: Path, change=None, model: bool = True) -> Path:
+    """A checkpoint as the trainer writes it for Onsets and Frames (the keys its readers look at, made by the
+    module's own hook); ``model=False``: one of another LightningModule (no format, other hyperparameters)."""
+    from tasks.training.onsets_frames import OnsetsFramesTask
+
+    torch.manual_seed(0)
+    task = OnsetsFramesTask("small")
+    ckpt = {"epoch": 0, "global_step": 3, "pytorch-lightning_version": "2.6.6", "state_dict": task.state_dict(),
+            "hyper_parameters": dict(task.hparams), "loops": {}, "callbacks": {}, "optimizer_states": [],
+            "lr_schedulers": []}
+    if model:
+        task.on_save_checkpoint(ckpt)
+    else:
+        ckpt["hyper_parameters"] = {"variant": "slope", "config": "small"}
+    if change is not None:
+        change(ckpt)
+    torch.save(ckpt, out)
+    return out
 
 
 def _doctored(good: Path, out: Path, change) -> Path:
@@ -79,6 +100,11 @@ BAD = {
                    "mismatched shapes (1): onset_fc.bias: (87,)"),
     "nan": (lambda g, p: _doctored(g, p, lambda b: b["state_dict"]["frame_fc.weight"].fill_(float("nan"))),
             "frame_fc.weight holds NaN"),
+    "lightning-mismatched": (lambda g, p: _lightning(p, lambda c: c["state_dict"].__setitem__(
+        "net.onset_fc.bias", torch.zeros(87))), "mismatched shapes (1): onset_fc.bias: (87,)"),
+    "lightning-extra-tensor": (lambda g, p: _lightning(p, lambda c: c["state_dict"].__setitem__(
+        "head.weight", torch.zeros(2))), "unexpected tensors (1): head.weight"),
+    "lightning-other-model": (lambda g, p: _lightning(p, model=False), "not an Onsets and Frames checkpoint"),
 }
 
 
@@ -132,6 +158,18 @@ def test_label_piano_cli_exits_2_without_a_traceback(bad, good, wav, tmp_path):
     assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
 
 
+def test_label_piano_reads_a_checkpoint_of_the_trainer(wav, tmp_path):
+    from flows.cli import main
+
+    ckpt = _lightning(tmp_path / "best.ckpt")
+    out = tmp_path / "out.mid"
+    assert main(["label", "piano", str(wav), "--out", str(out), "--labeler", "onsets-frames",
+                 "--checkpoint", str(ckpt), "--device", "cpu"]) == 0
+    assert out.is_file()
+    model, blob = of.load_checkpoint(ckpt)
+    assert blob["step"] == 3 and blob["optimizer"] is None and model.config == of.OnsetsFramesConfig.small()
+
+
 def _manifest(tmp_path: Path) -> Path:
     """A one-row PianoYT manifest whose source is a local file; a refused build never reads it."""
     (tmp_path / "videos").mkdir()
@@ -167,19 +205,22 @@ def test_the_flows_refuse_a_bad_checkpoint_before_any_work(bad, tmp_path):
     from flows.train_onsets_frames import train_onsets_frames
     from tasks.training.onsets_frames import TrainSettings
 
+    from tasks.training.trainer import CheckpointError
+
     data = tmp_path / "data"
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "last.pt").write_bytes(bad["truncated"].read_bytes())
+    last = out / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(bad["truncated"].read_bytes())
     # Prefect's temporary server can take over its default 20 s to start on two busy cores.
     with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180}):
         with pytest.raises(of.CheckpointError, match="fc_size is 40000"):
             build_pianoyt(PianoBuild(manifest=str(_manifest(tmp_path)), data_root=str(data), labeler="onsets-frames",
                                      checkpoint=str(bad["absurd-config"]), device="cpu"))
-        with pytest.raises(of.CheckpointError, match="not a torch.save zip archive"):
-            train_onsets_frames(TrainSettings(data=str(tmp_path / "maestro-not-read"), out_dir=str(out), threads=2))
+        with pytest.raises(CheckpointError, match="not a checkpoint this trainer wrote"):
+            train_onsets_frames(TrainSettings(data=str(tmp_path / "maestro-not-read"), out_dir=str(out), threads=1))
     assert _files_under(data) == []
-    assert _files_under(out) == [out / "last.pt"]  # no features computed, no settings written
+    assert _files_under(out) == [last]  # no features computed, no settings written
 
 
 def test_train_refuses_a_last_checkpoint_it_cannot_resume_from(good, bad, tmp_path, capsys):
@@ -188,14 +229,20 @@ def test_train_refuses_a_last_checkpoint_it_cannot_resume_from(good, bad, tmp_pa
 
     data = _tiny_maestro(tmp_path / "maestro")
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "last.pt").write_bytes(bad["random-bytes"].read_bytes())
+    last = out / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(bad["random-bytes"].read_bytes())
     assert main(["train", "onsets-frames", "--data", str(data), "--out", str(out), "--max-steps", "1"]) == 2
-    _one_line_error(capsys.readouterr().err, out / "last.pt", "not a torch.save zip archive")
-    assert _files_under(out) == [out / "last.pt"]
-    (out / "last.pt").write_bytes(good.read_bytes())  # the small config's, resumed as the default
+    _one_line_error(capsys.readouterr().err, last, "not a checkpoint this trainer wrote")
+    assert _files_under(out) == [last]
+    _lightning(last)  # the small config's, resumed as the default
     assert main(["train", "onsets-frames", "--data", str(data), "--out", str(out), "--config", "default"]) == 2
-    _one_line_error(capsys.readouterr().err, out / "last.pt", "another configuration than 'default'")
+    _one_line_error(capsys.readouterr().err, last, "a checkpoint of config 'small', not 'default'")
+    assert _files_under(out) == [last]
+    last.unlink()
+    (out / "last.pt").write_bytes(good.read_bytes())  # a run folder of the old trainer
+    assert main(["train", "onsets-frames", "--data", str(data), "--out", str(out), "--max-steps", "1"]) == 2
+    _one_line_error(capsys.readouterr().err, out / "last.pt", "a run of the old Onsets and Frames trainer")
     assert _files_under(out) == [out / "last.pt"]
 
 

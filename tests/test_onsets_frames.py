@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning.pytorch as L
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,7 @@ from tasks.training.onsets_frames import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 
 class Evil:  # an arbitrary pickled object: refused by weights_only=True
@@ -268,47 +270,151 @@ def test_samples_piano_audio_layout(rendered, tmp_path):
         assert (tmp_path / "two" / name).read_bytes() == (rendered / name).read_bytes()
 
 
+def _small(data, out, **changes) -> TrainSettings:
+    """A run of a few steps on 1 s windows, one thread, no progress bar."""
+    base = dict(data=str(data), out_dir=str(out), config="small", max_steps=2, validate_every=2, log_every=1,
+                batch_size=2, window_seconds=1.0, threads=1, progress_bar=False)
+    return TrainSettings(**{**base, **changes})
+
+
+class _Batches(L.Callback):
+    """Keeps the first mel window of every training batch, and what the trainer was set to."""
+
+    def __init__(self):
+        self.first, self.clip, self.callbacks = [], None, []
+
+    def on_train_start(self, trainer, pl_module):
+        self.clip = trainer.gradient_clip_val
+        self.callbacks = [type(c).__name__ for c in trainer.callbacks]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.first.append(batch["mel"][0].clone())
+
+
 def test_train_resume_and_label(rendered, tmp_path):
-    from tasks.training.onsets_frames import TrainSettings, read_csv_rows, train
+    """Two steps, then one more resumed from checkpoints/last.ckpt: the step count, the optimiser, the LR
+    schedule and the random windows go on where they stopped; best.ckpt labels audio."""
+    from tasks.datasets.maestro import WindowSampler, prepare, read_maestro
     from tasks.labels.transcribe import get_transcriber, labeler_sample_rate
+    from tasks.training.onsets_frames import train
+    from tasks.training.trainer import read_checkpoint
 
     out = tmp_path / "run"
-    s = TrainSettings(data=str(rendered), out_dir=str(out), config="small", max_steps=2, validate_every=2,
-                      log_every=1, batch_size=2, window_seconds=1.0, threads=2)
-    first = train(s, log=lambda m: None)
-    assert first["steps"] == 2 and (out / "last.pt").is_file() and (out / "best.pt").is_file()
-    before = of.read_checkpoint(out / "last.pt")
-    s.max_steps = 3
-    messages = []
-    second = train(s, log=messages.append)
-    assert any("resumed from" in m and "at step 2" in m for m in messages)
-    assert second["steps"] == 3 and second["steps_this_run"] == 1
-    after = of.read_checkpoint(out / "last.pt")
-    assert after["step"] == 3 and after["optimizer"]["state"]
-    assert not torch.equal(before["state_dict"]["onset_fc.weight"], after["state_dict"]["onset_fc.weight"])
-    assert [r["step"] for r in read_csv_rows(out / "losses.csv")] == ["1", "2", "3"]
-    assert [r["step"] for r in read_csv_rows(out / "metrics.csv")] == ["2", "3"]
+    # Halved every step, so the per-step schedule shows within 3 steps (Magenta's: x0.98 every 10k steps).
+    s = _small(rendered, out, lr_decay_steps=1, lr_decay_rate=0.5)
+    seen = _Batches()
+    first = train(s, log=lambda m: None, callbacks=[seen])
+    last, best = out / "checkpoints" / "last.ckpt", out / "checkpoints" / "best.ckpt"
+    assert first["steps"] == 2 and first["stopped_by"] == "max steps" and last.is_file() and best.is_file()
+    assert first["validation"]["pieces"] == 1 and first["monitor"] == "val_onset_f1"
+    assert first["best_score"] == pytest.approx(first["validation"]["onset_f1"], abs=1e-4)
+    # Magenta's clip norm; no plateau rule (no early stop, no LR division), the decay is the only schedule.
+    assert seen.clip == 3.0
+    assert "EarlyStopping" not in seen.callbacks and "PlateauSchedule" not in seen.callbacks
+    before = read_checkpoint(last, {"config": "small"})
+    assert before["global_step"] == 2 and before["lr_schedulers"][0]["_last_lr"] == [pytest.approx(1.5e-4)]
+    # The windows of step k are the old loop's: WindowSampler.batch(default_rng([seed, k])).
+    feats = prepare([r for r in read_maestro(rendered) if r.split == "train"], out / "features")
+    sampler = WindowSampler(feats, of.frames_for_seconds(1.0))
+    expected = [sampler.batch(np.random.default_rng([0, k]), 2)["mel"][0] for k in range(3)]
+    assert len(seen.first) == 2 and all(torch.equal(a, b) for a, b in zip(seen.first, expected))
 
-    # The labeler backend reads the checkpoint.
+    s.max_steps = 3
+    again = _Batches()
+    second = train(s, log=lambda m: None, callbacks=[again])
+    assert second["steps"] == 3 and second["resumed_from"] == str(last)
+    assert len(again.first) == 1 and torch.equal(again.first[0], expected[2])  # step 2's windows, not step 0's
+    after = read_checkpoint(last)
+    assert after["global_step"] == 3 and after["optimizer_states"][0]["state"]
+    assert after["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(7.5e-5)  # 6e-4 x 0.5^3
+    assert not torch.equal(before["state_dict"]["net.onset_fc.weight"], after["state_dict"]["net.onset_fc.weight"])
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sum(1 for r in rows if r.get("train_loss")) == 3 and sum(1 for r in rows if r.get("val_onset_f1")) == 1
+    assert {"train_onset", "train_frame", "train_velocity", "lr", "val_onset_precision", "val_frame_f1",
+            "wall_s"} <= set(rows[0])
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3
+
+    # The labeler backend reads the trainer's checkpoint (weights-only, the network's tensors and config).
+    model, blob = of.load_checkpoint(best)
+    assert blob["step"] == 2 and model.config == of.OnsetsFramesConfig.small()
     assert labeler_sample_rate("onsets-frames") == 16000
-    t = get_transcriber("onsets-frames", checkpoint=str(out / "last.pt"), device="cpu")
+    t = get_transcriber("onsets-frames", checkpoint=str(best), device="cpu")
     notes = t.transcribe(np.zeros(16000, np.float32))
-    assert isinstance(notes, list)
+    assert isinstance(notes, list) and t.version == "onsets-frames:best.ckpt:step2"
     with pytest.raises(ValueError, match="needs checkpoint"):
         get_transcriber("onsets-frames")
 
 
 def test_train_flow_and_cli_refusals(rendered, tmp_path, capsys):
+    import shutil
+
     from flows.cli import main
     from flows.train_onsets_frames import train_onsets_frames
 
-    summary = train_onsets_frames(TrainSettings(data=str(rendered), out_dir=str(tmp_path / "flow"), max_steps=1,
-                                                batch_size=1, window_seconds=1.0, validate_every=1, threads=2))
+    out = tmp_path / "flow"
+    summary = train_onsets_frames(_small(rendered, out, max_steps=1, batch_size=1, validate_every=1))
     assert summary["steps"] == 1 and summary["validation"]["pieces"] == 1
+    assert (out / "checkpoints" / "best.ckpt").is_file() and (out / "run_settings.json").is_file()
     assert main(["train", "onsets-frames", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert main(["label", "piano", str(rendered / "train" / "piece_000.wav"), "--out", str(tmp_path / "o.mid"),
-                 "--labeler", "transkun", "--checkpoint", str(tmp_path / "flow" / "last.pt")]) == 2
+                 "--labeler", "transkun", "--checkpoint", str(out / "checkpoints" / "best.ckpt")]) == 2
     assert "--checkpoint is for --labeler onsets-frames" in capsys.readouterr().err
+    # float16 without CUDA, and a set without a validation split: one line each, before any work.
+    assert main(["train", "onsets-frames", "--data", str(rendered), "--out", str(tmp_path / "y"), "--device", "cpu",
+                 "--amp", "on"]) == 2
+    assert "amp=on (float16) needs a CUDA device" in capsys.readouterr().err
+    no_val = tmp_path / "no-val"
+    no_val.mkdir()
+    (no_val / "piano-audio.csv").write_text("\n".join(
+        line for line in (rendered / "piano-audio.csv").read_text().splitlines() if ",validation," not in line))
+    shutil.copytree(rendered / "train", no_val / "train")
+    assert main(["train", "onsets-frames", "--data", str(no_val), "--out", str(tmp_path / "z")]) == 2
+    assert "no recordings in the validation split" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
+
+
+def test_loader_workers_draw_the_steps_in_order(tmp_path):
+    """Two spawned loader workers take every other step; the loader hands the batches out in step order, each
+    the batch of its step (what one process draws), starting at the resumed step."""
+    from torch.utils.data import DataLoader
+
+    from tasks.datasets.maestro import Features
+    from tasks.training.onsets_frames import TrainingWindows
+
+    rng = np.random.default_rng(1)
+    feats = [Features(f"p{i}", rng.normal(size=(n, 229)).astype(np.float16), *(np.zeros((n, 88), np.uint8),) * 4)
+             for i, n in enumerate((40, 70))]
+    windows = TrainingWindows(feats, 16, 2, seed=5, start=7)
+    loader = DataLoader(windows, batch_size=None, num_workers=2, multiprocessing_context="spawn")
+    got = []
+    for batch in loader:
+        got.append(batch["mel"])
+        if len(got) == 5:
+            break
+    assert all(torch.equal(g, windows.batch(7 + k)["mel"]) for k, g in enumerate(got))
+    assert not torch.equal(got[0], got[1])
+
+
+def test_an_old_trainers_run_folder_is_refused_and_its_checkpoints_still_label(rendered, tmp_path, capsys):
+    """A RUN of the hand-written loop (last.pt, best.pt, losses.csv): the Lightning trainer refuses to resume it
+    or write over it, in one line, before any work; its .pt checkpoints load for labelling."""
+    from flows.cli import main
+    from tasks.labels.transcribe import get_transcriber
+
+    out = tmp_path / "old"
+    model = of.OnsetsAndFrames(of.OnsetsFramesConfig.small())
+    of.save_checkpoint(out / "last.pt", model, step=2483, optimizer=torch.optim.Adam(model.parameters()))
+    of.save_checkpoint(out / "best.pt", model, step=2483)
+    before = sorted(p.name for p in out.iterdir())
+    for extra in ([], ["--no-resume"]):
+        assert main(["train", "onsets-frames", "--data", str(rendered), "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(out / "last.pt") in err, err
+        assert "a run of the old Onsets and Frames trainer" in err and "another --out" in err
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing written: no features, no checkpoints/
+    t = get_transcriber("onsets-frames", checkpoint=str(out / "best.pt"), device="cpu")
+    assert t.version == "onsets-frames:best.pt:step2483"
 
 
 def test_evaluate_transcription_table(rendered, tmp_path, capsys):

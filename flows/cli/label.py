@@ -15,7 +15,7 @@ EXAMPLES = """Examples:
 
 \b
   sightsound label piano demo/samples/videos/piano_000.mp4 --out piano_000.mid
-  sightsound label piano take.wav --out take.mid --labeler onsets-frames --checkpoint runs/of/best.pt
+  sightsound label piano take.wav --out take.mid --labeler onsets-frames --checkpoint runs/of/checkpoints/best.ckpt
   sightsound label violin violin_000.mp4 --out violin_000.csv --reference violin_000.mid
 """
 

@@ -25,22 +25,23 @@ EXAMPLES = """Examples:
 
 @click.group(epilog=EXAMPLES)
 def train():
-    """Train a model (a Prefect flow run; resumes from OUT/last.pt)."""
+    """Train a model (a Prefect flow run; resumes from OUT/checkpoints/last.ckpt)."""
 
 
 @train.command("onsets-frames", epilog=EXAMPLES)
 @settings_options(TrainSettings)
 def onsets_frames(**params) -> int:
-    """Onsets and Frames on a MAESTRO-layout folder (flow train-onsets-frames)."""
-    from models.onsets_frames import CheckpointError
-    from tasks.datasets.maestro import MaestroError, read_maestro
-    from tasks.training.onsets_frames import check_resume
+    """Onsets and Frames on a MAESTRO-layout folder (flow train-onsets-frames, on the shared trainer)."""
+    from tasks.datasets.maestro import MaestroError
+    from tasks.training.onsets_frames import check_resume, recordings
+    from tasks.training.trainer import CheckpointError
 
     settings = make(TrainSettings, params)
-    try:
-        read_maestro(settings.data)  # refuse a bad folder before Prefect starts
-        check_resume(settings.out_dir, settings.config, settings.resume)  # and a last.pt it could not resume
-    except (MaestroError, CheckpointError) as exc:
+    try:  # refuse what would fail before Prefect starts: a bad folder, a last.ckpt it cannot go on from
+        recordings(settings.data)
+        check_resume(settings.out_dir, settings.config, settings.resume)  # (or an old trainer's run folder)
+        settings.trainer_settings()  # amp on without CUDA
+    except (MaestroError, CheckpointError, ValueError) as exc:
         raise Refused(exc) from None
     prefect_env(settings.out_dir)
     from flows.tempserver import guard

@@ -413,9 +413,11 @@ def _same_fingerprint(checkpoint: str, fingerprint: str | None) -> None:
 @register("onsets-frames")
 class OnsetsFramesTranscriber:
     """Onsets and Frames (Hawthorne et al. 2018) from a checkpoint that ``sightsound train onsets-frames``
-    wrote (:mod:`models.onsets_frames`; loaded with ``weights_only=True``, refused when its tensors do
-    not match its config).  16 kHz audio; the mel front end runs on ``device`` with the model;
-    Magenta's decoding (onset threshold 0.5, frame threshold 0.5)."""
+    wrote: the trainer's ``RUN/checkpoints/best.ckpt`` (or ``last.ckpt``), or a ``best.pt``/``last.pt`` of
+    the hand-written trainer it replaced (:func:`models.onsets_frames.read_checkpoint` reads both;
+    loaded with ``weights_only=True``, refused when its tensors do not match its config).  16 kHz
+    audio; the mel front end runs on ``device`` with the model; Magenta's decoding (onset threshold
+    0.5, frame threshold 0.5)."""
 
     name = "onsets-frames"
     sample_rate = 16000  # models.onsets_frames.SAMPLE_RATE (not imported here: that would load torch)

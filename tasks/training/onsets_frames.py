@@ -1,42 +1,59 @@
-"""Training and validation of Onsets and Frames: plain functions the flow ``train-onsets-frames`` calls.
+"""Training Onsets and Frames on a MAESTRO-layout folder, on the shared trainer (:mod:`tasks.training.trainer`).
 
-:func:`train` trains on the ``train`` split of a MAESTRO-layout folder and
-validates on its ``validation`` split.  Under ``out_dir`` it writes::
+:class:`OnsetsFramesTask` is the LightningModule: the network of
+:mod:`models.onsets_frames`, its losses (:func:`models.onsets_frames.onsets_frames_loss`),
+Magenta's optimiser (Adam at 6e-4, multiplied by 0.98 every 10k steps: a
+``StepLR`` stepped after every optimiser step, so no plateau rule:
+``plateau = None``), the gradient-norm clip of 3, and the validation scores:
+note-level precision, recall and F1 on onsets, F1 with offsets and frame
+P/R/F1 (:func:`tasks.evaluation.scores.transcription_scores`, the mean over
+the validation pieces of the whole-piece transcriptions); ``val_onset_f1``
+is the metric the best checkpoint is kept by.
 
-    train_settings.json   the settings of the latest run
-    features/             cached log-mel and label rolls per recording (tasks.datasets.maestro)
-    losses.csv            step, elapsed_s, lr, total, onset, offset, frame, velocity (means over log_every steps)
-    metrics.csv           step, elapsed_s, validation note P/R/F1 (onsets), F1 with offsets, frame P/R/F1
-    last.pt               the latest checkpoint (models.onsets_frames.save_checkpoint), with optimiser state
-    best.pt               the checkpoint with the best validation note-onset F1 so far
+:class:`TrainingWindows` is the training data: an endless
+``IterableDataset`` of whole batches, the batch of optimiser step ``s``
+drawn from ``numpy.random.default_rng([seed, s])`` by
+:class:`tasks.datasets.maestro.WindowSampler`, so a resumed run (and a run
+with several loader workers, which take every n-th step) sees the same
+windows as an uninterrupted one.  :class:`ValidationPieces` gives one whole
+validation recording (log-mel and reference notes) per item.
 
-A run resumes from ``last.pt`` when it exists (unless ``resume=False``):
-model, optimiser, LR schedule, AMP scaler, step count, elapsed time and best
-F1 come back, and the random training windows continue where they stopped
-(the windows of step ``s`` are drawn from ``default_rng([seed, s])``).
-``max_minutes`` bounds the wall time of *this* invocation, ``max_steps`` the
-total step count.  Training follows Magenta's: Adam at 6e-4, decayed x0.98
-every 10k steps, gradient norm clipped at 3, batch 8; AMP (float16 with a
-gradient scaler) on CUDA.
+:func:`train` is the whole run: the features of the ``train`` and
+``validation`` splits (computed once, cached), then
+:func:`tasks.training.trainer.fit`, which writes under ``out_dir``::
+
+    checkpoints/last.ckpt   the latest state (model, optimiser, LR schedule, loops), resumed automatically
+    checkpoints/best.ckpt   the state with the best validation onset F1 so far (what the labeler reads)
+    metrics.csv             by step: train losses and lr, validation scores, wall_s
+    logs/, events.out.*     Lightning's CSV logs and TensorBoard events
+    summary.json            steps, wall time, best score, why it stopped
+    run_settings.json       the settings of the latest run
+    features/               cached log-mel and label rolls per recording (tasks.datasets.maestro)
+
+Checkpoints of the hand-written loop this replaced (``last.pt``/``best.pt``,
+format ``sightsound/onsets-frames``) still label (``--checkpoint``), but a
+run folder holding one is refused by :func:`check_resume` (one line): the
+new trainer cannot go on from its state.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
-import os
-import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
+import lightning.pytorch as L
 import numpy as np
+import torch
 from pydantic import Field, field_validator
 from pydantic.dataclasses import dataclass
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from models import onsets_frames as of
-from tasks.labels.transcribe import pick_device
+from tasks.training.trainer import CheckpointError, TrainerSettings, fit, read_checkpoint
+
+VALIDATION_KEYS = ("onset_precision", "onset_recall", "onset_f1", "onset_offset_f1", "frame_precision",
+                   "frame_recall", "frame_f1")
 
 
 @dataclass
@@ -54,212 +71,238 @@ class TrainSettings:
     lr_decay_steps: int = Field(10000, ge=1, description="steps between learning-rate decays")
     lr_decay_rate: float = Field(0.98, gt=0, le=1, description="learning-rate factor at each decay")
     clip_norm: float = Field(3.0, gt=0, description="gradient-norm clip")
-    max_steps: int = Field(50000, ge=0, description="total training steps")
-    max_minutes: float | None = Field(None, gt=0, description="wall-time limit of this run, minutes")
+    max_steps: int = Field(50000, ge=1, description="total training steps (a resumed run goes on to this)")
+    max_minutes: float | None = Field(None, gt=0,
+                                      description="wall-time budget of the training, minutes (across resumes)")
     validate_every: int = Field(250, ge=1, description="steps between validations")
-    log_every: int = Field(25, ge=1, description="steps between loss log lines")
-    device: str = Field("auto", description="cpu, cuda or auto")
-    amp: Literal["auto", "on", "off"] = Field("auto", description="float16 mixed precision (auto: on CUDA)")
-    seed: int = Field(0, description="random seed")
-    resume: bool = Field(True, description="resume from OUT/last.pt when it exists")
+    log_every: int = Field(25, ge=1, description="steps between logged training losses")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cpu, cuda or auto")
+    amp: Literal["auto", "on", "off"] = Field(
+        "auto", description="mixed precision: auto (bf16 on CUDA where supported, else fp16; none on the CPU), "
+                            "on (fp16 with a gradient scaler, CUDA only), off")
+    seed: int = Field(0, description="random seed (model, windows)")
+    resume: bool = Field(True, description="resume from OUT/checkpoints/last.ckpt when it exists")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
     cache_dir: str | None = Field(None, description="cached features (default: OUT/features)")
+    num_workers: int = Field(0, ge=0, description="loader worker processes drawing the training windows")
+    progress_bar: bool = Field(True, description="Lightning's progress bar in the terminal")
 
     @field_validator("data", "out_dir", "cache_dir")
     @classmethod
     def _absolute(cls, value):
         return None if value is None else str(Path(value).resolve())
 
-
-LOSS_FIELDS = ["step", "elapsed_s", "lr", "total", "onset", "offset", "frame", "velocity", "activation"]
-METRIC_FIELDS = ["step", "elapsed_s", "pieces", "onset_precision", "onset_recall", "onset_f1",
-                 "onset_offset_f1", "frame_precision", "frame_recall", "frame_f1"]
-
-
-def _append_csv(path: Path, fields: list[str], row: dict) -> None:
-    new = not path.is_file()
-    with open(path, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        if new:
-            w.writeheader()
-        w.writerow({k: row.get(k, "") for k in fields})
+    def trainer_settings(self) -> TrainerSettings:
+        """The shared trainer's settings of this run (the plateau fields are unused: ``plateau = None``)."""
+        precision = {"auto": "auto", "on": "16-mixed", "off": "32"}[self.amp]
+        if self.amp == "on" and _accelerator(self.device) != "cuda":
+            raise ValueError("amp=on (float16) needs a CUDA device; use amp off or auto on the CPU")
+        return TrainerSettings(
+            run_dir=self.out_dir, max_steps=self.max_steps, max_minutes=self.max_minutes,
+            val_every=self.validate_every, log_every=self.log_every, batch_size=self.batch_size,
+            num_workers=self.num_workers, precision=precision, clip_norm=self.clip_norm, seed=self.seed,
+            accelerator=self.device, devices=1, resume=self.resume, progress_bar=self.progress_bar)
 
 
-def read_csv_rows(path: str | os.PathLike) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+def _accelerator(device: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-def validate(model, features, references, device: str | None = None) -> dict:
-    """Mean per-piece scores of the model's notes against the reference notes (tasks.evaluation.scores)."""
-    import torch
+class OnsetsFramesTask(L.LightningModule):
+    """Losses, optimiser, LR schedule and validation scores of Onsets and Frames; its network in ``self.net``."""
 
-    from tasks.evaluation.scores import transcription_scores
-    from tasks.labels.transcribe import Note
+    monitor = ("val_onset_f1", "max")  # the best checkpoint
+    plateau = None  # Magenta's schedule: x lr_decay_rate every lr_decay_steps steps, no plateau rule, no early stop
+    clip_norm = 3.0  # Magenta's gradient-norm clip (TrainSettings.clip_norm overrides it)
+    resume_keys = ("config",)  # a last.ckpt of the other size is refused, not half-loaded
 
-    was_training = model.training
-    rows = []
-    for f, ref in zip(features, references):
-        probs = of.predict(model, torch.from_numpy(f.mel.astype(np.float32)))
+    def __init__(self, config: str = "small", learning_rate: float = 6e-4, lr_decay_steps: int = 10000,
+                 lr_decay_rate: float = 0.98):
+        super().__init__()
+        self.save_hyperparameters()  # plain values only, so checkpoints load with weights_only=True
+        self.net = of.OnsetsAndFrames(of.OnsetsFramesConfig.named(config))
+        self._scores: list[dict] = []
+        self.last_validation: dict | None = None
+
+    def forward(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(mel)
+
+    def training_step(self, batch, batch_idx):
+        losses = of.onsets_frames_loss(self(batch["mel"]), batch, activation_loss=self.net.config.activation_loss)
+        size = len(batch["mel"])
+        self.log("train_loss", losses["total"], prog_bar=True, batch_size=size)
+        self.log_dict({f"train_{k}": v for k, v in losses.items() if k != "total"}, batch_size=size)
+        self.log("lr", self.lr_schedulers().get_last_lr()[0], batch_size=size)
+        return losses["total"]
+
+    def validation_step(self, batch, batch_idx):
+        from tasks.evaluation.scores import transcription_scores
+        from tasks.labels.transcribe import Note
+
+        probs = of.predict(self.net, batch["mel"])
         est = [Note(*n) for n in of.decode_notes(probs["onset"], probs["frame"], probs["velocity"])]
-        rows.append(transcription_scores(ref, est))
-    model.train(was_training)
-    keys = ["onset_precision", "onset_recall", "onset_f1", "onset_offset_f1", "frame_precision", "frame_recall",
-            "frame_f1"]
-    out = {k: round(float(np.mean([r[k] for r in rows])), 4) if rows else 0.0 for k in keys}
-    out["pieces"] = len(rows)
-    return out
+        ref = [Note(float(a), float(b), int(p), int(v)) for a, b, p, v in batch["notes"].cpu().tolist()]
+        self._scores.append(transcription_scores(ref, est))
+
+    def on_validation_epoch_end(self) -> None:
+        rows, self._scores = self._scores, []
+        scores = {k: float(np.mean([r[k] for r in rows])) if rows else 0.0 for k in VALIDATION_KEYS}
+        for k, v in scores.items():
+            self.log(f"val_{k}", v, prog_bar=k == "onset_f1")
+        self.last_validation = {**{k: round(v, 4) for k, v in scores.items()}, "pieces": len(rows),
+                                "step": int(self.global_step)}
+
+    def configure_optimizers(self):
+        h = self.hparams
+        optimizer = torch.optim.Adam(self.parameters(), lr=h.learning_rate)
+        # Magenta's exponential decay, as a schedule of optimiser steps (not epochs: the data set is endless).
+        decay = torch.optim.lr_scheduler.StepLR(optimizer, step_size=h.lr_decay_steps, gamma=h.lr_decay_rate)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step", "frequency": 1}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # What models.onsets_frames.read_checkpoint needs to label with this file without this class:
+        # the format, the model's sizes (plain values) and the front end it was trained on.
+        checkpoint["format"] = of.LIGHTNING_FORMAT
+        checkpoint["config"] = self.net.config.to_dict()
+        checkpoint["frontend"] = dict(of.FRONTEND)
 
 
-def check_resume(out_dir: str | os.PathLike, config: str, resume: bool = True) -> Path | None:
-    """The ``last.pt`` a run under ``out_dir`` would resume from, checked before any work; None if it starts afresh.
+class TrainingWindows(IterableDataset):
+    """Endless whole batches of random windows; the batch of step ``s`` from ``default_rng([seed, s])``.
 
-    Raises :class:`models.onsets_frames.CheckpointError` (one line) for a file
-    that would fail the resume after the features are computed: not a
-    checkpoint, damaged, or trained with another configuration.
+    ``start`` is the first step drawn: :class:`WindowsFromCheckpoint` sets it
+    to the resumed checkpoint's step before the loader starts.  With ``n``
+    loader workers, worker ``w`` draws steps ``start + w, start + w + n, ...``,
+    which the loader hands out in step order.
     """
-    last = Path(out_dir) / "last.pt"
-    if not resume or not (last.exists() or last.is_symlink()):
+
+    def __init__(self, features: list, window: int, batch_size: int, seed: int, start: int = 0):
+        from tasks.datasets.maestro import WindowSampler
+
+        self.sampler = WindowSampler(features, window)
+        self.batch_size, self.seed, self.start = int(batch_size), int(seed), int(start)
+
+    def batch(self, step: int) -> dict:
+        return self.sampler.batch(np.random.default_rng([self.seed, int(step)]), self.batch_size)
+
+    def __iter__(self):
+        info = get_worker_info()
+        step, stride = (self.start, 1) if info is None else (self.start + info.id, info.num_workers)
+        while True:
+            yield self.batch(step)
+            step += stride
+
+
+class WindowsFromCheckpoint(L.Callback):
+    """On resume, start the training windows at the checkpoint's step (the windows continue where they stopped).
+
+    Lightning restores callbacks, then the loops, then creates the training
+    loader's iterator; a callback's ``on_load_checkpoint`` is the hook that
+    sees the checkpoint before the iterator exists (``on_train_start`` and
+    ``on_train_epoch_start`` come after the first batch is fetched, and the
+    latter not at all when a run resumes within its one endless epoch).
+    """
+
+    def __init__(self, windows: TrainingWindows):
+        self.windows = windows
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.windows.start = int(checkpoint.get("global_step", 0))
+
+
+class ValidationPieces(Dataset):
+    """Whole validation recordings: ``mel`` ``(frames, 229)`` float32 and ``notes`` ``(n, 4)`` (onset, offset,
+    pitch, velocity) of the reference, one recording per item (a loader with ``batch_size=None``)."""
+
+    def __init__(self, features: list, references: list):
+        self.features, self.references = features, references
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict:
+        notes = [(n.onset, n.offset, n.pitch, n.velocity) for n in self.references[i]]
+        return {"mel": torch.from_numpy(self.features[i].mel.astype(np.float32)),
+                "notes": torch.tensor(notes, dtype=torch.float64).reshape(-1, 4)}
+
+
+def recordings(data: str) -> tuple[list, list]:
+    """The train and validation recordings of ``data``; MaestroError (one line) when either split is empty."""
+    from tasks.datasets.maestro import MaestroError, read_maestro
+
+    recs = read_maestro(data)
+    train_recs = [r for r in recs if r.split == "train"]
+    val_recs = [r for r in recs if r.split == "validation"]
+    for split, found in (("train", train_recs), ("validation", val_recs)):
+        if not found:
+            raise MaestroError(f"{data} has no recordings in the {split} split (training needs both train "
+                               "and validation)")
+    return train_recs, val_recs
+
+
+def check_resume(out_dir: str, config: str, resume: bool = True) -> Path | None:
+    """The ``checkpoints/last.ckpt`` a run under ``out_dir`` would resume from, checked before any work.
+
+    None when the run starts afresh.  Raises
+    :class:`tasks.training.trainer.CheckpointError` (one line) for a file the
+    resume would fail on (not a checkpoint of this trainer, or of the other
+    ``config``), and for a folder of the hand-written trainer this one
+    replaced (``last.pt``): its state cannot be resumed here, and starting
+    afresh there would write over its ``metrics.csv``.
+    """
+    out = Path(out_dir)
+    old = [name for name in ("last.pt", "best.pt", "losses.csv") if (out / name).exists()]
+    if old:
+        raise CheckpointError(
+            f"{out / old[0]}: a run of the old Onsets and Frames trainer, which the Lightning trainer cannot "
+            f"resume or write over; train into another --out (its .pt checkpoints still label with --checkpoint)")
+    last = TrainerSettings(run_dir=str(out)).last_checkpoint
+    if not resume or not last.exists():
         return None
-    found, _ = of.verify_checkpoint(last)
-    if found != of.OnsetsFramesConfig.named(config):
-        raise of.CheckpointError(f"checkpoint {last}: trained with another configuration than {config!r}; "
-                                 f"use another out_dir or do not resume")
+    read_checkpoint(last, {"config": config})
     return last
 
 
-def train(settings: TrainSettings, log=print) -> dict:
-    """Train (or resume) until ``max_steps`` or ``max_minutes``; return a summary dict."""
-    import torch
+def _prepare(settings: TrainSettings, log) -> tuple[list, list, list]:
+    import time
 
-    from tasks.datasets.maestro import WindowSampler, prepare, read_maestro, read_performance
+    from tasks.datasets.maestro import prepare, read_performance
 
-    start_wall = time.monotonic()
+    train_recs, val_recs = recordings(settings.data)
+    cache = Path(settings.cache_dir) if settings.cache_dir else Path(settings.out_dir) / "features"
+    t0 = time.monotonic()
+    train_feats, val_feats = prepare(train_recs, cache), prepare(val_recs, cache)
+    val_refs = [read_performance(r.midi) for r in val_recs]
+    log(f"features: {len(train_feats)} train ({sum(f.frames for f in train_feats)} frames), "
+        f"{len(val_feats)} validation, in {time.monotonic() - t0:.1f} s")
+    return train_feats, val_feats, val_refs
+
+
+def train(settings: TrainSettings, log=print, callbacks=()) -> dict:
+    """Train (or resume) until ``max_steps`` or ``max_minutes``; return the trainer's summary and the last scores."""
+    from torch.utils.data import DataLoader
+
     s = settings
-    resume_from = check_resume(s.out_dir, s.config, s.resume)  # before any work
+    check_resume(s.out_dir, s.config, s.resume)  # before any work
+    trainer_settings = s.trainer_settings()
     if s.threads:
         torch.set_num_threads(int(s.threads))
     out = Path(s.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_settings.json").write_text(json.dumps(asdict(s), indent=1) + "\n")
-    device = pick_device(s.device)
-    use_amp = device.startswith("cuda") if s.amp == "auto" else s.amp == "on"
-    if use_amp and not device.startswith("cuda"):
-        raise ValueError("AMP (float16) needs a CUDA device; use amp='off' on the CPU")
-
-    recs = read_maestro(s.data)
-    train_recs = [r for r in recs if r.split == "train"]
-    val_recs = [r for r in recs if r.split == "validation"]
-    if not train_recs:
-        raise ValueError(f"{s.data} has no recordings in the train split")
-    cache = Path(s.cache_dir) if s.cache_dir else out / "features"
-    t0 = time.monotonic()
-    train_feats = prepare(train_recs, cache)
-    val_feats = prepare(val_recs, cache)
-    val_refs = [read_performance(r.midi) for r in val_recs]
-    log(f"features: {len(train_feats)} train ({sum(f.frames for f in train_feats)} frames), "
-        f"{len(val_feats)} validation, in {time.monotonic() - t0:.1f} s")
+    (out / "run_settings.json").write_text(json.dumps(vars(s), indent=1, default=str) + "\n")
+    train_feats, val_feats, val_refs = _prepare(s, log)
     window = of.frames_for_seconds(s.window_seconds)
-    sampler = WindowSampler(train_feats, window)
-
-    config = of.OnsetsFramesConfig.named(s.config)
-    model = of.OnsetsAndFrames(config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=s.learning_rate)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.lr_decay_steps, gamma=s.lr_decay_rate)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    step, elapsed_before, best_f1 = 0, 0.0, -1.0
-    last = out / "last.pt"
-    if resume_from is not None:
-        blob = of.read_checkpoint(last)  # checked by check_resume; read whole for the optimiser's state
-        model.load_state_dict(blob["state_dict"])
-        if blob.get("optimizer"):
-            optimizer.load_state_dict(blob["optimizer"])
-        if blob.get("scheduler"):
-            scheduler.load_state_dict(blob["scheduler"])
-        if blob.get("scaler") and use_amp:
-            scaler.load_state_dict(blob["scaler"])
-        step = int(blob["step"])
-        extra = blob.get("extra") or {}
-        elapsed_before = float(extra.get("elapsed_s", 0.0))
-        best_f1 = float(extra.get("best_onset_f1", -1.0))
-        log(f"resumed from {last} at step {step}")
-    n_params = of.parameter_count(model)
-    log(f"model: config {s.config}, {n_params:,} parameters, device {device}, AMP {use_amp}, window {window} frames")
-
-    def elapsed() -> float:
-        return elapsed_before + time.monotonic() - start_wall
-
-    def checkpoint(metrics: dict | None) -> None:
-        nonlocal best_f1
-        extra = {"elapsed_s": round(elapsed(), 1), "best_onset_f1": best_f1, "settings_config": s.config}
-        if metrics is not None:
-            extra["validation"] = metrics
-            if metrics["onset_f1"] > best_f1:
-                best_f1 = metrics["onset_f1"]
-                extra["best_onset_f1"] = best_f1
-                of.save_checkpoint(out / "best.pt", model, step=step, extra=extra)
-        of.save_checkpoint(last, model, step=step, optimizer=optimizer, scheduler=scheduler,
-                           scaler=scaler if use_amp else None, extra=extra)
-
-    def run_validation() -> dict | None:
-        if not val_feats:
-            return None
-        m = validate(model, val_feats, val_refs)
-        row = {"step": step, "elapsed_s": round(elapsed(), 1), **m}
-        _append_csv(out / "metrics.csv", METRIC_FIELDS, row)
-        log(f"validation step {step}: onset P {m['onset_precision']:.3f} R {m['onset_recall']:.3f} "
-            f"F1 {m['onset_f1']:.3f}; with offsets F1 {m['onset_offset_f1']:.3f}; frame F1 {m['frame_f1']:.3f}")
-        return m
-
-    deadline = start_wall + 60.0 * s.max_minutes if s.max_minutes else math.inf
-    model.train()
-    sums: dict[str, float] = {}
-    n_sum, steps_this_run, metrics, last_validated = 0, 0, None, -1
-    stop_reason = "max_steps"
-    while step < s.max_steps:
-        if time.monotonic() >= deadline:
-            stop_reason = "max_minutes"
-            break
-        rng = np.random.default_rng([s.seed, step])
-        batch = {k: v.to(device, non_blocking=True) for k, v in sampler.batch(rng, s.batch_size).items()}
-        with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.float16,
-                            enabled=use_amp):
-            outputs = model(batch["mel"])
-        losses = of.onsets_frames_loss(outputs, batch, activation_loss=config.activation_loss)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses["total"]).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        step += 1
-        steps_this_run += 1
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
-        n_sum += 1
-        if step % s.log_every == 0:
-            row = {"step": step, "elapsed_s": round(elapsed(), 1), "lr": f"{scheduler.get_last_lr()[0]:.3g}",
-                   **{k: round(v / n_sum, 5) for k, v in sums.items()}}
-            _append_csv(out / "losses.csv", LOSS_FIELDS, row)
-            log(f"step {step}: loss {row['total']:.4f} (onset {row['onset']:.4f} offset {row['offset']:.4f} "
-                f"frame {row['frame']:.4f} velocity {row['velocity']:.4f}), {row['elapsed_s']:.0f} s")
-            sums, n_sum = {}, 0
-        if step % s.validate_every == 0:
-            metrics = run_validation()
-            checkpoint(metrics)
-            last_validated = step
-    if last_validated != step:
-        metrics = run_validation()
-        checkpoint(metrics)
-    summary = {
-        "out_dir": str(out), "steps": step, "steps_this_run": steps_this_run, "stop": stop_reason,
-        "elapsed_s": round(elapsed(), 1), "parameters": n_params, "device": device, "amp": use_amp,
-        "validation": metrics, "best_onset_f1": best_f1,
-        "checkpoint": str(last), "best_checkpoint": str(out / "best.pt") if (out / "best.pt").is_file() else None,
-    }
-    log(f"stopped ({stop_reason}) at step {step} after {summary['elapsed_s']:.0f} s; best validation onset F1 {best_f1:.3f}")
+    windows = TrainingWindows(train_feats, window, s.batch_size, s.seed)
+    # Whole batches from the dataset (batch_size=None); spawned workers, as the piano loaders (see there).
+    train_loader = DataLoader(windows, batch_size=None, num_workers=s.num_workers,
+                              multiprocessing_context="spawn" if s.num_workers else None)
+    val_loader = DataLoader(ValidationPieces(val_feats, val_refs), batch_size=None)
+    module = OnsetsFramesTask(s.config, s.learning_rate, s.lr_decay_steps, s.lr_decay_rate)
+    log(f"onsets-frames: config {s.config}, {of.parameter_count(module.net):,} parameters, "
+        f"window {window} frames, batch {s.batch_size}, under {out}")
+    summary = fit(module, train_loader, val_loader, trainer_settings, [WindowsFromCheckpoint(windows), *callbacks])
+    summary = {**summary, "config": s.config, "parameters": of.parameter_count(module.net),
+               "validation": module.last_validation}
+    log(f"stopped ({summary['stopped_by']}) at step {summary['steps']} after {summary['wall_s']:.0f} s; "
+        f"best validation onset F1 {summary['best_score']}")
     return summary

@@ -22,7 +22,11 @@ the logs and its progress bar.  The learning rate is divided by
 ``1 / lr_factor`` when the plateau metric stalls for ``plateau_patience``
 validations (the papers' "learning rate divided on plateau"): see
 :class:`PlateauSchedule` for why it is a callback rather than a Lightning
-scheduler.
+scheduler.  A module whose paper has another rule sets ``plateau = None``:
+then neither the LR division nor the early stop runs (``plateau_patience``,
+``lr_factor`` and ``early_stop_patience`` are unused), and the module's own
+schedulers (``configure_optimizers``, e.g. Onsets and Frames' exponential
+decay, stepped per optimiser step) are the only LR rule.
 
 Several GPUs: ``devices > 1`` uses Lightning's ``ddp_spawn`` strategy, not
 its default ``ddp``.  ``ddp`` starts the other ranks by running the
@@ -218,7 +222,8 @@ def read_checkpoint(path: str | Path, hparams: dict | None = None) -> dict:
 
 
 def fit(module, train_loader, val_loader, settings: TrainerSettings, callbacks=()) -> dict:
-    """Train ``module`` (a LightningModule with ``monitor`` and ``plateau`` = ``(metric, "min"|"max")``).
+    """Train ``module`` (a LightningModule with ``monitor`` and ``plateau`` = ``(metric, "min"|"max")``,
+    or ``plateau = None`` for no plateau rule).
 
     Returns the summary also written to ``run_dir/summary.json``.
     """
@@ -229,12 +234,14 @@ def fit(module, train_loader, val_loader, settings: TrainerSettings, callbacks=(
     run.mkdir(parents=True, exist_ok=True)
     L.seed_everything(settings.seed, workers=True, verbose=False)
     monitor, monitor_mode = module.monitor
-    plateau, plateau_mode = module.plateau
     best = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=monitor, mode=monitor_mode,
                            save_top_k=1, save_last=True, enable_version_counter=False)
-    stop = EarlyStopping(monitor=plateau, mode=plateau_mode, patience=settings.early_stop_patience)
-    callbacks = [best, stop, PlateauSchedule(plateau, plateau_mode, settings.plateau_patience, settings.lr_factor),
-                 WallClock(), LastAtEnd(settings.last_checkpoint), *callbacks]
+    stop, plateau_rule = None, []
+    if module.plateau is not None:  # None: the module's own LR schedule only, no early stop
+        plateau, plateau_mode = module.plateau
+        stop = EarlyStopping(monitor=plateau, mode=plateau_mode, patience=settings.early_stop_patience)
+        plateau_rule = [stop, PlateauSchedule(plateau, plateau_mode, settings.plateau_patience, settings.lr_factor)]
+    callbacks = [best, *plateau_rule, WallClock(), LastAtEnd(settings.last_checkpoint), *callbacks]
     timer = None
     if settings.max_minutes:
         timer = Timer(duration={"minutes": settings.max_minutes}, interval="step")
@@ -257,7 +264,7 @@ def fit(module, train_loader, val_loader, settings: TrainerSettings, callbacks=(
         read_checkpoint(resume, {k: module.hparams[k] for k in keys})
     start = time.monotonic()
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(resume) if resume else None, weights_only=True)
-    stopped_by = ("early stop" if stop.stopped_epoch else
+    stopped_by = ("early stop" if stop is not None and stop.stopped_epoch else
                   "time budget" if timer is not None and timer.time_remaining() is not None
                   and timer.time_remaining() <= 0 else "max steps")
     summary = {
