@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import tempfile
 import time
@@ -99,6 +100,11 @@ def step_rate(variant: str, config: str, steps: int) -> tuple[float, float]:
     return steps / (time.perf_counter() - start), float(counter.get_total_flops())
 
 
+def _load() -> str:
+    """The machine's 1-minute load average beside its core count (the figures mean little on a busy machine)."""
+    return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=480, help="frames per synthetic video (2 videos)")
@@ -111,7 +117,7 @@ def main() -> int:
 
     torch.set_num_threads(1)  # one loader worker's view; the steps below use every core
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-piano-"))
-    print(f"work folder {work}; {torch.get_num_interop_threads()} interop threads")
+    print(f"work folder {work}; {torch.get_num_interop_threads()} interop threads; {_load()}")
     rates = {}
     for fmt in ("png", "jpeg"):
         shards = make_shards(work, fmt, args.frames)
@@ -137,6 +143,7 @@ def main() -> int:
               f"{need / feed:5.1f} loader workers at the measured {feed:.0f} windows/s (PNG, augmented)")
     print(f"ratios: JPEG/PNG loader {rates[('jpeg', True)] / rates[('png', True)]:.2f} (augmented), "
           f"augmented/plain {rates[('png', True)] / rates[('png', False)]:.2f} (PNG)")
+    print(f"at the end: {_load()} (any other busy process slows CPU steps many times: read the rates with it)")
     return 0
 
 

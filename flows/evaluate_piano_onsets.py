@@ -11,8 +11,9 @@ from flows.settings import PianoOnsetsEvaluation
 from tasks.evaluation.piano_onsets import evaluate_checkpoint, table_rows
 from tasks.evaluation.results import provenance, write_results
 
-NOTES = """Note-level onset scores (mir_eval, 50 ms), summed over the test videos; the threshold of each model is
-chosen on its validation videos (held-out train videos) by note F1 against their pseudo-labels. "PianoYT
+NOTES = """Note-level onset scores (mir_eval, 50 ms), summed over the test videos; the threshold and the time
+filter's sigma (frames) of each model are chosen together on its validation videos (held-out train videos)
+by note F1 against their pseudo-labels. "PianoYT
 test" scores against the pseudo-labels the build made from the audio (as the thesis); "MIDI test set"
 against the true MIDI of the videos where it exists (here: the generated sample set's own MIDI, not the
 thesis's phone recordings). The thesis's numbers are for the real PianoYT at the paper sizes; a `small`
@@ -37,6 +38,7 @@ def evaluate_piano_onsets(settings: PianoOnsetsEvaluation) -> dict:
     files = split_parts(shards, "test") + split_parts(shards, "train")
     prov = provenance(settings.data_root, files, checkpoints=settings.checkpoint,
                       thresholds={r["variant"]: r["threshold"] for r in results},
+                      sigmas={r["variant"]: r["sigma"] for r in results},
                       configs=sorted({r["config"] for r in results}), wall_s=round(time.monotonic() - start, 1),
                       device="cpu")
     md, parquet = write_results(settings.results, "piano-onsets",

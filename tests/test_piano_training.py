@@ -230,3 +230,33 @@ def test_a_gpu_run_refuses_to_start_without_the_gpu_concurrency_limit(data_root,
     assert calls == []
     flow_module.train_piano_onsets(settings, gpu_limit="gpu-test-limit", strict_gpu_limit=False)
     assert calls == [1]
+
+
+def test_a_video_shorter_than_five_frames_is_recorded_not_scored_and_refused_by_transcribe(data_root, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from tasks.evaluation.piano_onsets import evaluate_checkpoint
+    from tasks.samples.encode import encode_video
+
+    root = tmp_path / "root"
+    shutil.copytree(data_root, root)
+    make_piano_shards(root, {"short": ("test", 3)})  # 3 frames: not one 5-frame window
+    run = tmp_path / "run"
+    train(_settings(root, run, max_steps=1, val_every=1))
+    lines = []
+    result = evaluate_checkpoint(run / "checkpoints" / "last.ckpt", root, log=lines.append)
+    assert result["test_videos"] == ["v4"] and result["PianoYT test"]["videos"] == 1
+    assert result["skipped"] == {"short": "fewer than 5 consecutive frames"}
+    assert any(line.startswith("skipped short:") for line in lines)
+
+    frames = [np.full((720, 1280, 3), 90, np.uint8) for _ in range(3)]
+    video = tmp_path / "short.mp4"
+    encode_video(iter(frames), None, 44100, 25.0, video, 1280, 720)
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "transcribe", "video", str(video), "--crop",
+                           "400,560,51,1229", "--checkpoint", str(run / "checkpoints" / "last.ckpt"),
+                           "--out", str(tmp_path / "o.mid")], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "3 frame(s) decoded; the model needs 5 consecutive frames" in proc.stderr

@@ -44,20 +44,23 @@ def transcribe():
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="the MIDI file to write")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="onset threshold (default: the one evaluate piano-onsets chose for the run, else 0.4)")
+@click.option("--sigma", type=click.FloatRange(0, 50),
+              help="Gaussian filter over time, frames (default: the run's chosen one, else the thesis's 5)")
 @click.option("--crop-reference", type=Size(), default="1280x720", show_default=True,
               help="WIDTHxHEIGHT of the frame the crop refers to")
 @click.option("--audio", type=click.Path(dir_okay=False), help="also render the MIDI to this WAV (SoundFont)")
 @click.option("--figure", type=click.Path(dir_okay=False), help="also draw the piano roll and spectrograms (PNG)")
 @click.option("--reference", type=InputPath(), help="the true MIDI: score against it, and draw it")
 @click.option("--soundfont", type=InputPath(), help="SoundFont for --audio and --figure (default TimGM6mb)")
-def video(video, crop, checkpoint, out, threshold, crop_reference, audio, figure, reference, soundfont) -> int:
+def video(video, crop, checkpoint, out, threshold, sigma, crop_reference, audio, figure, reference, soundfont) -> int:
     """The notes a trained visual onset model sees in VIDEO, as MIDI (thesis ch. 6, "MIDI from video")."""
     from tasks.evaluation.piano_onsets import transcribe_video
     from tasks.media.decode import MediaError
     from tasks.training.trainer import CheckpointError
 
     try:
-        result = transcribe_video(video, crop, checkpoint, out, threshold=threshold, crop_reference=crop_reference,
+        result = transcribe_video(video, crop, checkpoint, out, threshold=threshold, sigma=sigma,
+                                  crop_reference=crop_reference,
                                   audio=audio, figure=figure, reference=reference, soundfont=soundfont)
     except (CheckpointError, MediaError, ValueError) as exc:
         raise Refused(exc) from None

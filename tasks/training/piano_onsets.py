@@ -75,9 +75,11 @@ class PianoOnsetsTask(L.LightningModule):
             load_torchvision_init(self.net, init_from)
         from torchmetrics.classification import BinaryPrecisionRecallCurve
 
-        # Window-level onset P/R at 19 fixed thresholds (synced over DDP ranks); val_f1 is the best of them.
-        # With the class-balanced loss the outputs sit high, so F1 at a fixed 0.5 says little.
-        self.val_curve = BinaryPrecisionRecallCurve(thresholds=torch.linspace(0.05, 0.95, 19))
+        # Window-level onset P/R at the evaluation's fixed thresholds (synced over DDP ranks); val_f1 is the best
+        # of them.  With the class-balanced loss the outputs sit high (see THRESHOLDS), so F1 at 0.5 says little.
+        from tasks.evaluation.piano_onsets import THRESHOLDS
+
+        self.val_curve = BinaryPrecisionRecallCurve(thresholds=torch.tensor(THRESHOLDS))
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -131,10 +133,10 @@ def _loader(dataset, settings: TrainerSettings, shuffle: bool):
 
 def shard_videos(data_root: str, split: str) -> list[str]:
     from tasks.datasets.pianoyt import layout
-    from tasks.training.windows import _chain_of
+    from tasks.training.windows import chain_of
 
     shards = layout(data_root).shards
-    return sorted({_chain_of(p) for p in split_parts(shards, split)})
+    return sorted({chain_of(p) for p in split_parts(shards, split)})
 
 
 def train(settings: PianoOnsetsSettings, log=print, callbacks=()) -> dict:

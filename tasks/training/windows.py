@@ -155,7 +155,8 @@ def _part_key(location: str) -> tuple[str, int, str]:
     return (m["video"], int(m["index"]), str(location)) if m else (name, 0, str(location))
 
 
-def _chain_of(location: str) -> str:
+def chain_of(location: str) -> str:
+    """The video a part file belongs to (``part-<video>-<n>.parquet``), else the location itself."""
     m = _PART.match(PurePosixPath(str(location)).name)
     return m["video"] if m else str(location)
 
@@ -174,7 +175,7 @@ def _list_units(parts: list[str]) -> list[_Unit]:
         for rg in range(md.num_row_groups):
             rows = md.row_group(rg).num_rows
             if rows:
-                units.append(_Unit(str(part), rg, rows, _chain_of(part)))
+                units.append(_Unit(str(part), rg, rows, chain_of(part)))
     return units
 
 
@@ -215,9 +216,9 @@ def _chains(shards_dir: str, split: str, columns: list[str]) -> Iterator[dict[st
     parts = split_parts(shards_dir, split)
     i = 0
     while i < len(parts):
-        chain = _chain_of(parts[i])
+        chain = chain_of(parts[i])
         tables = []
-        while i < len(parts) and _chain_of(parts[i]) == chain:
+        while i < len(parts) and chain_of(parts[i]) == chain:
             tables.append(_open(parts[i]).read(columns=columns))
             i += 1
         out = {}
@@ -364,7 +365,7 @@ class FrameWindows(tud.IterableDataset):
 
         parts = split_parts(self.shards_dir, split)
         if self.videos is not None:
-            parts = [p for p in parts if not _PART.match(PurePosixPath(p).name) or _chain_of(p) in self.videos]
+            parts = [p for p in parts if not _PART.match(PurePosixPath(p).name) or chain_of(p) in self.videos]
         self._units = _list_units(parts)
         self._prev = [-1] * len(self._units)
         self._next = [-1] * len(self._units)
