@@ -260,3 +260,20 @@ def test_a_video_shorter_than_five_frames_is_recorded_not_scored_and_refused_by_
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "3 frame(s) decoded; the model needs 5 consecutive frames" in proc.stderr
+
+
+def test_references_are_read_with_the_sustain_pedal_applied(tmp_path):
+    import pretty_midi
+
+    from tasks.evaluation.piano_onsets import _reference
+
+    pm = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(program=0)
+    piano.notes += [pretty_midi.Note(80, 60, 0.5, 0.7), pretty_midi.Note(80, 64, 1.0, 1.2)]
+    piano.control_changes += [pretty_midi.ControlChange(64, 100, 0.6), pretty_midi.ControlChange(64, 0, 1.5)]
+    pm.instruments.append(piano)
+    pm.write(str(tmp_path / "pedal.mid"))
+    intervals, pitches = _reference(tmp_path / "pedal.mid")
+    assert pitches.tolist() == [60, 64]
+    assert intervals[:, 0] == pytest.approx([0.5, 1.0], abs=1e-3)
+    assert intervals[:, 1] == pytest.approx([1.5, 1.5], abs=1e-3)  # both held by the pedal until it lifts
