@@ -78,7 +78,8 @@ class PianoLabeling(Settings):
     labeler: Literal["transkun", "onsets-frames"] = Field(
         "transkun", description="the audio transcriber that makes the pseudo-labels")
     device: str = Field("auto", description="where the labeler runs: cpu, cuda or auto")
-    checkpoint: str | None = Field(None, description="--labeler onsets-frames: its checkpoint (RUN/checkpoints/best.ckpt, or an older best.pt)")
+    checkpoint: str | None = Field(
+        None, description="--labeler onsets-frames: its checkpoint (RUN/checkpoints/best.ckpt, or an older best.pt)")
     label_window_s: float = Field(
         WINDOW_S, ge=0, json_schema_extra={"flag": "label-window"},
         description=f"seconds of audio the labeler sees at once, windows overlapping by {OVERLAP_S:g} s, "

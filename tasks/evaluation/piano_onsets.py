@@ -77,14 +77,27 @@ def video_probabilities(module, shards_dir: str, split: str, video_id: str, batc
 
 def notes_from_probabilities(out: VideoOutput, threshold: float, sigma: float = SIGMA_FRAMES):
     """``(intervals [n, 2] s, pitches [n] MIDI)`` of the notes the smoothed, thresholded outputs give."""
+    return _notes(out, smoothed(out, sigma), threshold)
+
+
+def smoothed(out: VideoOutput, sigma: float) -> np.ndarray:
+    """The outputs on a grid of consecutive frames from the first window's (0 where a frame has no window),
+    filtered over time by a Gaussian of ``sigma`` frames (none for 0): float32 [frames, 88]."""
     from scipy.ndimage import gaussian_filter1d
 
     if not len(out.frame_index):
+        return np.zeros((0, 88), np.float32)
+    first = int(out.frame_index.min())
+    grid = np.zeros((int(out.frame_index.max()) - first + 1, 88), np.float32)
+    grid[out.frame_index - first] = out.probs
+    return gaussian_filter1d(grid, sigma, axis=0, mode="constant") if sigma > 0 else grid
+
+
+def _notes(out: VideoOutput, smooth: np.ndarray, threshold: float):
+    """The notes of :func:`notes_from_probabilities` from an already smoothed grid (:func:`smoothed`)."""
+    if not len(smooth):
         return np.zeros((0, 2)), np.zeros(0)
     first = int(out.frame_index.min())
-    grid = np.zeros((int(out.frame_index.max()) - first + 1, 88), np.float32)  # frames with no window: 0
-    grid[out.frame_index - first] = out.probs
-    smooth = gaussian_filter1d(grid, sigma, axis=0, mode="constant") if sigma > 0 else grid
     intervals, pitches = [], []
     for key in range(88):
         on = smooth[:, key] >= threshold
@@ -140,9 +153,9 @@ def choose_decoding(outputs: list[VideoOutput], references: dict, thresholds=THR
     """
     curve = []
     for sigma in sigmas:
+        grids = [(o, smoothed(o, sigma)) for o in outputs]  # filtered once per sigma, not once per threshold
         for t in thresholds:
-            total = np.sum([counts(references[o.video_id], notes_from_probabilities(o, t, sigma)) for o in outputs],
-                           axis=0)
+            total = np.sum([counts(references[o.video_id], _notes(o, g, t)) for o, g in grids], axis=0)
             curve.append({"sigma": sigma, "threshold": t, **prf(*map(int, total))})
     best = max(curve, key=lambda row: (row["f1"], -abs(row["threshold"] - 0.4), row["sigma"]))
     return float(best["threshold"]), float(best["sigma"]), curve
@@ -164,11 +177,11 @@ def score(outputs: list[VideoOutput], references: dict, threshold: float, sigma:
     return result
 
 
-def write_midi(out: VideoOutput, threshold: float, path, sigma: float = SIGMA_FRAMES) -> str:
-    """The notes of one video's outputs as a MIDI file (velocity 80)."""
+def write_midi(notes, path) -> str:
+    """Notes ``(intervals, pitches)`` (of :func:`notes_from_probabilities`) as a MIDI file (velocity 80)."""
     from tasks.labels.transcribe import Note, write_midi as write
 
-    intervals, pitches = notes_from_probabilities(out, threshold, sigma)
+    intervals, pitches = notes
     return write([Note(float(a), float(b), int(p), 80) for (a, b), p in zip(intervals, pitches)], path)
 
 
@@ -272,7 +285,7 @@ def table_rows(results: list[dict]) -> list[dict]:
             thesis = THESIS_TABLE1.get((r["variant"], test_set))
             rows.append({
                 "test set": test_set, "model": VARIANT_NAMES[r["variant"]], "config": r["config"],
-                "videos": s["videos"], "threshold": r["threshold"], "sigma": r.get("sigma", SIGMA_FRAMES),
+                "videos": s["videos"], "threshold": r["threshold"], "sigma": r["sigma"],
                 "P": round(100 * s["precision"], 2), "R": round(100 * s["recall"], 2),
                 "Acc": round(100 * s["accuracy"], 2), "F1": round(100 * s["f1"], 2),
                 "F1 95% CI": f"{100 * s['f1_low']:.1f}-{100 * s['f1_high']:.1f}",
@@ -325,8 +338,8 @@ def transcribe_video(video, crop, checkpoint, out_mid, *, threshold: float | Non
         if built["frames"] < 5:
             raise ValueError(f"{video}: {built['frames']} frame(s) decoded; the model needs 5 consecutive frames")
         out = video_probabilities(module, str(shards), "test", "video")
-    write_midi(out, threshold, out_mid, sigma)
     est = notes_from_probabilities(out, threshold, sigma)
+    write_midi(est, out_mid)
     result = {"video": str(video), "frames": int(built["frames"]), "notes": int(len(est[1])), "threshold": threshold,
               "sigma": sigma, "midi": str(out_mid)}
     if reference:
