@@ -25,7 +25,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tasks.datasets import maestro
@@ -303,6 +303,8 @@ def test_fuzz_voxceleb_txt_folder(entries, convention, template):
 @given(entries=vox_entries(), extra_names=rarely(st.lists(st.text(max_size=20), min_size=1, max_size=2), []),
        convention=CONVENTIONS, damage=rarely(st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=3), []),
        truncate=rarely(st.just(True), False, 10))
+@example(entries=[("txt/id10000/1zcIwhmdeo4/00001.txt", b"")], extra_names=["\x00"], convention="auto",
+         damage=[], truncate=False)  # CI stop 23: a name that is only a NUL once broke the test's own zip writer
 def test_fuzz_voxceleb_zip(entries, extra_names, convention, damage, truncate):
     import warnings
 
@@ -314,6 +316,8 @@ def test_fuzz_voxceleb_zip(entries, extra_names, convention, damage, truncate):
                 for name, data in entries:
                     zf.writestr(name, data)
                 for name in extra_names:  # any name at all, NUL and newlines included
+                    if not name.split("\x00")[0]:
+                        continue  # zipfile cuts a name at its first NUL and cannot write an empty one: not an input
                     zf.writestr(name + ".txt", b"FRAME X Y W H\n1 1 1 1 1\n")
         data = bytearray(path.read_bytes())
         for where, value in damage:
