@@ -15,13 +15,15 @@ not CSV, names a file outside the folder (or with a control character in its
 name), or gives a duration that is not a finite number of seconds is refused
 with a one-line :class:`MaestroError` naming the file and row.
 
-Labels are made as Magenta makes them: note offsets are first extended by
-the sustain pedal (CC 64 >= 64) until the pedal lifts or the key is struck
-again; then on the front end's frame grid (31.25 frames per second) the onset
-and offset labels are the one frame nearest the event (32 ms, Magenta's
-``onset_length``/``offset_length``), the frame label covers the frames from
-the onset to the offset, and the velocity label is velocity / 127 on the
-onset frame.
+Labels are made with Magenta's ``note_seq``: the MIDI is read as a
+NoteSequence, note offsets are extended by the sustain pedal (CC 64 >= 64)
+until the pedal lifts or the key is struck again
+(``sequences_lib.apply_sustain_control_changes``), and the rolls on the front
+end's frame grid (31.25 frames per second) come from
+``sequences_lib.sequence_to_pianoroll``: the onset and offset labels are one
+frame each (the frame the event falls in), the frame label covers every frame
+the note touches, and the velocity label is the MIDI velocity on the onset
+frame (see :func:`note_labels`).
 
 Features are computed once per recording with the model's own front end and
 cached as ``.npz`` under a cache folder, keyed by the audio and MIDI files'
@@ -163,79 +165,75 @@ def write_maestro_csv(path: str | os.PathLike, rows: list[dict]) -> Path:
 # ---------------------------------------------------------------- MIDI -> labels
 
 
-def read_performance(path: str | os.PathLike, sustain: bool = True) -> list[Note]:
-    """Piano notes of a performance MIDI, offsets extended by the sustain pedal when ``sustain``."""
-    import pretty_midi
+def _note_seq():
+    """``(midi_io, music_pb2, sequences_lib)`` of Magenta's note_seq.
 
+    Imported as :func:`tasks.evaluation.piano_onsets._reference` imports it:
+    pydub, which note_seq's package imports, warns (RuntimeWarning) when no
+    ffmpeg is on PATH, and nothing here decodes audio (``note_seq.audio_io``
+    is never called).
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        from note_seq import midi_io, sequences_lib
+        from note_seq.protobuf import music_pb2
+    return midi_io, music_pb2, sequences_lib
+
+
+def read_performance(path: str | os.PathLike, sustain: bool = True) -> list[Note]:
+    """Piano notes of a performance MIDI, offsets extended by the sustain pedal when ``sustain``.
+
+    Read with ``note_seq.midi_io.midi_file_to_note_sequence``; the pedal is
+    applied by ``sequences_lib.apply_sustain_control_changes`` (CC 64 >= 64,
+    per instrument): a note released while the pedal is down sounds until the
+    pedal lifts or its key is struck again, and one still held by the pedal
+    when the file ends lasts to the file's last event.  Drum notes are dropped.
+    """
+    midi_io, _, sequences_lib = _note_seq()
     try:
-        pm = pretty_midi.PrettyMIDI(str(path))
-    except Exception as exc:
+        sequence = midi_io.midi_file_to_note_sequence(str(path))
+    except Exception as exc:  # MIDIConversionError, or OSError for an unreadable file
         raise MaestroError(f"cannot read MIDI {path}: {exc}") from None
-    notes: list[Note] = []
-    for inst in pm.instruments:
-        if inst.is_drum:
-            continue
-        raw = [Note(float(n.start), float(n.end), int(n.pitch), int(n.velocity)) for n in inst.notes]
-        if sustain:
-            raw = apply_sustain(raw, pedal_intervals(inst.control_changes))
-        notes.extend(raw)
+    if sustain:
+        sequence = sequences_lib.apply_sustain_control_changes(sequence)
+    notes = [Note(float(n.start_time), float(n.end_time), int(n.pitch), int(n.velocity))
+             for n in sequence.notes if not n.is_drum]
     return sorted(notes, key=lambda n: (n.onset, n.pitch))
 
 
-def pedal_intervals(control_changes, threshold: int = 64) -> list[tuple[float, float]]:
-    """``[(down, up), ...]`` of the sustain pedal (CC 64 >= ``threshold``)."""
-    out, down = [], None
-    for cc in sorted((c for c in control_changes if c.number == 64), key=lambda c: c.time):
-        if cc.value >= threshold and down is None:
-            down = float(cc.time)
-        elif cc.value < threshold and down is not None:
-            out.append((down, float(cc.time)))
-            down = None
-    if down is not None:
-        out.append((down, float("inf")))
-    return out
-
-
-def apply_sustain(notes: list[Note], pedals: list[tuple[float, float]]) -> list[Note]:
-    """A note released while the pedal is down sounds until the pedal lifts or its key is struck again."""
-    if not pedals:
-        return list(notes)
-    by_pitch: dict[int, list[Note]] = {}
-    for n in sorted(notes, key=lambda n: n.onset):
-        by_pitch.setdefault(n.pitch, []).append(n)
-    out = []
-    for seq in by_pitch.values():
-        for i, n in enumerate(seq):
-            end = n.offset
-            for down, up in pedals:
-                if down <= n.offset < up:
-                    end = up
-                    break
-            if i + 1 < len(seq):
-                end = min(end, seq[i + 1].onset) if end > n.offset else end
-            end = max(end, n.offset)
-            if not np.isfinite(end):
-                end = n.offset
-            out.append(Note(n.onset, end, n.pitch, n.velocity))
-    return sorted(out, key=lambda n: (n.onset, n.pitch))
-
-
 def note_labels(notes: list[Note], n_frames: int, fps: float = of.FRAMES_PER_SECOND) -> dict[str, np.ndarray]:
-    """``onset``, ``offset``, ``frame`` (uint8 0/1) and ``velocity`` (uint8 MIDI velocity) rolls, ``(n_frames, 88)``."""
-    rolls = {k: np.zeros((n_frames, of.N_KEYS), dtype=np.uint8) for k in ("onset", "offset", "frame", "velocity")}
+    """``onset``, ``offset``, ``frame`` (uint8 0/1) and ``velocity`` (uint8 MIDI velocity) rolls, ``(n_frames, 88)``.
+
+    Made by ``note_seq.sequences_lib.sequence_to_pianoroll`` (keys MIDI 21..108,
+    ``onset_mode="length_ms"`` with ``onset_length_ms=0`` and
+    ``offset_length_ms=0``), whose frame rounding is: a note from ``s`` to
+    ``e`` seconds is in ``frame`` over frames ``floor(s * fps)`` up to but not
+    including ``max(floor(s * fps) + 1, ceil(e * fps))`` (any frame it touches);
+    its onset is the one frame ``floor(s * fps)`` and its offset the one frame
+    ``floor(e * fps)`` (the note's last frame, or the first after it when ``e``
+    falls on a frame boundary).  ``velocity`` is the note's MIDI velocity on
+    its onset frame (the later-starting note's where two share one).  Rows
+    past ``n_frames`` are cut off, missing ones are zeros.
+    """
+    _, music_pb2, sequences_lib = _note_seq()
+    sequence = music_pb2.NoteSequence()
     for n in notes:
-        k = n.pitch - of.MIN_MIDI
-        if not 0 <= k < of.N_KEYS:
-            continue
-        t0 = int(round(n.onset * fps))
-        t1 = max(t0 + 1, int(round(n.offset * fps)))
-        if t0 >= n_frames:
-            continue
-        rolls["frame"][t0:min(t1, n_frames), k] = 1
-        rolls["onset"][t0, k] = 1
-        rolls["velocity"][t0, k] = max(int(rolls["velocity"][t0, k]), int(n.velocity))
-        if t1 < n_frames:
-            rolls["offset"][t1, k] = 1
+        if of.MIN_MIDI <= n.pitch <= of.MAX_MIDI:  # sequence_to_pianoroll would log each one it skips
+            sequence.notes.add(start_time=n.onset, end_time=n.offset, pitch=n.pitch, velocity=n.velocity)
+            sequence.total_time = max(sequence.total_time, n.offset)
+    roll = sequences_lib.sequence_to_pianoroll(
+        sequence, frames_per_second=fps, min_pitch=of.MIN_MIDI, max_pitch=of.MAX_MIDI,
+        onset_mode="length_ms", onset_length_ms=0, offset_length_ms=0)
+    arrays = {"onset": roll.onsets, "offset": roll.offsets, "frame": roll.active,
+              "velocity": np.rint(roll.onset_velocities * 127)}
+    rolls = {}
+    for k, a in arrays.items():
+        out = np.zeros((n_frames, of.N_KEYS), dtype=np.uint8)
+        m = min(n_frames, a.shape[0])
+        out[:m] = a[:m]
+        rolls[k] = out
     return rolls
 
 
@@ -259,7 +257,7 @@ def _fingerprint(*paths: Path) -> str:
     for p in paths:
         st = p.stat()
         h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    front = (of.SAMPLE_RATE, of.N_FFT, of.HOP_LENGTH, of.N_MELS, of.F_MIN, of.TOP_DB, "htk", "v1")
+    front = (of.SAMPLE_RATE, of.N_FFT, of.HOP_LENGTH, of.N_MELS, of.F_MIN, of.TOP_DB, "htk", "v2")
     h.update(json.dumps(front).encode())
     return h.hexdigest()[:16]
 
