@@ -168,7 +168,7 @@ def write_maestro_csv(path: str | os.PathLike, rows: list[dict]) -> Path:
 def _note_seq():
     """``(midi_io, music_pb2, sequences_lib)`` of Magenta's note_seq.
 
-    Imported as :func:`tasks.evaluation.piano_onsets._reference` imports it:
+    Imported with a filter:
     pydub, which note_seq's package imports, warns (RuntimeWarning) when no
     ffmpeg is on PATH, and nothing here decodes audio (``note_seq.audio_io``
     is never called).

@@ -111,18 +111,13 @@ def _notes(out: VideoOutput, smooth: np.ndarray, threshold: float):
 
 
 def _reference(midi_path) -> tuple[np.ndarray, np.ndarray]:
-    """``(intervals, pitches)`` of a reference MIDI file, read as a Magenta NoteSequence with the sustain
-    pedal applied (``sequences_lib.apply_sustain_control_changes``: offsets held while CC 64 >= 64)."""
-    import warnings
+    """``(intervals, pitches)`` of a reference MIDI file, read as the Onsets and Frames targets are
+    (:func:`tasks.datasets.maestro.read_performance`: a note_seq NoteSequence with the sustain pedal applied)."""
+    from tasks.datasets.maestro import read_performance
 
-    with warnings.catch_warnings():  # pydub, imported by note_seq, warns when no ffmpeg is on PATH (unused here)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        from note_seq import midi_io, sequences_lib
-
-    sequence = sequences_lib.apply_sustain_control_changes(midi_io.midi_file_to_note_sequence(str(midi_path)))
-    notes = sorted((n.start_time, n.end_time, n.pitch) for n in sequence.notes if not n.is_drum)
-    intervals = np.array([[a, max(b, a + 1e-3)] for a, b, _ in notes], np.float64).reshape(-1, 2)
-    return intervals, np.array([p for _, _, p in notes], np.float64)
+    notes = read_performance(midi_path)
+    intervals = np.array([[n.onset, max(n.offset, n.onset + 1e-3)] for n in notes], np.float64).reshape(-1, 2)
+    return intervals, np.array([n.pitch for n in notes], np.float64)
 
 
 def counts(ref, est, tolerance: float = 0.05) -> tuple[int, int, int]:
