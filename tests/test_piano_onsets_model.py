@@ -118,6 +118,20 @@ def test_slope_vector_and_features():
     assert torch.all(feats[0, :, 0, 0] <= torch.maximum(keys[:, 0], keys[:, 1]) + 1e-6)
 
 
+def test_slope_fusion_starts_as_identity_on_the_block_features():
+    """At init the fusion conv passes layer3's channels through and ignores the slope channels; training moves it."""
+    torch.manual_seed(0)
+    model = po.PianoOnsets(SMALL["slope"])
+    fuse = model.slope.fuse
+    features = torch.rand(2, fuse.out_channels, 3, 17)
+    slope = torch.randn(2, fuse.in_channels - fuse.out_channels, 3, 17)
+    with torch.no_grad():
+        torch.testing.assert_close(fuse(torch.cat([features, slope], dim=1)), features)
+    x = torch.rand(4, 5, SMALL["slope"].height, SMALL["slope"].crop_width)
+    po.balanced_bce(model(x), (torch.rand(4, 88) < 0.2).float()).backward()
+    assert fuse.weight.grad[:, fuse.out_channels:].abs().sum() > 0  # the slope channels get a gradient at step 0
+
+
 # ---------------------------------------------------------------- torchvision initialisation
 
 
