@@ -19,6 +19,7 @@ from flows.settings import ViolinBuild
 from tasks.datasets.manifest import read_violin
 from tasks.datasets.violinyt import AUDIO_RATE, build_frames, label_from_f0, label_yin, layout as violin_layout
 from tasks.datasets.violinyt import write_status_and_card
+from tasks.labels.pitch import labeler_name
 
 STAGES = ("acquire", "probe", "extract-audio", "pitch", "violin-frames")
 
@@ -72,6 +73,6 @@ def build_violinyt(settings: ViolinBuild) -> dict:
         shards_dir=layout.shards, audio_path=f"audio/{v}.wav", crop_reference=list(s.crop_reference),
         image_format=s.image_format))
 
-    labels = "URMP ground-truth F0" if s.urmp else "aubio yinfft"
+    labels = "URMP ground-truth F0" if s.urmp else labeler_name(s.yin)
     return stages.finish(layout, built, ("frames", "seconds", "voiced_frames", "frames_per_split", *LOSS_FIELDS),
                          lambda records: write_status_and_card(layout, records, source, labels))

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from tasks.labels.pitch import AUBIO_MISSING, YinSettings, midi_to_hz, yin_track
+from tasks.labels.pitch import AUBIO_MISSING, YinSettings, midi_to_hz, post_process, viterbi_pitch, yin_track
 
 SR = 44100
 
@@ -23,9 +23,13 @@ def step(t):
     return 0 if t < 1.0 or t >= 2.0 else (69 if t < 1.5 else 81)
 
 
+RAW = YinSettings(labels="yinfft-raw")
+
+
 @pytest.mark.parametrize("rate", [25.0, 100.0, 29.97])
 def test_each_frame_is_measured_at_its_own_time(rate):
-    track = yin_track(tone(step), SR, rate)
+    """The thesis's labeler (yinfft-raw): each frame's window is centred on the frame's time."""
+    track = yin_track(tone(step), SR, rate, settings=RAW)
     n = int(np.ceil(3.0 * rate))
     assert len(track["time"]) == n and track["time"][1] == pytest.approx(1 / rate)
     for i, t in enumerate(track["time"]):
@@ -69,3 +73,50 @@ def test_labels_from_blocks_equal_labels_from_the_whole_signal(rate):
     assert whole["voiced"].sum() >= 0.9 * rate  # the voiced second (1-2 s) of the tone
     for name in whole:
         assert np.array_equal(whole[name], streamed[name]), name
+
+
+@pytest.mark.parametrize("rate", [25.0, 29.97])
+def test_the_default_labeler_reads_each_label_lookahead_later(rate):
+    """yinfft (post-processed): the label of time t is the pitch at t + lookahead, at any frame rate."""
+    settings = YinSettings(lookahead_ms=60.0)
+    track = yin_track(tone(step), SR, rate, settings=settings)
+    assert len(track["time"]) == int(np.ceil(3.0 * rate))
+    for i, t in enumerate(track["time"]):
+        ahead = t + 0.06
+        if min(abs(ahead - c) for c in (1.0, 1.5, 2.0)) < 0.03 or ahead > 2.95:
+            continue
+        assert track["midi"][i] == step(ahead), (t, track["midi"][i])
+    assert np.array_equal(track["voiced"], track["midi"] > 0)
+
+
+def test_octave_check_raises_frames_whose_odd_harmonics_are_missing():
+    hz = np.full(6, midi_to_hz(60), dtype=np.float32)  # C4 estimates
+    conf = np.ones(6, dtype=np.float32)
+    feats = {"level_db": np.zeros(6), "odd": np.array([1.0, 1.0, 0.2, 0.2, 0.5, 0.0]),
+             "even": np.array([1.0, 0.1, 1.0, 1.0, 1.0, 1.0])}
+    out = post_process(hz, conf, feats, YinSettings(smoothing=False, octave_ratio=0.3))
+    assert out["midi"].tolist() == [60, 60, 72, 72, 60, 72]
+    assert out["hz"][2] == pytest.approx(2 * hz[2])
+    off = post_process(hz, conf, feats, YinSettings(smoothing=False, octave_ratio=0.0))
+    assert (off["midi"] == 60).all()
+    top = post_process(np.full(6, midi_to_hz(80), dtype=np.float32), conf, feats,
+                       YinSettings(smoothing=False, max_midi=88))
+    assert (top["midi"] == 80).all(), "never raised above the pitch range"
+
+
+def test_viterbi_removes_blips_and_keeps_held_notes():
+    obs = np.array([69] * 20 + [57] + [69] * 5 + [0] * 2 + [69] * 10 + [72] * 30 + [0] * 30)
+    path = viterbi_pitch(obs, 55, 88, 0.02)
+    assert path[:38].tolist() == [69] * 38, "a one-frame octave blip and a two-frame gap are smoothed over"
+    assert (path[40:68] == 72).all() and (path[-25:] == 0).all()
+    assert (viterbi_pitch(np.zeros(0, dtype=np.int64), 55, 88, 0.02) == 0).all()
+
+
+def test_release_voicing_unvoices_the_rooms_tail():
+    n = 100
+    level = np.concatenate([np.zeros(50), np.linspace(-5.0, -40.0, 50)])  # a note, then its decaying tail
+    hz = np.full(n, midi_to_hz(69), dtype=np.float32)
+    feats = {"level_db": level, "odd": np.ones(n), "even": np.ones(n)}
+    out = post_process(hz, np.ones(n, dtype=np.float32), feats, YinSettings(smoothing=False, release_db=-20.0))
+    assert (out["midi"][:50] == 69).all()
+    assert (out["midi"][level < -20.0] == 0).all() and (out["midi"][(level > -19.5)] == 69).all()

@@ -20,6 +20,7 @@ EXAMPLES = """Examples:
   sightsound evaluate piano-onsets --data-root D --checkpoint runs/slope/checkpoints/best.ckpt \\
       --checkpoint runs/resnet/checkpoints/best.ckpt --reference-midi samples/midi
   sightsound audit violin --samples violin-samples --out audit.md
+  sightsound audit violin --samples violin-samples --recordings violin-hard --out audit.md --figure audit.png
 """
 
 samples_option = click.option("--samples", required=True, type=click.Path(exists=True, file_okay=False),
@@ -143,11 +144,15 @@ def audit():
 
 @audit.command("violin", epilog=EXAMPLES)
 @samples_option
-@click.option("--out", type=click.Path(dir_okay=False), help="also write the markdown table here")
+@click.option("--recordings", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="also score a folder of *.wav recordings with their *.mid (samples violin-hard or "
+                   "violin-recordings); repeatable")
+@click.option("--out", type=click.Path(dir_okay=False), help="also write the markdown tables here")
+@click.option("--figure", type=click.Path(dir_okay=False), help="draw one excerpt: truth, raw and default labels (PNG)")
 @click.option("--crepe-model", default="full", type=click.Choice(["full", "tiny"]), show_default=True,
               help="torchcrepe's model size")
-def audit_violin(samples, out, crepe_model) -> int:
-    """aubio yinfft, librosa pYIN and torchcrepe against a violin sample set's true MIDI (flow audit-violin)."""
+def audit_violin(samples, recordings, out, figure, crepe_model) -> int:
+    """yinfft step by step, librosa pYIN and torchcrepe against the true MIDI (flow audit-violin)."""
     from tasks.datasets.manifest import ManifestError, read_violin
 
     try:
@@ -155,10 +160,19 @@ def audit_violin(samples, out, crepe_model) -> int:
     except ManifestError as exc:
         raise Refused(exc) from None
     pairs = [(r.source, str(Path(samples) / "midi" / f"{r.video_id}.mid")) for r in rows]
+    sets = {}
+    for folder in recordings:
+        found = [(str(w), str(w.with_suffix(".mid"))) for w in sorted(Path(folder).glob("*.wav"))]
+        if not found:
+            raise Refused(f"{folder}: no .wav recordings (make some with: sightsound samples violin-hard --out DIR)")
+        missing = [m for _, m in found if not Path(m).is_file()]
+        if missing:
+            raise Refused(f"{missing[0]}: the true MIDI of a recording is missing")
+        sets[Path(folder).name] = found
     quiet_server()
     from flows.audit_violin import audit_violin as flow
     from flows.tempserver import guard
 
     guard()  # Prefect's temporary server ends with this process
-    click.echo(flow(pairs=pairs, crepe_model=crepe_model, out=out))
+    click.echo(flow(pairs=pairs, crepe_model=crepe_model, out=out, recordings=sets, figure=figure))
     return EXIT_OK

@@ -1,4 +1,4 @@
-"""``sightsound samples piano|violin|faces|piano-audio``: generated sample sets in the published formats."""
+"""``sightsound samples piano|violin|violin-recordings|violin-hard|faces|piano-audio``: generated sample sets in the published formats."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ EXAMPLES = """Examples:
 \b
   sightsound samples piano --out demo/samples --seed 7
   sightsound samples violin --out violin-samples --videos 3 --seconds 20 --seed 5
+  sightsound samples violin-recordings --out violin-recordings --recordings 6 --seed 100
+  sightsound samples violin-hard --out violin-hard --recordings 8 --seconds 20 --seed 300
   sightsound samples faces --out face-samples --identities 3 --utterances 2
   sightsound samples piano-audio --out rendered --pieces 48
 """
@@ -60,6 +62,42 @@ def violin(out, videos, seconds, seed) -> int:
     except ValueError as exc:
         raise Refused(exc) from None
     click.echo(f"wrote {videos} violin videos; manifest: {manifest}")
+    return EXIT_OK
+
+
+@samples.command("violin-recordings", epilog=EXAMPLES)
+@out_option
+@click.option("--recordings", type=click.IntRange(1), default=6, show_default=True, help="recordings to make")
+@click.option("--seconds", type=click.FloatRange(min=2.0, min_open=True), default=20.0, show_default=True,
+              help="length of each recording")
+@click.option("--seed", type=int, default=100, show_default=True, help="random seed")
+def violin_recordings(out, recordings, seconds, seed) -> int:
+    """Audio-only violin recordings of melodies the sample videos do not play (Merlin SoundFont, room, noise)."""
+    from tasks.samples.violin import make_violin_recordings
+
+    try:
+        pairs = make_violin_recordings(Path(out), n=recordings, seconds=seconds, seed=seed)
+    except (ValueError, FileNotFoundError) as exc:
+        raise Refused(exc) from None
+    click.echo(f"wrote {len(pairs)} violin recordings with their true MIDI in {out}")
+    return EXIT_OK
+
+
+@samples.command("violin-hard", epilog=EXAMPLES)
+@out_option
+@click.option("--recordings", type=click.IntRange(1), default=8, show_default=True, help="recordings to make")
+@click.option("--seconds", type=click.FloatRange(min=4.0), default=20.0, show_default=True,
+              help="length of each recording")
+@click.option("--seed", type=int, default=300, show_default=True, help="random seed (the audit's test set is 300)")
+def violin_hard(out, recordings, seconds, seed) -> int:
+    """Violin recordings unlike the sample set's (FluidSynth, Debian's SoundFonts, rooms, noise) and their truth."""
+    from tasks.samples.violin_hard import fluidsynth_available, make_violin_hard_set
+
+    missing = fluidsynth_available()
+    if missing:
+        raise Refused(missing)
+    pairs = make_violin_hard_set(Path(out), n=recordings, seconds=seconds, seed=seed)
+    click.echo(f"wrote {len(pairs)} violin recordings with their true MIDI and pitch per frame in {out}")
     return EXIT_OK
 
 

@@ -227,7 +227,7 @@ def write_status_and_card(layout: Layout, records: list[dict], source: str, labe
         "# VnYT (rebuilt by sightsound)",
         "",
         f"- source: `{source}`",
-        f"- pitch labels: {labels}; one label per video frame, on the audio window centred on the frame's time",
+        f"- pitch labels: {labels}; one label per video frame, for the frame's time",
         f"- frames: native frame rate, violinist box resized to {CROP_SIZE[0]} x {CROP_SIZE[1]} (h x w), RGB",
         f"- audio for the teacher: `audio_path` (mono WAV, {AUDIO_RATE} Hz) and `audio_sample` per row",
         f"- splits: test = left-out videos; train videos give their last {int(VAL_FRACTION * 100)}% of frames to "
