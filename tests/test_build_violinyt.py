@@ -65,6 +65,8 @@ def test_build_labels_reruns_and_failures(samples, tmp_path):
     assert len(scores) == len(rows)
     for s in scores:
         assert s["raw pitch accuracy"] >= 0.90, s
+    card = (data / "violinyt" / "CARD.md").read_text()
+    assert "post-processed (`--labels yinfft`)" in card and "60 ms lookahead" in card
 
     before = digests(data / "violinyt" / "shards")
     second = cli("build-violinyt", "--manifest", manifest, "--data-root", data)
@@ -90,6 +92,10 @@ def test_label_violin_on_unseen_recordings(tmp_path):
         assert np.allclose(np.diff(times), 0.01, atol=1e-4)
         accuracies.append(json.loads(proc.stdout.strip().splitlines()[-1])["melody"]["raw pitch accuracy"])
     assert np.mean(accuracies) >= 0.85, accuracies
+    raw = cli("label", "violin", wav, "--out", tmp_path / "raw.csv", "--reference", mid, "--labels", "yinfft-raw")
+    assert raw.returncode == 0, raw.stderr[-2000:]
+    raw_rpa = json.loads(raw.stdout.strip().splitlines()[-1])["melody"]["raw pitch accuracy"]
+    assert accuracies[-1] > raw_rpa, (accuracies[-1], raw_rpa)  # the default labeler beats the thesis's here
 
 
 def test_audit_table(samples, tmp_path):

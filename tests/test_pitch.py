@@ -87,6 +87,8 @@ def test_the_default_labeler_reads_each_label_lookahead_later(rate):
             continue
         assert track["midi"][i] == step(ahead), (t, track["midi"][i])
     assert np.array_equal(track["voiced"], track["midi"] > 0)
+    v = track["voiced"]
+    assert np.array_equal(np.round(69 + 12 * np.log2(track["hz"][v] / 440.0)), track["midi"][v])
 
 
 def test_octave_check_raises_frames_whose_odd_harmonics_are_missing():

@@ -155,8 +155,10 @@ def yin_track(
     """Pitch at ``t_i = i / rate`` for ``i < n_frames`` (default: the audio's length).
 
     Returns arrays ``time`` (float64 s), ``midi`` (int16, 0 where unvoiced),
-    ``hz`` (float32, aubio's estimate, 0 where it found none; doubled where
-    the ``yinfft`` labeler's octave check raised it),
+    ``hz`` (float32, aubio's estimate, 0 where it found none; for the
+    ``yinfft`` labeler doubled where the octave check raised it, and the
+    label's own Hz where smoothing chose another pitch, so ``hz`` always
+    rounds to ``midi`` on voiced frames),
     ``confidence`` (float32) and ``voiced`` (bool: confident, loud enough and
     inside the pitch range).
     """
@@ -199,6 +201,9 @@ def yin_stream(
         idx = np.clip(np.round((np.arange(n_frames) / rate + lookahead) * POST_RATE).astype(np.int64), 0, n_post - 1)
         midi, hz, conf = post["midi"][idx], post["hz"][idx], conf_p[idx]
         voiced = midi > 0
+        # Where smoothing chose another pitch than the frame's estimate, the Hz is the label's.
+        agree = np.round(hz_to_midi(hz)) == midi
+        hz = np.where(voiced & ~agree, midi_to_hz(midi), hz).astype(np.float32)
     return {
         "time": np.arange(n_frames, dtype=np.float64) / rate,
         "midi": midi,
