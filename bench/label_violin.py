@@ -44,10 +44,11 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-violin-"))
     sets = {"sample recordings": make_violin_recordings(work / "samples", n=args.recordings,
                                                          seconds=args.seconds, seed=100)}
-    if fluidsynth_available() is None:
-        sets["harder set"] = make_violin_hard_set(work / "hard", n=args.recordings, seconds=args.seconds, seed=300)
+    missing = fluidsynth_available()
+    if missing:
+        print(f"(harder set skipped: {missing})")
     else:
-        print(f"(harder set skipped: {fluidsynth_available()})")
+        sets["harder set"] = make_violin_hard_set(work / "hard", n=args.recordings, seconds=args.seconds, seed=300)
     clips = {name: [sf.read(str(w), dtype="float32") for w, _ in pairs] for name, pairs in sets.items()}
     yin_track(clips[next(iter(clips))][0][0][:44100], 44100, 100)  # load aubio, compile librosa's Viterbi
 

@@ -65,12 +65,23 @@ def violin(out, videos, seconds, seed) -> int:
     return EXIT_OK
 
 
+def _recordings(count: int, seconds: click.FloatRange, seed: int, seed_help: str = "random seed"):
+    """``--recordings``, ``--seconds`` and ``--seed`` of the audio-only violin sets."""
+    def decorate(command):
+        for option in reversed((
+            click.option("--recordings", type=click.IntRange(1), default=count, show_default=True,
+                         help="recordings to make"),
+            click.option("--seconds", type=seconds, default=20.0, show_default=True, help="length of each recording"),
+            click.option("--seed", type=int, default=seed, show_default=True, help=seed_help),
+        )):
+            command = option(command)
+        return command
+    return decorate
+
+
 @samples.command("violin-recordings", epilog=EXAMPLES)
 @out_option
-@click.option("--recordings", type=click.IntRange(1), default=6, show_default=True, help="recordings to make")
-@click.option("--seconds", type=click.FloatRange(min=2.0, min_open=True), default=20.0, show_default=True,
-              help="length of each recording")
-@click.option("--seed", type=int, default=100, show_default=True, help="random seed")
+@_recordings(6, click.FloatRange(min=2.0, min_open=True), 100)
 def violin_recordings(out, recordings, seconds, seed) -> int:
     """Audio-only violin recordings of melodies the sample videos do not play (Merlin SoundFont, room, noise)."""
     from tasks.samples.violin import make_violin_recordings
@@ -85,10 +96,7 @@ def violin_recordings(out, recordings, seconds, seed) -> int:
 
 @samples.command("violin-hard", epilog=EXAMPLES)
 @out_option
-@click.option("--recordings", type=click.IntRange(1), default=8, show_default=True, help="recordings to make")
-@click.option("--seconds", type=click.FloatRange(min=4.0), default=20.0, show_default=True,
-              help="length of each recording")
-@click.option("--seed", type=int, default=300, show_default=True, help="random seed (the audit's test set is 300)")
+@_recordings(8, click.FloatRange(min=4.0), 300, "random seed (the audit's test set is 300)")
 def violin_hard(out, recordings, seconds, seed) -> int:
     """Violin recordings unlike the sample set's (FluidSynth, Debian's SoundFonts, rooms, noise) and their truth."""
     from tasks.samples.violin_hard import fluidsynth_available, make_violin_hard_set

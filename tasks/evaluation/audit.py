@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.labels.pitch import YinSettings, midi_to_hz, yin_track
+from tasks.labels.pitch import YinSettings, hz_to_midi, midi_to_hz, yin_track
 
 RATE = 100  # frames per second
 
@@ -187,7 +187,7 @@ def excerpt_figure(pair: tuple[str, str], out: str | Path, start: float = 2.0, s
                               dict(color="tab:red", marker=".", ls="none", ms=3)),
                              (track_yinfft(audio, sr, n), "yinfft (post-processed)",
                               dict(color="tab:blue", lw=1.2))):
-        midi = np.where(hz > 0, 69 + 12 * np.log2(np.maximum(hz, 1e-9) / 440.0), np.nan)
+        midi = np.where(hz > 0, hz_to_midi(hz), np.nan)
         ax.plot(t[keep], midi[keep], label=label, **style)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("pitch (MIDI)")

@@ -177,28 +177,35 @@ def make_monophonic(start: np.ndarray, end: np.ndarray, pitch: np.ndarray, veloc
     return arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int64), arr[:, 3].astype(np.int64)
 
 
-def vibrato_bends(notes: list[pretty_midi.Note], rng: np.random.Generator) -> list[pretty_midi.PitchBend]:
+def vibrato_bends(notes: list[pretty_midi.Note], rng: np.random.Generator, *,
+                  rate: tuple[float, float] = (5.0, 6.0), depth: tuple[float, float] = (12.0, 22.0),
+                  rate_scale: tuple[float, float] = (0.95, 1.05), depth_scale: tuple[float, float] = (0.8, 1.15),
+                  max_cents: float = VIBRATO_MAX_CENTS, delay: tuple[float, float] = (0.12, 0.25),
+                  fade: float = 0.2, stop_before_end: float = 0.02) -> list[pretty_midi.PitchBend]:
     """Pitch-bend events for a violinist's vibrato on ``notes`` (monophonic, sorted).
 
-    Per excerpt a rate of 5.0-6.0 Hz and a depth of 12-22 cents; per note the
-    rate varies by +-5% and the depth by -20..+15% (capped at
-    :data:`VIBRATO_MAX_CENTS`).  Vibrato starts 0.12-0.25 s after the onset
-    and fades in over 0.2 s; every note starts with the bend at 0.
+    Per excerpt a rate drawn from ``rate`` (Hz) and a depth from ``depth``
+    (cents); per note the rate scaled by a factor from ``rate_scale`` and the
+    depth by one from ``depth_scale`` (capped at ``max_cents``).  Vibrato
+    starts ``delay`` seconds after the onset, fades in over ``fade`` seconds
+    and stops ``stop_before_end`` before the note's end; every note starts
+    with the bend at 0.  The defaults are the sample set's (5-6 Hz, 12-22
+    cents, at most :data:`VIBRATO_MAX_CENTS`).
     """
-    rate0 = rng.uniform(5.0, 6.0)
-    depth0 = rng.uniform(12.0, 22.0)
+    rate0 = rng.uniform(*rate)
+    depth0 = rng.uniform(*depth)
     full = 8192 / BEND_RANGE_SEMITONES / 100.0  # bend units per cent
     bends: list[pretty_midi.PitchBend] = []
     for n in notes:
-        rate = rate0 * rng.uniform(0.95, 1.05)
-        depth = min(VIBRATO_MAX_CENTS, depth0 * rng.uniform(0.8, 1.15))
-        delay = rng.uniform(0.12, 0.25)
+        note_rate = rate0 * rng.uniform(*rate_scale)
+        note_depth = min(max_cents, depth0 * rng.uniform(*depth_scale))
+        start = n.start + rng.uniform(*delay)
         bends.append(pretty_midi.PitchBend(0, n.start))
-        t = np.arange(n.start + delay, n.end - 0.02, BEND_STEP_SECONDS)
+        t = np.arange(start, n.end - stop_before_end, BEND_STEP_SECONDS)
         if t.size == 0:
             continue
-        fade = np.clip((t - n.start - delay) / 0.2, 0.0, 1.0)
-        cents = depth * fade * np.sin(2 * np.pi * rate * (t - n.start - delay))
+        ramp = np.clip((t - start) / fade, 0.0, 1.0)
+        cents = note_depth * ramp * np.sin(2 * np.pi * note_rate * (t - start))
         for tt, c in zip(t, cents):
             bends.append(pretty_midi.PitchBend(int(np.clip(round(c * full), -8192, 8191)), float(tt)))
     return bends

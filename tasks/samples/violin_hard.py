@@ -57,8 +57,8 @@ from tasks.store.atomic import write_bytes_atomic, write_text_atomic
 from . import music
 from .piano import _piece_order
 from .render import add_noise, add_room_reverb, normalize_peak, write_wav
-from .violin import (BEND_RANGE_SEMITONES, BEND_STEP_SECONDS, SAMPLE_RATE, VIOLIN_HIGH, VIOLIN_LOW, VIOLIN_PIECES,
-                     VIOLIN_PROGRAM, UNSEEN_VIOLIN_PIECES, make_monophonic, octave_shift, sounding_pitch)
+from .violin import (BEND_RANGE_SEMITONES, SAMPLE_RATE, VIOLIN_HIGH, VIOLIN_LOW, VIOLIN_PIECES, VIOLIN_PROGRAM,
+                     UNSEEN_VIOLIN_PIECES, make_monophonic, octave_shift, sounding_pitch, vibrato_bends)
 
 RATE = 100  # truth frames per second (the audit's rate)
 
@@ -135,24 +135,6 @@ def render_fluidsynth(pm: pretty_midi.PrettyMIDI, soundfont: str, sr: int = SAMP
     return normalize_peak(y, 0.8)
 
 
-def _vibrato(notes: list[pretty_midi.Note], rng: np.random.Generator) -> list[pretty_midi.PitchBend]:
-    """Vibrato bends, wider and more varied than the sample set's: 4.5-7 Hz, 15-35 cents, per-note changes."""
-    rate0, depth0 = rng.uniform(4.5, 7.0), rng.uniform(15.0, 30.0)
-    per_cent = 8192 / BEND_RANGE_SEMITONES / 100.0
-    bends: list[pretty_midi.PitchBend] = []
-    for n in notes:
-        rate = rate0 * rng.uniform(0.9, 1.1)
-        depth = min(35.0, depth0 * rng.uniform(0.7, 1.2))
-        delay = rng.uniform(0.08, 0.3)
-        bends.append(pretty_midi.PitchBend(0, n.start))
-        t = np.arange(n.start + delay, n.end - 0.01, BEND_STEP_SECONDS)
-        fade = np.clip((t - n.start - delay) / 0.15, 0.0, 1.0)
-        cents = depth * fade * np.sin(2 * np.pi * rate * (t - n.start - delay))
-        bends += [pretty_midi.PitchBend(int(np.clip(round(c * per_cent), -8192, 8191)), float(tt))
-                  for tt, c in zip(t, cents)]
-    return bends
-
-
 def hard_excerpt(piece: str, rng: np.random.Generator, seconds: float, *, pad: float = 0.5
                  ) -> tuple[pretty_midi.PrettyMIDI, list[str]]:
     """A monophonic violin excerpt of ``piece``: rubato, legato and détaché passages, wide vibrato.
@@ -196,7 +178,10 @@ def hard_excerpt(piece: str, rng: np.random.Generator, seconds: float, *, pad: f
     pm = music.notes_to_midi(s, e, p, v, program=VIOLIN_PROGRAM, name=f"Violin ({piece})")
     inst = pm.instruments[0]
     inst.control_changes = [pretty_midi.ControlChange(91, 0, 0.0), pretty_midi.ControlChange(93, 0, 0.0)]
-    inst.pitch_bends = _vibrato(inst.notes, rng)
+    # Wider and more varied than the sample set's vibrato: 4.5-7 Hz, 15-35 cents, per-note changes.
+    inst.pitch_bends = vibrato_bends(inst.notes, rng, rate=(4.5, 7.0), depth=(15.0, 30.0), rate_scale=(0.9, 1.1),
+                                     depth_scale=(0.7, 1.2), max_cents=35.0, delay=(0.08, 0.3), fade=0.15,
+                                     stop_before_end=0.01)
     return music.quantize(pm), style
 
 
@@ -212,7 +197,7 @@ def true_track(pm: pretty_midi.PrettyMIDI, n_frames: int, rate: float = RATE) ->
         bv = np.array([b.pitch for b in bends], dtype=np.float64) / 8192 * BEND_RANGE_SEMITONES * 100.0
         j = np.searchsorted(bt, times, side="right") - 1
         cents = np.where(j >= 0, bv[np.clip(j, 0, None)], 0.0)
-    hz = np.where(midi > 0, 440.0 * 2.0 ** ((midi + cents / 100.0 - 69.0) / 12.0), 0.0)
+    hz = np.where(midi > 0, pretty_midi.note_number_to_hz(midi + cents / 100.0), 0.0)
     return midi, hz
 
 
