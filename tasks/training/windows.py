@@ -1,16 +1,27 @@
-"""Five-frame windows of the PianoYT shards for the visual onset model (Koepke's thesis, ch. 6).
+"""Five-frame windows of frame shards: PianoYT for the visual onset model (thesis ch. 6), VnYT for visual pitch (ch. 5).
 
 What it yields
 --------------
 :class:`FrameWindows` is a ``torch.utils.data.IterableDataset`` over one
-split of ``<data root>/pianoyt/shards/split=<split>/part-*.parquet``
-(:mod:`tasks.datasets.pianoyt`).  Each example is a dict::
+split of ``<shards>/split=<split>/part-*.parquet`` (PianoYT:
+:mod:`tasks.datasets.pianoyt`, VnYT: :mod:`tasks.datasets.violinyt`).  Each
+example is a dict::
 
     frames       float32 [5, H, W] in [0, 1]: the frames t-2 .. t+2 of one video, as channels
-    target       float32 [88]: 1 where a key has an onset at frame t-1, t or t+1
-                 ("an onset within +-1 frame of the middle frame")
+                 (``color="rgb"``: [5, 3, H, W]; ``frames=1``: the middle frame only, [1, ...];
+                 ``images=False``: no frames, nothing decoded)
     video_id     str
     frame_index  int, t (the middle frame)
+
+and the fields of its ``labels`` (:class:`WindowLabels`):
+
+    OnsetLabels (PianoYT, the default)
+        target   float32 [88]: 1 where a key has an onset at frame t-1, t or t+1
+                 ("an onset within +-1 frame of the middle frame")
+    PitchLabels (VnYT)
+        midi     int, the middle frame's pitch label (0: unvoiced)
+        target   int64 class ``midi - 55`` (-1 where unvoiced or out of range)
+        audio    float32 [n], the audio centred on the middle frame's time (with ``audio_samples=n``)
 
 A window exists only where the five rows have consecutive ``frame_index``
 values of one video: a gap (lost frames) breaks the windows across it, and a
@@ -119,7 +130,6 @@ THESIS_SIZE = (145, 800)  # (h, w) model input
 THESIS_RESIZE = (150, 805)  # (h, w) before the random crop
 
 _PART = re.compile(r"^part-(?P<video>.+)-(?P<index>\d{4})\.parquet$")
-_COLUMNS = ["video_id", "frame_index", "onset", "image"]
 
 
 def pre_crop_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -254,6 +264,114 @@ def onset_rate(shards_dir: str, split: str) -> np.ndarray:
     return positives / max(windows, 1)
 
 
+
+# ----------------------------------------------------------------------------- what a window is labelled with
+
+
+class WindowLabels:
+    """What a data set's windows carry besides their frames: its label columns and each window's fields.
+
+    ``columns`` are read with ``video_id``, ``frame_index`` (and ``image``
+    when frames are wanted); :meth:`rows` turns a table of them into one
+    array with a row per shard row (any dtype); :meth:`windows` gives the
+    fields of the windows centred on rows ``centres`` of such an array, a
+    dict of per-window sequences (``torch`` default-collates them).
+    """
+
+    columns: tuple[str, ...] = ()
+
+    def rows(self, table) -> np.ndarray:
+        raise NotImplementedError
+
+    def windows(self, label: np.ndarray, centres: np.ndarray) -> dict[str, list]:
+        raise NotImplementedError
+
+
+class OnsetLabels(WindowLabels):
+    """PianoYT: ``target`` float32 [88], 1 where a key has an onset within +-1 frame of the middle frame."""
+
+    columns = ("onset",)
+
+    def rows(self, table) -> np.ndarray:
+        return _onset_matrix(table.column("onset"))
+
+    def windows(self, label: np.ndarray, centres: np.ndarray) -> dict[str, list]:
+        targets = window_targets(label, centres).astype(np.float32)
+        return {"target": [torch.from_numpy(t) for t in targets]}
+
+
+_PITCH_ROW = np.dtype([("midi", np.int16), ("voiced", np.bool_), ("audio_sample", np.int64), ("audio_path", object)])
+
+
+class PitchLabels(WindowLabels):
+    """VnYT (:mod:`tasks.datasets.violinyt`): the middle frame's pitch class and, with ``audio_samples``, its audio.
+
+    Each window gets ``midi`` (int, 0 where unvoiced), ``target`` (int64:
+    the class ``midi - min_midi`` in ``0 .. max_midi - min_midi``, or -1
+    for an unvoiced or out-of-range frame: cross-entropy's ``ignore_index``)
+    and, when ``audio_samples`` is set, ``audio``: float32 [audio_samples],
+    the mono audio centred on the frame's time (the row's ``audio_sample``
+    in the file ``audio_path`` names, relative to ``dataset_dir``), zero
+    beyond the file's ends.  The teacher's spectrogram and the students'
+    distillation target are computed from it.  A worker keeps the last
+    ``audio_cache`` audio files it read in memory (a file is one video's
+    whole track: 44.1 kHz float32, ~10 MB per minute).
+    """
+
+    columns = ("midi", "voiced", "audio_sample", "audio_path")
+
+    def __init__(self, dataset_dir: str | None = None, min_midi: int = 55, max_midi: int = 88,
+                 audio_samples: int | None = None, audio_cache: int = 4):
+        if audio_samples is not None and dataset_dir is None:
+            raise ValueError("audio windows need the data set's folder (dataset_dir)")
+        self.dataset_dir, self.min_midi, self.max_midi = dataset_dir, int(min_midi), int(max_midi)
+        self.audio_samples = None if audio_samples is None else int(audio_samples)
+        self.audio_cache = int(audio_cache)
+        self._audio: dict[str, np.ndarray] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_audio": {}}  # workers read their own audio
+
+    def rows(self, table) -> np.ndarray:
+        out = np.empty(table.num_rows, _PITCH_ROW)
+        for name in ("midi", "voiced", "audio_sample"):
+            out[name] = table.column(name).to_numpy(zero_copy_only=False)
+        out["audio_path"] = table.column("audio_path").to_pylist()
+        return out
+
+    def classes(self, midi: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+        """The class index of each MIDI number, -1 where unvoiced or outside ``min_midi .. max_midi``."""
+        midi = np.asarray(midi, np.int64)
+        ok = np.asarray(voiced, bool) & (midi >= self.min_midi) & (midi <= self.max_midi)
+        return np.where(ok, midi - self.min_midi, -1)
+
+    def windows(self, label: np.ndarray, centres: np.ndarray) -> dict[str, list]:
+        mid = label[np.asarray(centres, np.int64)]
+        out = {"midi": [int(m) if v else 0 for m, v in zip(mid["midi"], mid["voiced"])],
+               "target": [int(c) for c in self.classes(mid["midi"], mid["voiced"])]}
+        if self.audio_samples is not None:
+            out["audio"] = [torch.from_numpy(self._segment(str(p), int(a))) for p, a in
+                            zip(mid["audio_path"], mid["audio_sample"])]
+        return out
+
+    def _segment(self, audio_path: str, centre: int) -> np.ndarray:
+        audio = self._track(audio_path)
+        n = self.audio_samples
+        start = centre - n // 2
+        out = np.zeros(n, np.float32)
+        lo, hi = max(start, 0), min(start + n, len(audio))
+        if hi > lo:
+            out[lo - start: hi - start] = audio[lo:hi]
+        return out
+
+    def _track(self, audio_path: str) -> np.ndarray:
+        if audio_path not in self._audio:
+            if len(self._audio) >= self.audio_cache:
+                self._audio.pop(next(iter(self._audio)))
+            location = storage.join(self.dataset_dir, *PurePosixPath(audio_path).parts)
+            self._audio[audio_path] = media.read_wav(storage.local_path(location))[0]
+        return self._audio[audio_path]
+
 # ----------------------------------------------------------------------------- rows of one unit
 
 
@@ -262,7 +380,7 @@ class _Rows:
     keys: list[tuple[int, int]]  # (unit number, row in its row group)
     video_id: list[str]
     frame_index: np.ndarray
-    onset: np.ndarray  # uint8 [n, 88]
+    label: np.ndarray  # the labels' per-row array (piano: uint8 [n, 88] onsets), first axis rows
     image: list[bytes]
 
 
@@ -272,18 +390,18 @@ class _Edge:
 
     video_id: str
     frame_index: int
-    onset: np.ndarray
+    label: np.ndarray
     image: bytes
     frame: torch.Tensor | None
 
 
-def _rows_of(table, unit: int, first_row: int) -> _Rows:
+def _rows_of(table, unit: int, first_row: int, labels: "WindowLabels") -> _Rows:
     return _Rows(
         keys=[(unit, first_row + i) for i in range(table.num_rows)],
         video_id=table.column("video_id").to_pylist(),
         frame_index=table.column("frame_index").to_numpy().astype(np.int64),
-        onset=_onset_matrix(table.column("onset")),
-        image=table.column("image").to_pylist(),
+        label=labels.rows(table),
+        image=table.column("image").to_pylist() if "image" in table.column_names else [b""] * table.num_rows,
     )
 
 
@@ -292,7 +410,7 @@ def _concat(rows: list[_Rows]) -> _Rows:
         keys=sum((r.keys for r in rows), []),
         video_id=sum((r.video_id for r in rows), []),
         frame_index=np.concatenate([r.frame_index for r in rows]),
-        onset=np.concatenate([r.onset for r in rows]),
+        label=np.concatenate([r.label for r in rows]),
         image=sum((r.image for r in rows), []),
     )
 
@@ -306,18 +424,28 @@ def _to_gray(img: np.ndarray) -> np.ndarray:
     return np.clip(rgb @ np.array([0.299, 0.587, 0.114], np.float32) + 0.5, 0, 255).astype(np.uint8)
 
 
-def _cut_window(frames: dict[int, torch.Tensor], centre: int) -> torch.Tensor:
-    """The uint8 [5, H, W] stack of the decoded frames centre-2 .. centre+2 (a copy: it owns its memory)."""
-    return torch.stack([frames[centre + d] for d in range(-HALF, HALF + 1)])
+def _to_rgb(img: np.ndarray) -> np.ndarray:
+    if img.ndim == 2:
+        return np.repeat(img[..., None], 3, axis=-1)
+    return img[..., :3] if img.shape[-1] >= 3 else np.repeat(img[..., :1], 3, axis=-1)
+
+
+def _cut_window(frames: dict[int, torch.Tensor], centre: int, count: int = WINDOW) -> torch.Tensor:
+    """The uint8 stack of the decoded frames centre-2 .. centre+2 (``count`` 1: the centre only); a copy."""
+    reach = range(-HALF, HALF + 1) if count == WINDOW else range(0, 1)
+    return torch.stack([frames[centre + d] for d in reach])
 
 
 # ----------------------------------------------------------------------------- the dataset
 
 
 class FrameWindows(tud.IterableDataset):
-    """Windows of 5 consecutive frames and their +-1-frame onset targets, over one split of PianoYT shards.
+    """Windows of 5 consecutive frames and their labels (by default PianoYT's +-1-frame onset targets).
 
-    See the module docstring for what is yielded, how work is split between
+    Every model sees the same windows: a 1-frame network (``frames=1``) or the
+    audio teacher (``images=False``) gets the middle frames of the same
+    5-frame windows, so all are trained and scored on the same frames.  See
+    the module docstring for what is yielded, how work is split between
     ranks and workers, the memory bound and the augmentation.
     """
 
@@ -339,8 +467,19 @@ class FrameWindows(tud.IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         videos: Iterable[str] | None = None,
+        labels: WindowLabels | None = None,
+        color: str = "gray",
+        frames: int = WINDOW,
+        images: bool = True,
     ):
         super().__init__()
+        self.labels = labels if labels is not None else OnsetLabels()
+        if color not in ("gray", "rgb"):
+            raise ValueError(f"color must be 'gray' or 'rgb', not {color!r}")
+        if frames not in (1, WINDOW):
+            raise ValueError(f"frames must be 1 (the middle frame) or {WINDOW}, not {frames!r}")
+        self.color, self.frames, self.images = color, int(frames), bool(images)
+        self._columns = ["video_id", "frame_index", *self.labels.columns] + (["image"] if self.images else [])
         self.shards_dir = str(shards_dir)
         self.split = split
         self.shuffle = bool(shuffle)
@@ -430,11 +569,11 @@ class FrameWindows(tud.IterableDataset):
         raw = self._raw_windows(units)
         if self.shuffle:
             raw = _shuffle_buffer(raw, self.buffer_size, rng)
-        for window, target, vid, t in raw:
-            yield {"frames": self._finish(window, gen), "target": torch.from_numpy(target.astype(np.float32)),
-                   "video_id": vid, "frame_index": t}
+        for window, fields, vid, t in raw:
+            item = {"frames": self._finish(window, gen)} if self.images else {}
+            yield {**item, **fields, "video_id": vid, "frame_index": t}
 
-    def _raw_windows(self, units: list[int]) -> Iterator[tuple[torch.Tensor, np.ndarray, str, int]]:
+    def _raw_windows(self, units: list[int]) -> Iterator[tuple[torch.Tensor | None, dict, str, int]]:
         files: dict[str, pq.ParquetFile] = {}
         cache: dict[tuple[int, int], _Edge] = {}
         for u in units:
@@ -460,16 +599,16 @@ class FrameWindows(tud.IterableDataset):
             if all(k in cache for k in keys):
                 edges = [cache[k] for k in keys]
                 return _Rows(keys, [e.video_id for e in edges], np.array([e.frame_index for e in edges], np.int64),
-                             np.stack([e.onset for e in edges]), [e.image for e in edges])
+                             np.stack([e.label for e in edges]), [e.image for e in edges])
         pf = self._file(files, unit.path)
         if where == "head":
-            batch = next(pf.iter_batches(batch_size=count, row_groups=[unit.row_group], columns=_COLUMNS))
-            return _rows_of(batch, u, 0)
-        table = pf.read_row_group(unit.row_group, columns=_COLUMNS)
+            batch = next(pf.iter_batches(batch_size=count, row_groups=[unit.row_group], columns=self._columns))
+            return _rows_of(batch, u, 0, self.labels)
+        table = pf.read_row_group(unit.row_group, columns=self._columns)
         if where == "tail":
             start = table.num_rows - count
-            return _rows_of(table.slice(start), u, start)
-        return _rows_of(table, u, 0)
+            return _rows_of(table.slice(start), u, start, self.labels)
+        return _rows_of(table, u, 0, self.labels)
 
     def _neighbours(self, u: int, files: dict, cache: dict, backward: bool) -> list[_Rows]:
         """Up to ``HALF`` rows next to unit ``u`` in its video, nearest last (backward) or first (forward)."""
@@ -496,7 +635,8 @@ class FrameWindows(tud.IterableDataset):
         if self.videos is not None:
             valid &= np.isin(vids, list(self.videos))
         centres = np.flatnonzero(valid)
-        needed = sorted({int(c) + d for c in centres for d in range(-HALF, HALF + 1)})
+        reach = range(-HALF, HALF + 1) if self.frames == WINDOW else range(0, 1)
+        needed = sorted({int(c) + d for c in centres for d in reach}) if self.images else []
         frames = {}
         for i in needed:
             hit = cache.get(seg.keys[i])
@@ -504,13 +644,14 @@ class FrameWindows(tud.IterableDataset):
                 frames[i] = hit.frame
         todo = [i for i in needed if i not in frames]
         frames.update(zip(todo, self._decode([seg.image[i] for i in todo])))
-        targets = window_targets(seg.onset, centres) if len(centres) else None
+        fields = self.labels.windows(seg.label, centres) if len(centres) else {}
         for j, c in enumerate(centres):
             c = int(c)
-            yield _cut_window(frames, c), targets[j], seg.video_id[c], int(seg.frame_index[c])
+            window = _cut_window(frames, c, self.frames) if self.images else None
+            yield window, {k: v[j] for k, v in fields.items()}, seg.video_id[c], int(seg.frame_index[c])
         edges = sorted(set(range(min(p + HALF, p + n))) | set(range(max(p, p + n - HALF), p + n))
                        | set(range(p)) | set(range(p + n, len(seg.keys))))
-        return {seg.keys[i]: _Edge(seg.video_id[i], int(seg.frame_index[i]), seg.onset[i], seg.image[i],
+        return {seg.keys[i]: _Edge(seg.video_id[i], int(seg.frame_index[i]), seg.label[i], seg.image[i],
                                    frames[i].clone() if i in frames else None) for i in edges}
 
     def _decode(self, images: list[bytes]) -> list[torch.Tensor]:
@@ -518,19 +659,22 @@ class FrameWindows(tud.IterableDataset):
         if not images:
             return []
         target = list(self.resize if self.augment else self.size)
-        arrays = [_to_gray(np.asarray(media.decode_image(b))) for b in images]
+        to_array = _to_gray if self.color == "gray" else _to_rgb
+        arrays = [to_array(np.asarray(media.decode_image(b))) for b in images]
         shapes = {a.shape for a in arrays}
         groups = [np.stack(arrays)] if len(shapes) == 1 else [a[None] for a in arrays]
         out = []
         for g in groups:
             t = torch.from_numpy(np.ascontiguousarray(g))
+            if self.color == "rgb":
+                t = t.permute(0, 3, 1, 2)  # [n, H, W, 3] -> [n, 3, H, W]
             if list(t.shape[-2:]) != target:
                 t = TF.resize(t, target, antialias=True)
             out.extend(t.unbind(0))
         return out
 
     def _finish(self, window: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """uint8 [5, H', W'] -> float32 [5, H, W] in [0, 1], augmented when ``augment``."""
+        """uint8 [T, H', W'] (rgb: [T, 3, H', W']) -> float32 [T, H, W] ([T, 3, H, W]) in [0, 1], augmented."""
         h, w = self.size
         if self.augment:
             top = int(torch.randint(0, window.shape[-2] - h + 1, (1,), generator=gen))
@@ -539,9 +683,13 @@ class FrameWindows(tud.IterableDataset):
         x = TF.to_dtype(window, torch.float32, scale=True)
         if self.augment:
             factor = 1.0 + self.brightness * (2.0 * float(torch.rand((), generator=gen)) - 1.0)
-            x = TF.adjust_brightness(x.unsqueeze(-3), factor).squeeze(-3)  # (as 5 one-channel images)
+            if self.color == "gray":
+                x = TF.adjust_brightness(x.unsqueeze(-3), factor).squeeze(-3)  # (as 5 one-channel images)
+            else:
+                x = TF.adjust_brightness(x, factor)
             if float(torch.rand((), generator=gen)) < self.noise_fraction:
-                sigma = self.noise_factor * x.mean(dim=(-2, -1), keepdim=True)
+                image_dims = (-2, -1) if self.color == "gray" else (-3, -2, -1)
+                sigma = self.noise_factor * x.mean(dim=image_dims, keepdim=True)
                 x = (x + torch.randn(x.shape, generator=gen) * sigma).clamp_(0.0, 1.0)
         return x.contiguous()
 
@@ -575,9 +723,13 @@ def _shuffle_buffer(items: Iterator, size: int, rng: np.random.Generator) -> Ite
         yield buf.pop()
 
 
-def video_windows(shards_dir: str, split: str, video_id: str, *, size: tuple[int, int] = THESIS_SIZE) -> Iterator[dict]:
-    """Every window of one video, in frame order, unaugmented (whole-video inference); each frame decoded once."""
-    ds = FrameWindows(shards_dir, split, size=size, rank=0, world_size=1, videos=[video_id])
+def video_windows(shards_dir: str, split: str, video_id: str, *, size: tuple[int, int] = THESIS_SIZE,
+                  **kwargs) -> Iterator[dict]:
+    """Every window of one video, in frame order, unaugmented (whole-video inference); each frame decoded once.
+
+    ``kwargs`` go to :class:`FrameWindows` (``labels``, ``color``, ``frames``, ``images``).
+    """
+    ds = FrameWindows(shards_dir, split, size=size, rank=0, world_size=1, videos=[video_id], **kwargs)
     if not ds.units:
         raise ValueError(f"no shards for video {video_id!r} in split {split!r} under {shards_dir}")
     yield from ds._stream(list(range(ds.units)), 0)
