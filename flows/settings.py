@@ -180,3 +180,35 @@ class PianoOnsetsEvaluation(Settings):
     @classmethod
     def _path(cls, value):
         return _absolute(value)
+
+
+class ViolinPitchEvaluation(Settings):
+    """Flow ``evaluate-violin-pitch``: table 2 of thesis ch. 5 for the trained teacher and students."""
+
+    data_root: str = Field(description="the data root the networks were trained on (its test split is scored)")
+    checkpoint: list[str] = Field(description="a checkpoint of train violin-pitch (repeat: teacher, students)",
+                                  json_schema_extra={"input": True})
+    truth_midi: str | None = Field(
+        None, description="a folder of true MIDI files <video id>.mid (the sample set's midi/): scores against the "
+                          "truth (a URMP build's labels are its truth)", json_schema_extra={"input": True})
+    subset: Literal["auto", "Vn1", "VnAll", "VnYT", "URMP"] = Field(
+        "auto", description="the thesis subset whose numbers go beside ours (auto: URMP for a URMP build, else VnYT)")
+    results: str = Field("RESULTS", description="folder the table is written to (violin-pitch.md and .parquet)")
+    figure: str | None = Field(None, description="also draw each test video's pitch tracks, PNGs in this folder")
+
+    @field_validator("data_root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        return storage.root_location(value)
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoints(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one --checkpoint")
+        return [_absolute(v) for v in value]
+
+    @field_validator("truth_midi", "results", "figure")
+    @classmethod
+    def _path(cls, value):
+        return _absolute(value)

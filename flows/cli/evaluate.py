@@ -8,7 +8,7 @@ import click
 
 from flows.cli.common import EXIT_OK, prefect_env, print_table, quiet_server
 from flows.cli.options import Refused, make, settings_options
-from flows.settings import PianoOnsetsEvaluation
+from flows.settings import PianoOnsetsEvaluation, ViolinPitchEvaluation
 
 EXAMPLES = """Examples:
 
@@ -19,6 +19,8 @@ EXAMPLES = """Examples:
   sightsound evaluate transcription --ref rendered/test --est transkun=out/transkun --est of=out/of
   sightsound evaluate piano-onsets --data-root D --checkpoint runs/slope/checkpoints/best.ckpt \\
       --checkpoint runs/resnet/checkpoints/best.ckpt --reference-midi samples/midi
+  sightsound evaluate violin-pitch --data-root D --checkpoint runs/violin/teacher/checkpoints/best.ckpt \\
+      --checkpoint runs/violin/student-5/checkpoints/best.ckpt --truth-midi violin-samples/midi --figure figs
   sightsound audit violin --samples violin-samples --out audit.md
   sightsound audit violin --samples violin-samples --recordings violin-hard --out audit.md --figure audit.png
 """
@@ -134,6 +136,32 @@ def piano_onsets(**params) -> int:
     out = evaluate_piano_onsets(settings=settings)
     print_table(out["rows"])
     click.echo(f"written: {out['markdown']} and {out['parquet']}")
+    return EXIT_OK
+
+
+@evaluate.command("violin-pitch", epilog=EXAMPLES)
+@settings_options(ViolinPitchEvaluation)
+def violin_pitch(**params) -> int:
+    """Thesis ch. 5 table 2: RPA, RPA tol, PA, ACA, ACE of the teacher and students on the test split."""
+    from tasks.training.trainer import CheckpointError
+    from tasks.training.violin_pitch import check_shards, load_net
+
+    settings = make(ViolinPitchEvaluation, params)
+    try:
+        check_shards(settings.data_root, ("test",))
+        for checkpoint in settings.checkpoint:
+            load_net(checkpoint)  # a checkpoint of another model is refused here, in one line
+    except (ValueError, CheckpointError) as exc:
+        raise Refused(exc) from None
+    prefect_env(settings.results)
+    from flows.evaluate_violin_pitch import evaluate_violin_pitch
+    from flows.tempserver import guard
+
+    guard()  # Prefect's temporary server ends with this process
+    out = evaluate_violin_pitch(settings=settings)
+    print_table(out["rows"])
+    click.echo(f"written: {out['markdown']} and {out['parquet']}" + (
+        f"; figures: {', '.join(out['figures'])}" if out.get("figures") else ""))
     return EXIT_OK
 
 

@@ -1,4 +1,4 @@
-"""``sightsound train onsets-frames|piano-onsets`` and ``sightsound describe onsets-frames|piano-onsets``."""
+"""``sightsound train onsets-frames|piano-onsets|violin-pitch`` and ``sightsound describe ...`` of the same models."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from flows.cli.common import EXIT_OK, prefect_env
 from flows.cli.options import Refused, make, settings_options
 from tasks.training.onsets_frames import TrainSettings
 from tasks.training.piano_onsets import PianoOnsetsSettings
+from tasks.training.violin_pitch import ViolinPitchSettings
 
 EXAMPLES = """Examples:
 
@@ -20,6 +21,9 @@ EXAMPLES = """Examples:
   sightsound describe onsets-frames --config default
   sightsound train piano-onsets --data-root D --out runs/slope --variant slope --config small --max-minutes 30
   sightsound describe piano-onsets --variant slope --config paper
+  sightsound train violin-pitch --data-root D --out runs/violin --config small --max-minutes 30
+  sightsound train violin-pitch --data-root D --out runs/v5 --stage student --frames 5 --teacher runs/violin/teacher/checkpoints/best.ckpt
+  sightsound describe violin-pitch --kind student --frames 5 --config paper
 """
 
 
@@ -77,6 +81,41 @@ def piano_onsets(**params) -> int:
     return EXIT_OK
 
 
+@train.command("violin-pitch", epilog=EXAMPLES)
+@settings_options(ViolinPitchSettings)
+def violin_pitch(**params) -> int:
+    """The violin pitch networks of thesis ch. 5 on a VnYT build: teacher, then students (flow train-violin-pitch).
+
+    --max-minutes is each stage's budget.
+    """
+    from tasks.training.trainer import CheckpointError, read_checkpoint
+    from tasks.training.violin_pitch import check_shards, load_net, stage_settings
+
+    settings = make(ViolinPitchSettings, params)
+    try:  # refuse what would fail before Prefect starts: no shards, a wrong teacher, a last.ckpt of another stage
+        check_shards(settings.data_root)  # violin shards with 400 x 200 RGB frames in train and val
+        if settings.teacher:
+            load_net(settings.teacher, stage="teacher", config=settings.config)
+        elif settings.stage == "student" and settings.distill:
+            raise ValueError("--stage student distils from a teacher: give --teacher CKPT (or --no-distill)")
+        for stage in stage_settings(settings):
+            last = stage.trainer.last_checkpoint
+            if stage.trainer.resume and last.is_file():
+                keys = {"stage": stage.stage, "config": stage.config}
+                if stage.stage == "student":
+                    keys.update(frames=stage.frames, distill=stage.distill)
+                read_checkpoint(last, keys)
+    except (ValueError, CheckpointError) as exc:
+        raise Refused(exc) from None
+    prefect_env(settings.trainer.run_dir)
+    from flows.tempserver import guard
+    from flows.train_violin_pitch import train_violin_pitch
+
+    guard()  # Prefect's temporary server ends with this process
+    click.echo(json.dumps(train_violin_pitch(settings=settings, strict_gpu_limit=False), indent=1))
+    return EXIT_OK
+
+
 @click.group(epilog=EXAMPLES)
 def describe():
     """Print a model's layers and parameter count."""
@@ -103,4 +142,19 @@ def describe_piano_onsets(variant, config) -> int:
     from models.piano_onsets import PianoOnsetsConfig, describe as text
 
     click.echo(text(PianoOnsetsConfig.named(config, variant)))
+    return EXIT_OK
+
+
+@describe.command("violin-pitch", epilog=EXAMPLES)
+@click.option("--kind", default="student", type=click.Choice(["teacher", "student"]), show_default=True,
+              help="the audio teacher or a visual student")
+@click.option("--frames", default=5, type=click.Choice(["1", "5"]), show_default=True,
+              help="student input frames (5: with the fusion module)")
+@click.option("--config", default="paper", type=click.Choice(["paper", "small"]), show_default=True,
+              help="the thesis sizes (VGG-M widths, 400x200), or the small CPU ones")
+def describe_violin_pitch(kind, frames, config) -> int:
+    """A violin pitch network's layers, output shapes and parameter counts."""
+    from models.violin_pitch import ViolinPitchConfig, describe as text
+
+    click.echo(text(ViolinPitchConfig.named(config, kind, 1 if kind == "teacher" else int(frames))))
     return EXIT_OK

@@ -160,3 +160,206 @@ def bootstrap_intervals(videos: dict, n: int = 1000, seed: int = 0, level: float
     draws = [_pooled([pairs[i] for i in rng.integers(0, len(pairs), len(pairs))]) for _ in range(n)]
     q = [50 * (1 - level), 50 * (1 + level)]
     return {m: tuple(float(v) for v in np.nanpercentile([d[m] for d in draws], q)) for m in METRICS}
+
+
+# ---------------------------------------------------------------- table 2: trained networks on a build's test videos
+#
+# (These functions import torch and the training code lazily: the metrics above stay numpy-only.)
+
+THESIS_TABLE2 = {  # RPA / RPA tol / PA / ACA (%) / ACE (semitones), thesis ch. 5 table 2
+    "Vn1": {"teacher": (98.30, 99.14, 96.74, 86.03, 0.06), "student-1": (89.98, 91.57, 62.41, 51.64, 0.45),
+            "student-5": (93.8, 94.91, 66.7, 58.75, 0.43)},
+    "VnAll": {"teacher": (94.26, 94.40, 90.87, 94.33, 0.06), "student-1": (74.17, 75.55, 47.48, 33.3, 2.50),
+              "student-5": (77.24, 78.98, 50.33, 41.66, 1.65)},
+    # VnYT's audio row in the thesis repeats Vn1's digit for digit (a copy slip, it seems): left out.
+    "VnYT": {"student-1": (44.3, 51.37, 33.18, 45.2, 2.50), "student-5": (62.5, 67.89, 48.44, 51.77, 2.34)},
+    "URMP": {"teacher": (98.28, 98.5, 96.73, 98.88, 0.07), "student-1": (53.11, 58.3, 42.71, 39.86, 2.73),
+             "student-5": (57.3, 62.04, 45.26, 41.79, 2.43)},
+}
+NETWORK_NAMES = {"teacher": "audio (teacher)", "student-1": "1 frame", "student-5": "5 frames",
+                 "student-1-nodistill": "1 frame, no distillation",
+                 "student-5-nodistill": "5 frames, no distillation"}
+GROUND_TRUTH_LABELS = "URMP ground-truth F0"  # what a URMP build's card names as its labels
+
+
+def network_name(hparams: dict) -> str:
+    """``teacher``, ``student-5``, ``student-1-nodistill``, ... of a checkpoint's hyperparameters."""
+    if hparams["stage"] == "teacher":
+        return "teacher"
+    return f"student-{int(hparams['frames'])}" + ("" if hparams.get("distill", True) else "-nodistill")
+
+
+def true_midi(midi_path, times: np.ndarray) -> np.ndarray:
+    """The MIDI number of the note sounding at each time in a (monophonic) MIDI file, 0 where none."""
+    from tasks.evaluation.audit import true_pitch_hz
+
+    hz = true_pitch_hz(midi_path, np.asarray(times, np.float64))
+    out = np.zeros(len(hz), np.int64)
+    on = hz > 0
+    out[on] = np.round(pretty_midi.hz_to_note_number(hz[on])).astype(np.int64)
+    return out
+
+
+def has_ground_truth_labels(data_root: str) -> bool:
+    """Whether the build's labels are ground truth (a URMP build), read from its dataset card."""
+    from tasks.datasets.violinyt import layout
+    from tasks.store import storage
+
+    card = layout(data_root).card
+    return storage.exists(card) and GROUND_TRUTH_LABELS in storage.read_bytes(card).decode("utf-8", "replace")
+
+
+def split_videos(data_root: str, split: str) -> list[str]:
+    from tasks.datasets.violinyt import layout
+    from tasks.training.windows import chain_of, split_parts
+
+    return sorted({chain_of(p) for p in split_parts(layout(data_root).shards, split)})
+
+
+def predict_video(net, data_root: str, split: str, video_id: str, batch_size: int = 32) -> dict:
+    """Per frame of one video (the middle frames of its 5-frame windows): time, pseudo-label and the net's MIDI.
+
+    ``net`` is a :class:`models.violin_pitch.PitchTeacher` (fed the audio
+    around each frame) or :class:`~models.violin_pitch.PitchStudent` (fed
+    1 or 5 frames); classes are MIDI ``MIN_MIDI + k``.
+    """
+    import torch
+    from torch.utils.data import default_collate
+
+    from models.violin_pitch import PitchTeacher
+    from tasks.datasets.violinyt import layout
+    from tasks.training.windows import PitchLabels, video_windows
+
+    lay = layout(data_root)
+    teacher = isinstance(net, PitchTeacher)
+    c = net.config
+    labels = PitchLabels(lay.root, audio_samples=c.segment_samples if teacher else None)
+    kw = dict(images=False) if teacher else dict(color="rgb", frames=c.frames, size=(c.height, c.width))
+    out = {"frame_index": [], "time": [], "label": [], "est": []}
+
+    def flush(batch):
+        b = default_collate(batch)
+        with torch.no_grad():
+            logits = net(b["audio"] if teacher else b["frames"])
+        out["est"] += (logits.argmax(dim=1) + MIN_MIDI).tolist()
+        out["frame_index"] += b["frame_index"].tolist()
+        out["time"] += b["time"].tolist()
+        out["label"] += b["midi"].tolist()
+
+    batch = []
+    for ex in video_windows(lay.shards, split, video_id, labels=labels, **kw):
+        batch.append(ex)
+        if len(batch) == batch_size:
+            flush(batch)
+            batch = []
+    if batch:
+        flush(batch)
+    return {"video_id": video_id, **{k: np.asarray(v) for k, v in out.items()}}
+
+
+def evaluate_checkpoint(checkpoint, data_root: str, truth_midi: str | None = None, split: str = "test",
+                        log=print) -> dict:
+    """One network's predictions on every ``split`` video, scored against the pseudo-labels and the truth.
+
+    The truth: the labels themselves for a URMP build (ground-truth F0);
+    else, with ``truth_midi``, ``<truth_midi>/<video>.mid`` where it exists
+    (the sample sets' true MIDI).
+    """
+    import torch
+
+    from tasks.training.trainer import read_checkpoint
+    from tasks.training.violin_pitch import load_net
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    net = load_net(checkpoint)  # refuses a checkpoint of another model in one line
+    hparams = read_checkpoint(checkpoint)["hyper_parameters"]
+    name = network_name(hparams)
+    tracks = []
+    for v in split_videos(data_root, split):
+        track = predict_video(net, data_root, split, v)
+        if not len(track["frame_index"]):
+            log(f"skipped {v}: fewer than 5 consecutive frames, nothing to score")
+            continue
+        tracks.append(track)
+    if not tracks:
+        raise ValueError(f"{data_root}: no {split} video has 5 consecutive frames to score")
+    against = {"pseudo-labels": {t["video_id"]: (t["label"], t["est"]) for t in tracks}}
+    from pathlib import Path
+
+    if has_ground_truth_labels(data_root):
+        against["truth"] = against["pseudo-labels"]
+        for t in tracks:
+            t["truth"] = t["label"]
+    elif truth_midi:
+        for t in tracks:
+            mid = Path(truth_midi) / f"{t['video_id']}.mid"
+            if mid.is_file():
+                t["truth"] = true_midi(mid, t["time"])
+        truth = {t["video_id"]: (t["truth"], t["est"]) for t in tracks if "truth" in t}
+        if truth:
+            against["truth"] = truth
+    scores = {k: {**pooled_scores(d), "ci": bootstrap_intervals(d)} for k, d in against.items()}
+    log(f"{name}: " + ", ".join(f"{k} RPA {s['rpa']:.3f}" for k, s in scores.items()))
+    return {"network": name, "config": hparams["config"], "checkpoint": str(checkpoint),
+            "test_videos": [t["video_id"] for t in tracks], "tracks": tracks, "scores": scores}
+
+
+def table_rows(results: list[dict], subset: str) -> list[dict]:
+    """One row per (scored against, network): ours in % (ACE in semitones), the RPA interval, the thesis's row."""
+    rows = []
+    order = list(NETWORK_NAMES)
+    for against in ("pseudo-labels", "truth"):
+        for r in sorted(results, key=lambda r: order.index(r["network"]) if r["network"] in order else 99):
+            if against not in r["scores"]:
+                continue
+            s = r["scores"][against]
+            lo, hi = s["ci"]["rpa"]
+            thesis = THESIS_TABLE2.get(subset, {}).get(r["network"])
+            rows.append({
+                "scored against": against, "network": NETWORK_NAMES.get(r["network"], r["network"]),
+                "config": r["config"], "videos": s["videos"], "frames": s["frames"],
+                "RPA": round(100 * s["rpa"], 2), "RPA tol": round(100 * s["rpa_tol"], 2),
+                "PA": round(100 * s["pa"], 2), "ACA": round(100 * s["aca"], 2), "ACE": round(s["ace"], 2),
+                "RPA 95% CI": f"{100 * lo:.1f}-{100 * hi:.1f}",
+                f"thesis {subset} RPA/RPA tol/PA/ACA/ACE": "/".join(f"{v:g}" for v in thesis) if thesis else "",
+            })
+    return rows
+
+
+def figures(results: list[dict], out_dir) -> list[str]:
+    """Per test video, a PNG of the true pitch, the pseudo-label and every network's track over time."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    videos = sorted({t["video_id"] for r in results for t in r["tracks"]})
+    for v in videos:
+        fig, ax = plt.subplots(figsize=(12, 4))
+        first = next(t for r in results for t in r["tracks"] if t["video_id"] == v)
+
+        def voiced(y):
+            return np.where(np.asarray(y) > 0, y, np.nan)
+
+        if "truth" in first:
+            ax.plot(first["time"], voiced(first["truth"]), color="k", lw=3, alpha=0.35, label="true pitch")
+        ax.plot(first["time"], voiced(first["label"]), color="tab:orange", lw=1.5, label="pseudo-label")
+        for r in results:
+            t = next((t for t in r["tracks"] if t["video_id"] == v), None)
+            if t is not None:
+                ax.plot(t["time"], t["est"], ".", ms=2.5, label=NETWORK_NAMES.get(r["network"], r["network"]))
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("MIDI")
+        ax.set_title(f"{v}: pitch over time")
+        ax.legend(loc="upper right", fontsize=8, markerscale=4)
+        fig.tight_layout()
+        path = out / f"{v}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(str(path))
+    return paths

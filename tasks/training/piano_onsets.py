@@ -29,7 +29,7 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from models.piano_onsets import PianoOnsets, PianoOnsetsConfig, balanced_bce, load_torchvision_init
-from tasks.training.trainer import TrainerSettings, fit
+from tasks.training.trainer import TrainerSettings, fit, make_loader as _loader
 from tasks.training.windows import FrameWindows, split_parts
 
 
@@ -118,17 +118,6 @@ class PianoOnsetsTask(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate, betas=(0.9, 0.999))
-
-
-def _loader(dataset, settings: TrainerSettings, shuffle: bool):
-    from torch.utils.data import DataLoader
-
-    # Spawned, not forked, workers: a fork of a Prefect flow run inherits its threads and its exit handlers
-    # (the temporary server's guard among them), and such a worker exited with code 1 when a loader was
-    # shut down at the end of a pass.  Not persistent, so each pass's workers get the dataset's new epoch.
-    return DataLoader(dataset, batch_size=settings.batch_size, num_workers=settings.num_workers,
-                      persistent_workers=False, drop_last=shuffle,
-                      multiprocessing_context="spawn" if settings.num_workers else None)
 
 
 def shard_videos(data_root: str, split: str) -> list[str]:

@@ -221,6 +221,18 @@ def read_checkpoint(path: str | Path, hparams: dict | None = None) -> dict:
     return ckpt
 
 
+def make_loader(dataset, settings: TrainerSettings, shuffle: bool):
+    """The DataLoader of a training (``shuffle``: drop the last partial batch) or validation pass."""
+    from torch.utils.data import DataLoader
+
+    # Spawned, not forked, workers: a fork of a Prefect flow run inherits its threads and its exit handlers
+    # (the temporary server's guard among them), and such a worker exited with code 1 when a loader was
+    # shut down at the end of a pass.  Not persistent, so each pass's workers get the dataset's new epoch.
+    return DataLoader(dataset, batch_size=settings.batch_size, num_workers=settings.num_workers,
+                      persistent_workers=False, drop_last=shuffle,
+                      multiprocessing_context="spawn" if settings.num_workers else None)
+
+
 def fit(module, train_loader, val_loader, settings: TrainerSettings, callbacks=()) -> dict:
     """Train ``module`` (a LightningModule with ``monitor`` and ``plateau`` = ``(metric, "min"|"max")``,
     or ``plateau = None`` for no plateau rule).

@@ -19,6 +19,7 @@ and the fields of its ``labels`` (:class:`WindowLabels`):
         target   float32 [88]: 1 where a key has an onset at frame t-1, t or t+1
                  ("an onset within +-1 frame of the middle frame")
     PitchLabels (VnYT)
+        time     float, the middle frame's time (s)
         midi     int, the middle frame's pitch label (0: unvoiced)
         target   int64 class ``midi - 55`` (-1 where unvoiced or out of range)
         audio    float32 [n], the audio centred on the middle frame's time (with ``audio_samples=n``)
@@ -300,13 +301,14 @@ class OnsetLabels(WindowLabels):
         return {"target": [torch.from_numpy(t) for t in targets]}
 
 
-_PITCH_ROW = np.dtype([("midi", np.int16), ("voiced", np.bool_), ("audio_sample", np.int64), ("audio_path", object)])
+_PITCH_ROW = np.dtype([("time", np.float64), ("midi", np.int16), ("voiced", np.bool_), ("audio_sample", np.int64),
+                       ("audio_path", object)])
 
 
 class PitchLabels(WindowLabels):
     """VnYT (:mod:`tasks.datasets.violinyt`): the middle frame's pitch class and, with ``audio_samples``, its audio.
 
-    Each window gets ``midi`` (int, 0 where unvoiced), ``target`` (int64:
+    Each window gets ``time`` (s), ``midi`` (int, 0 where unvoiced), ``target`` (int64:
     the class ``midi - min_midi`` in ``0 .. max_midi - min_midi``, or -1
     for an unvoiced or out-of-range frame: cross-entropy's ``ignore_index``)
     and, when ``audio_samples`` is set, ``audio``: float32 [audio_samples],
@@ -318,7 +320,7 @@ class PitchLabels(WindowLabels):
     whole track: 44.1 kHz float32, ~10 MB per minute).
     """
 
-    columns = ("midi", "voiced", "audio_sample", "audio_path")
+    columns = ("time", "midi", "voiced", "audio_sample", "audio_path")
 
     def __init__(self, dataset_dir: str | None = None, min_midi: int = 55, max_midi: int = 88,
                  audio_samples: int | None = None, audio_cache: int = 4):
@@ -334,7 +336,7 @@ class PitchLabels(WindowLabels):
 
     def rows(self, table) -> np.ndarray:
         out = np.empty(table.num_rows, _PITCH_ROW)
-        for name in ("midi", "voiced", "audio_sample"):
+        for name in ("time", "midi", "voiced", "audio_sample"):
             out[name] = table.column(name).to_numpy(zero_copy_only=False)
         out["audio_path"] = table.column("audio_path").to_pylist()
         return out
@@ -347,7 +349,8 @@ class PitchLabels(WindowLabels):
 
     def windows(self, label: np.ndarray, centres: np.ndarray) -> dict[str, list]:
         mid = label[np.asarray(centres, np.int64)]
-        out = {"midi": [int(m) if v else 0 for m, v in zip(mid["midi"], mid["voiced"])],
+        out = {"time": [float(t) for t in mid["time"]],
+               "midi": [int(m) if v else 0 for m, v in zip(mid["midi"], mid["voiced"])],
                "target": [int(c) for c in self.classes(mid["midi"], mid["voiced"])]}
         if self.audio_samples is not None:
             out["audio"] = [torch.from_numpy(self._segment(str(p), int(a))) for p, a in
