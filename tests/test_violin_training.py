@@ -217,6 +217,21 @@ def test_cli_trains_all_stages_and_writes_table_2_with_figures(violin_root, tmp_
     assert {r["frames"] for r in table if r["scored against"] == "pseudo-labels"} == {23}
     assert {r["frames"] for r in table if r["scored against"] == "truth"} == {23}
     assert (tmp_path / "figs" / "v3.png").stat().st_size > 0
+    # a violin video no run has seen, through transcribe violin (the build's frame path, a student checkpoint)
+    from tasks.datasets.manifest import read_pianoyt
+    from tasks.samples.violin import make_violin_samples
+
+    row = read_pianoyt(make_violin_samples(tmp_path / "s", videos=1, seconds=3, seed=9, width=640, height=360))[0]
+    truth_mid = tmp_path / "s" / "midi" / f"{row.video_id}.mid"
+    proc = _cli("transcribe", "violin", row.source, "--crop", ",".join(map(str, row.crop)), "--checkpoint", ckpts[1], "--out", tmp_path / "v.csv", "--reference", truth_mid)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout[proc.stdout.index("{"):])
+    lines = (tmp_path / "v.csv").read_text().splitlines()
+    assert lines[0] == "time,midi,hz" and len(lines) == 1 + 75 - 4 == 1 + result["predicted_frames"]
+    assert set(result["scores"]) == {"rpa", "rpa_tol", "pa", "aca", "ace", "frames"}
+    proc = _cli("transcribe", "violin", row.source, "--crop", ",".join(map(str, row.crop)), "--checkpoint", ckpts[0],
+                "--out", tmp_path / "t.csv")
+    assert proc.returncode == 2 and "the audio teacher" in proc.stderr and proc.stderr.count("\n") == 1
     # a piano checkpoint given to the violin evaluator: one line, exit 2
     from tasks.training.piano_onsets import PianoOnsetsTask
 

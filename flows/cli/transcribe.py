@@ -1,4 +1,4 @@
-"""``sightsound transcribe video``: MIDI (and audio, and a figure) from a piano video, by a trained model."""
+"""``sightsound transcribe video|violin``: MIDI from a piano video, or pitch per frame from a violin video."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ EXAMPLES = """Example:
 \b
   sightsound transcribe video piano.mp4 --crop 520,660,0,1280 --checkpoint runs/slope/checkpoints/best.ckpt \\\\
       --out piano.mid --audio piano.wav --figure piano.png --reference piano_true.mid
+  sightsound transcribe violin violin.mp4 --crop 21,699,454,979 --checkpoint runs/violin/student-5/checkpoints/best.ckpt \\
+      --out violin.csv --reference violin_true.mid
 """
 
 
@@ -62,6 +64,28 @@ def video(video, crop, checkpoint, out, threshold, sigma, crop_reference, audio,
         result = transcribe_video(video, crop, checkpoint, out, threshold=threshold, sigma=sigma,
                                   crop_reference=crop_reference,
                                   audio=audio, figure=figure, reference=reference, soundfont=soundfont)
+    except (CheckpointError, MediaError, ValueError) as exc:
+        raise Refused(exc) from None
+    click.echo(json.dumps(result, indent=1))
+    return EXIT_OK
+
+
+@transcribe.command("violin", epilog=EXAMPLES)
+@click.argument("video", type=InputPath())
+@click.option("--crop", required=True, type=Crop(), help="the violinist's box, MINY,MAXY,MINX,MAXX")
+@click.option("--checkpoint", required=True, type=InputPath(), help="a student checkpoint of train violin-pitch")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the CSV to write (time, midi, hz)")
+@click.option("--crop-reference", type=Size(), default="1280x720", show_default=True,
+              help="WIDTHxHEIGHT of the frame the crop refers to")
+@click.option("--reference", type=InputPath(), help="the true MIDI: score against it (RPA, RPA tol, PA, ACA, ACE)")
+def violin(video, crop, checkpoint, out, crop_reference, reference) -> int:
+    """The pitch a trained visual student sees in VIDEO, per frame (thesis ch. 5), as CSV."""
+    from tasks.evaluation.violin_pitch import transcribe_violin
+    from tasks.media.decode import MediaError
+    from tasks.training.trainer import CheckpointError
+
+    try:
+        result = transcribe_violin(video, crop, checkpoint, out, crop_reference=crop_reference, reference=reference)
     except (CheckpointError, MediaError, ValueError) as exc:
         raise Refused(exc) from None
     click.echo(json.dumps(result, indent=1))

@@ -363,3 +363,54 @@ def figures(results: list[dict], out_dir) -> list[str]:
         plt.close(fig)
         paths.append(str(path))
     return paths
+
+
+def transcribe_violin(video, crop, checkpoint, out_csv, *, crop_reference=(1280, 720), reference=None) -> dict:
+    """The pitch a trained visual student sees in ``video`` (the violinist inside ``crop``), per frame, as CSV.
+
+    The frames go through the build's own path (decode by timestamp, crop,
+    RGB, 400 x 200: :func:`tasks.datasets.violinyt.build_frames` into a
+    temporary shard), so the network sees what it was trained on.  The CSV
+    has ``time,midi,hz`` for every frame with a 5-frame window (all but the
+    first and last two; the hz is the class's centre frequency).  With
+    ``reference`` (the true MIDI), returns the scores against it.
+    """
+    import csv
+    import tempfile
+    from pathlib import Path
+
+    from models.violin_pitch import PitchTeacher
+    from tasks.datasets.violinyt import build_frames, write_pitch
+    from tasks.media import decode as media
+    from tasks.training.trainer import CheckpointError
+    from tasks.training.violin_pitch import load_net
+
+    net = load_net(checkpoint)
+    if isinstance(net, PitchTeacher):
+        raise CheckpointError(f"{checkpoint}: the audio teacher; transcribe violin takes a student (frames) checkpoint")
+    info = media.probe(str(video))
+    with tempfile.TemporaryDirectory() as tmp:
+        n = info.frames
+        silent = write_pitch({"time": np.arange(n) / info.fps, "midi": np.zeros(n, np.int16),
+                              "hz": np.zeros(n, np.float32), "confidence": np.zeros(n, np.float32),
+                              "voiced": np.zeros(n, bool)}, Path(tmp) / "none.parquet")
+        root = Path(tmp) / "data"
+        built = build_frames(str(video), silent, "video", "test", tuple(crop), str(root / "violinyt" / "shards"),
+                             "audio/none.wav", crop_reference=tuple(crop_reference))
+        if built["frames"] < 5:
+            raise ValueError(f"{video}: {built['frames']} frame(s) decoded; the network needs 5 consecutive frames")
+        track = predict_video(net, str(root), "test", "video")
+    out = Path(out_csv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["time", "midi", "hz"])
+        for t, m in zip(track["time"], track["est"]):
+            w.writerow([f"{t:.4f}", int(m), f"{pretty_midi.note_number_to_hz(int(m)):.2f}"])
+    result = {"video": str(video), "frames": int(built["frames"]), "predicted_frames": int(len(track["est"])),
+              "csv": str(out)}
+    if reference:
+        truth = true_midi(reference, track["time"])
+        result["scores"] = {k: (round(v, 4) if isinstance(v, float) else v)
+                            for k, v in pitch_scores(truth, track["est"]).items()}
+    return result
