@@ -157,3 +157,37 @@ def test_crops_are_columns_of_the_builds_crop_reference(urmp):
     assert [r.crop for r in rows] == [(0, 1080, 0, 960), (0, 1080, 0, 960), (0, 1080, 960, 1920)]
     with pytest.raises(ValueError, match="crop reference"):
         read_urmp(urmp, crop_reference=(1920, -1))
+
+
+def test_a_urmp_build_trains_and_evaluates_against_its_ground_truth(urmp, tmp_path):
+    """End to end on the URMP fixture: build, a teacher and a student for a step each, table 2 with the truth."""
+    import pyarrow.parquet as pq
+
+    from tasks.training.trainer import TrainerSettings
+    from tasks.training.violin_pitch import ViolinPitchSettings, train
+
+    data = tmp_path / "data"
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "build", "violinyt", "--urmp", str(urmp),
+                           "--data-root", str(data)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def trainer(name):
+        return TrainerSettings(run_dir=str(tmp_path / name), max_steps=1, val_every=1, batch_size=4, num_workers=0,
+                               progress_bar=False, accelerator="cpu")
+
+    teacher = train(ViolinPitchSettings(data_root=str(data), stage="teacher", trainer=trainer("t"),
+                                        thesis_batches=False))
+    student = train(ViolinPitchSettings(data_root=str(data), stage="student", frames=1,
+                                        teacher=teacher["last_checkpoint"], trainer=trainer("s"),
+                                        thesis_batches=False))
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "evaluate", "violin-pitch", "--data-root", str(data),
+                           "--checkpoint", teacher["last_checkpoint"], "--checkpoint", student["last_checkpoint"],
+                           "--results", str(tmp_path / "RESULTS")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = pq.read_table(tmp_path / "RESULTS" / "violin-pitch.parquet").to_pylist()
+    by = {(r["scored against"], r["network"]): r for r in rows}
+    assert set(by) == {(a, n) for a in ("pseudo-labels", "truth") for n in ("audio (teacher)", "1 frame")}
+    for n in ("audio (teacher)", "1 frame"):  # a URMP build's labels are its ground truth: the same scores
+        truth, pseudo = by[("truth", n)], by[("pseudo-labels", n)]
+        assert truth["frames"] == pseudo["frames"] > 0 and truth["RPA"] == pseudo["RPA"]
+    assert by[("truth", "1 frame")]["thesis URMP RPA/RPA tol/PA/ACA/ACE"] == "53.11/58.3/42.71/39.86/2.73"
