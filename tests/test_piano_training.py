@@ -101,6 +101,29 @@ def test_train_writes_checkpoints_curves_and_resumes(data_root, tmp_path):
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 6
 
 
+class LastStepAtBatch(__import__("lightning.pytorch", fromlist=["Callback"]).Callback):
+    """Records the global step stored in last.ckpt when each training batch starts (what a kill would leave)."""
+
+    def __init__(self, path: Path):
+        self.path, self.seen = path, {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.path.is_file():
+            self.seen[trainer.global_step] = torch.load(self.path, weights_only=True)["global_step"]
+
+
+def test_last_checkpoint_is_written_at_every_validation_not_only_at_a_new_best(data_root, tmp_path, monkeypatch):
+    # Validation F1 that never improves after the first validation: Lightning's save_last=True would leave
+    # last.ckpt at step 2 and a run killed at step 5 would resume from step 2.
+    monkeypatch.setattr(PianoOnsetsTask, "on_validation_epoch_end",
+                        lambda self: (self.log("val_f1", 0.5), self.val_curve.reset()))
+    run = tmp_path / "run"
+    seen = LastStepAtBatch(run / "checkpoints" / "last.ckpt")
+    train(_settings(data_root, run, max_steps=6), callbacks=[seen])
+    assert seen.seen[3] == 2 and seen.seen[5] == 4, seen.seen  # after the validations at steps 2 and 4
+    assert read_checkpoint(run / "checkpoints" / "best.ckpt")["global_step"] == 2  # the best stays the first
+
+
 def test_a_foreign_or_broken_last_checkpoint_is_refused_in_one_line(data_root, tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

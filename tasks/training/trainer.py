@@ -169,7 +169,7 @@ class LastAtEnd(L.Callback):
         self.path = path
 
     def on_train_end(self, trainer, pl_module) -> None:
-        trainer.save_checkpoint(str(self.path))
+        trainer.save_checkpoint(str(self.path), weights_only=False)  # the full state, to resume from (said, not defaulted)
 
 
 def _merged_csv(run: Path) -> Path:
@@ -247,13 +247,20 @@ def fit(module, train_loader, val_loader, settings: TrainerSettings, callbacks=(
     L.seed_everything(settings.seed, workers=True, verbose=False)
     monitor, monitor_mode = module.monitor
     best = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=monitor, mode=monitor_mode,
-                           save_top_k=1, save_last=True, enable_version_counter=False)
+                           save_top_k=1, save_last=False, enable_version_counter=False)
+    # last.ckpt at every validation.  Lightning 2.6's ``save_last=True`` writes last.ckpt only when a best
+    # checkpoint is saved in the same step, so a run killed after validations that did not improve would
+    # resume from its last improvement, not from its last validation.  A second ModelCheckpoint without a
+    # monitor saves at every validation end; Lightning runs checkpoint callbacks after the others, in list
+    # order, so it saves after ``best`` has updated its score (which goes into last.ckpt's state).
+    last = ModelCheckpoint(dirpath=run / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           enable_version_counter=False, save_on_train_epoch_end=False)
     stop, plateau_rule = None, []
     if module.plateau is not None:  # None: the module's own LR schedule only, no early stop
         plateau, plateau_mode = module.plateau
         stop = EarlyStopping(monitor=plateau, mode=plateau_mode, patience=settings.early_stop_patience)
         plateau_rule = [stop, PlateauSchedule(plateau, plateau_mode, settings.plateau_patience, settings.lr_factor)]
-    callbacks = [best, *plateau_rule, WallClock(), LastAtEnd(settings.last_checkpoint), *callbacks]
+    callbacks = [best, last, *plateau_rule, WallClock(), LastAtEnd(settings.last_checkpoint), *callbacks]
     timer = None
     if settings.max_minutes:
         timer = Timer(duration={"minutes": settings.max_minutes}, interval="step")
