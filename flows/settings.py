@@ -153,7 +153,23 @@ class VoxCelebBuild(BuildSettings):
         return _absolute(value)
 
 
-class PianoOnsetsEvaluation(Settings):
+class EvaluationSettings(Settings):
+    """What every evaluation of trained checkpoints takes: its subclasses' ``data_root`` and ``checkpoint`` fields."""
+
+    @field_validator("data_root", check_fields=False)
+    @classmethod
+    def _root(cls, value: str) -> str:
+        return storage.root_location(value)
+
+    @field_validator("checkpoint", check_fields=False)
+    @classmethod
+    def _checkpoints(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one --checkpoint")
+        return [_absolute(v) for v in value]
+
+
+class PianoOnsetsEvaluation(EvaluationSettings):
     """Flow ``evaluate-piano-onsets``: table 1 of thesis ch. 6 for one or more trained checkpoints."""
 
     data_root: str = Field(description="the data root the models were trained on (its test split is scored)")
@@ -164,25 +180,13 @@ class PianoOnsetsEvaluation(Settings):
         json_schema_extra={"input": True})
     results: str = Field("RESULTS", description="folder the table is written to (piano-onsets.md and .parquet)")
 
-    @field_validator("data_root")
-    @classmethod
-    def _root(cls, value: str) -> str:
-        return storage.root_location(value)
-
-    @field_validator("checkpoint")
-    @classmethod
-    def _checkpoints(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("give at least one --checkpoint")
-        return [_absolute(v) for v in value]
-
     @field_validator("reference_midi", "results")
     @classmethod
     def _path(cls, value):
         return _absolute(value)
 
 
-class ViolinPitchEvaluation(Settings):
+class ViolinPitchEvaluation(EvaluationSettings):
     """Flow ``evaluate-violin-pitch``: table 2 of thesis ch. 5 for the trained teacher and students."""
 
     data_root: str = Field(description="the data root the networks were trained on (its test split is scored)")
@@ -195,18 +199,6 @@ class ViolinPitchEvaluation(Settings):
         "auto", description="the thesis subset whose numbers go beside ours (auto: URMP for a URMP build, else VnYT)")
     results: str = Field("RESULTS", description="folder the table is written to (violin-pitch.md and .parquet)")
     figure: str | None = Field(None, description="also draw each test video's pitch tracks, PNGs in this folder")
-
-    @field_validator("data_root")
-    @classmethod
-    def _root(cls, value: str) -> str:
-        return storage.root_location(value)
-
-    @field_validator("checkpoint")
-    @classmethod
-    def _checkpoints(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("give at least one --checkpoint")
-        return [_absolute(v) for v in value]
 
     @field_validator("truth_midi", "results", "figure")
     @classmethod

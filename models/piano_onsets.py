@@ -334,13 +334,7 @@ def describe(config: PianoOnsetsConfig) -> str:
     with torch.device("meta"):
         model = PianoOnsets(config).eval()
         stages = model.forward_stages(torch.zeros(1, config.frames, config.height, config.crop_width))
-    lines = [f"PianoOnsets variant={config.variant} width={config.width} "
-             f"input {config.frames}x{config.height}x{config.crop_width}", "submodules (parameters):"]
-    for name, module in model.named_children():
-        lines.append(f"  {name:<12}{sum(p.numel() for p in module.parameters()):>12,}")
-    total = sum(p.numel() for p in model.parameters())
-    lines.append(f"  {'total':<12}{total:>12,}")
-    lines.append("stage outputs (batch 1):")
-    for name, tensor in stages.items():
-        lines.append(f"  {name:<12}{list(tensor.shape)}")
-    return "\n".join(lines)
+    from models.summary import summary
+
+    return summary(f"PianoOnsets variant={config.variant} width={config.width} "
+                   f"input {config.frames}x{config.height}x{config.crop_width}", model, stages)

@@ -468,13 +468,7 @@ def describe(config: ViolinPitchConfig) -> str:
             x = torch.zeros(1, config.frames, 3, config.height, config.width)
             what = f"input {config.frames}x3x{config.height}x{config.width}"
         stages = model.forward_stages(x)
-    lines = [f"{type(model).__name__} widths={config.widths} fc={config.fc_width} classes={config.n_classes} "
-             f"{what}", "submodules (parameters):"]
-    for name, module in model.named_children():
-        lines.append(f"  {name:<10}{type(module).__name__:<16}{sum(p.numel() for p in module.parameters()):>12,}")
-    total = sum(p.numel() for p in model.parameters())
-    lines.append(f"  {'total':<26}{total:>12,}")
-    lines.append("stage outputs (batch 1):")
-    for name, tensor in stages.items():
-        lines.append(f"  {name:<10}{list(tensor.shape)}")
-    return "\n".join(lines)
+    from models.summary import summary
+
+    return summary(f"{type(model).__name__} widths={config.widths} fc={config.fc_width} classes={config.n_classes} "
+                   f"{what}", model, stages, kinds=True)
