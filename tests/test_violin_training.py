@@ -242,3 +242,15 @@ def test_cli_trains_all_stages_and_writes_table_2_with_figures(violin_root, tmp_
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a violin pitch checkpoint" in proc.stderr
     proc = _cli("train", "violin-pitch", "--data-root", tmp_path / "nothing", "--out", tmp_path / "r")
     assert proc.returncode == 2 and "no shards for split 'train'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_initial_weights_follow_the_seed(violin_root, tmp_path):
+    from tasks.training.violin_pitch import make_module
+    from tasks.training.trainer import seed
+
+    def weights(s):
+        settings = ViolinPitchSettings(data_root="D", stage="teacher", trainer=_trainer(tmp_path, seed=s))
+        seed(settings.trainer)
+        return make_module(settings).net.conv1[0].weight.detach().clone()
+
+    assert torch.equal(weights(3), weights(3)) and not torch.equal(weights(3), weights(4))

@@ -29,7 +29,7 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from models.piano_onsets import PianoOnsets, PianoOnsetsConfig, balanced_bce, load_torchvision_init
-from tasks.training.trainer import TrainerSettings, fit, make_loader as _loader
+from tasks.training.trainer import TrainerSettings, fit, make_loader as _loader, seed
 from tasks.training.windows import FrameWindows, split_parts
 
 
@@ -134,6 +134,7 @@ def train(settings: PianoOnsetsSettings, log=print, callbacks=()) -> dict:
     run.mkdir(parents=True, exist_ok=True)
     videos = shard_videos(settings.data_root, "train")
     held_out = validation_videos(videos, settings.val_fraction)
+    seed(settings.trainer)  # the initial weights follow --seed
     module = PianoOnsetsTask(settings.variant, settings.config, settings.learning_rate, settings.init_from)
     size = module.input_size
     common = dict(size=size, seed=settings.trainer.seed)

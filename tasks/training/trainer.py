@@ -221,6 +221,16 @@ def read_checkpoint(path: str | Path, hparams: dict | None = None) -> dict:
     return ckpt
 
 
+def seed(settings: TrainerSettings) -> None:
+    """Seed Python, numpy and torch from ``settings.seed``: call it before building the module.
+
+    :func:`fit` seeds again before training (data order, dropout); seeding
+    here as well makes the network's initial weights depend on ``--seed``
+    rather than on whatever the process drew before.
+    """
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+
+
 def make_loader(dataset, settings: TrainerSettings, shuffle: bool):
     """The DataLoader of a training (``shuffle``: drop the last partial batch) or validation pass."""
     from torch.utils.data import DataLoader

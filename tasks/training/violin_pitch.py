@@ -46,7 +46,7 @@ from pydantic import Field, field_validator
 from pydantic.dataclasses import dataclass
 
 from models.violin_pitch import DISTILL_LAYERS, PitchStudent, PitchTeacher, ViolinPitchConfig, distillation_loss
-from tasks.training.trainer import CheckpointError, TrainerSettings, fit, read_checkpoint
+from tasks.training.trainer import CheckpointError, TrainerSettings, fit, read_checkpoint, seed
 
 
 @dataclass
@@ -344,6 +344,7 @@ def train(settings: ViolinPitchSettings, log=print, callbacks=()) -> dict:
     (settings,) = stage_settings(settings)  # the thesis's batch size for this stage
     run = Path(settings.trainer.run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    seed(settings.trainer)  # the initial weights follow --seed
     module = make_module(settings)
     seed = settings.trainer.seed
     train_set = windows(settings.data_root, "train", module, train=True, seed=seed, buffer_size=settings.buffer_size)
