@@ -346,9 +346,9 @@ def train(settings: ViolinPitchSettings, log=print, callbacks=()) -> dict:
     run.mkdir(parents=True, exist_ok=True)
     seed(settings.trainer)  # the initial weights follow --seed
     module = make_module(settings)
-    seed = settings.trainer.seed
-    train_set = windows(settings.data_root, "train", module, train=True, seed=seed, buffer_size=settings.buffer_size)
-    val_set = windows(settings.data_root, "val", module, train=False, seed=seed)
+    data_seed = settings.trainer.seed
+    train_set = windows(settings.data_root, "train", module, train=True, seed=data_seed, buffer_size=settings.buffer_size)
+    val_set = windows(settings.data_root, "val", module, train=False, seed=data_seed)
     log(f"violin-pitch {run_name(settings)}/{settings.config}: {train_set.units} train and "
         f"{val_set.units} validation row groups")
     (run / "run_settings.json").write_text(json.dumps(
