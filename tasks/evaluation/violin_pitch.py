@@ -349,10 +349,12 @@ def figures(results: list[dict], out_dir) -> list[str]:
         if "truth" in first:
             ax.plot(first["time"], voiced(first["truth"]), color="k", lw=3, alpha=0.35, label="true pitch")
         ax.plot(first["time"], voiced(first["label"]), color="tab:orange", lw=1.5, label="pseudo-label")
-        for r in results:
+        colours = ["tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown"]  # none orange: the pseudo-label's
+        for k, r in enumerate(results):
             t = next((t for t in r["tracks"] if t["video_id"] == v), None)
             if t is not None:
-                ax.plot(t["time"], t["est"], ".", ms=2.5, label=NETWORK_NAMES.get(r["network"], r["network"]))
+                ax.plot(t["time"], t["est"], ".", ms=2.5, color=colours[k % len(colours)],
+                        label=NETWORK_NAMES.get(r["network"], r["network"]))
         ax.set_xlabel("time (s)")
         ax.set_ylabel("MIDI")
         ax.set_title(f"{v}: pitch over time")
