@@ -23,10 +23,9 @@ def train_task(settings: PianoOnsetsSettings) -> dict:
 
 
 def _uses_gpu(settings: PianoOnsetsSettings) -> bool:
-    import torch
+    from tasks.training.trainer import uses_cuda
 
-    accelerator = settings.trainer.accelerator
-    return accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available())
+    return uses_cuda(settings.trainer)
 
 
 @flow(name="train-piano-onsets")

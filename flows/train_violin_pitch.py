@@ -25,10 +25,9 @@ def stage_task(settings: ViolinPitchSettings, name: str) -> dict:
 
 
 def _uses_gpu(settings: ViolinPitchSettings) -> bool:
-    import torch
+    from tasks.training.trainer import uses_cuda
 
-    accelerator = settings.trainer.accelerator
-    return accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available())
+    return uses_cuda(settings.trainer)
 
 
 def _curve(summary: dict) -> list[dict]:

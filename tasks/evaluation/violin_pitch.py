@@ -182,13 +182,6 @@ NETWORK_NAMES = {"teacher": "audio (teacher)", "student-1": "1 frame", "student-
 GROUND_TRUTH_LABELS = "URMP ground-truth F0"  # what a URMP build's card names as its labels
 
 
-def network_name(hparams: dict) -> str:
-    """``teacher``, ``student-5``, ``student-1-nodistill``, ... of a checkpoint's hyperparameters."""
-    if hparams["stage"] == "teacher":
-        return "teacher"
-    return f"student-{int(hparams['frames'])}" + ("" if hparams.get("distill", True) else "-nodistill")
-
-
 def true_midi(midi_path, times: np.ndarray) -> np.ndarray:
     """The MIDI number of the note sounding at each time in a (monophonic) MIDI file, 0 where none."""
     from tasks.evaluation.audit import true_pitch_hz
@@ -265,15 +258,18 @@ def evaluate_checkpoint(checkpoint, data_root: str, truth_midi: str | None = Non
     else, with ``truth_midi``, ``<truth_midi>/<video>.mid`` where it exists
     (the sample sets' true MIDI).
     """
+    from pathlib import Path
+
     import torch
 
     from tasks.training.trainer import read_checkpoint
-    from tasks.training.violin_pitch import load_net
+    from tasks.training.violin_pitch import net_of, network_name
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    net = load_net(checkpoint)  # refuses a checkpoint of another model in one line
-    hparams = read_checkpoint(checkpoint)["hyper_parameters"]
-    name = network_name(hparams)
+    ckpt = read_checkpoint(checkpoint)
+    net = net_of(ckpt, checkpoint)  # refuses a checkpoint of another model in one line
+    hparams = ckpt["hyper_parameters"]
+    name = network_name(hparams["stage"], hparams.get("frames", 5), hparams.get("distill", True))
     tracks = []
     for v in split_videos(data_root, split):
         track = predict_video(net, data_root, split, v)
@@ -284,8 +280,6 @@ def evaluate_checkpoint(checkpoint, data_root: str, truth_midi: str | None = Non
     if not tracks:
         raise ValueError(f"{data_root}: no {split} video has 5 consecutive frames to score")
     against = {"pseudo-labels": {t["video_id"]: (t["label"], t["est"]) for t in tracks}}
-    from pathlib import Path
-
     if has_ground_truth_labels(data_root):
         against["truth"] = against["pseudo-labels"]
         for t in tracks:

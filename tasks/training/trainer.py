@@ -100,6 +100,11 @@ def _accelerator(settings: TrainerSettings) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def uses_cuda(settings: TrainerSettings) -> bool:
+    """Whether a run of ``settings`` trains on CUDA (``auto`` where a GPU is there): a GPU slot's rule."""
+    return _accelerator(settings) == "cuda"
+
+
 class PlateauSchedule(L.Callback):
     """Multiply every optimiser's LR by ``factor`` when ``metric`` has not improved for ``patience`` validations.
 

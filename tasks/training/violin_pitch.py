@@ -255,7 +255,12 @@ class PitchStudentTask(_PitchTask):
 
 def load_net(checkpoint: str | Path, stage: str | None = None, config: str | None = None, frames: int | None = None):
     """The network of a violin pitch checkpoint (teacher or student), in eval mode; CheckpointError otherwise."""
-    ckpt = read_checkpoint(checkpoint)
+    return net_of(read_checkpoint(checkpoint), checkpoint, stage, config, frames)
+
+
+def net_of(ckpt: dict, checkpoint: str | Path, stage: str | None = None, config: str | None = None,
+           frames: int | None = None):
+    """:func:`load_net` of a checkpoint already read (``read_checkpoint``); ``checkpoint`` names it in errors."""
     hp = ckpt["hyper_parameters"]
     if hp.get("stage") not in ("teacher", "student") or "config" not in hp:
         raise CheckpointError(f"{checkpoint}: not a violin pitch checkpoint (a checkpoint of "
@@ -293,7 +298,8 @@ def check_shards(data_root: str, splits=("train", "val")) -> None:
     shards = layout(data_root).shards
     for split in splits:
         part = split_parts(shards, split)[0]
-        with storage.fs_of(part)[0].open(storage.fs_of(part)[1], "rb") as fh:
+        fs, path = storage.fs_of(part)
+        with fs.open(path, "rb") as fh:
             pf = pq.ParquetFile(fh)
             missing = {"image", "midi", "audio_path", "audio_sample"} - set(pf.schema_arrow.names)
             if missing:
@@ -328,11 +334,16 @@ def make_module(settings: ViolinPitchSettings) -> _PitchTask:
     return module
 
 
-def run_name(settings: ViolinPitchSettings) -> str:
-    """``teacher``, ``student-5``, ``student-1``, ``student-5-nodistill``: the stage's folder in a training flow."""
-    if settings.stage == "teacher":
+def network_name(stage: str, frames: int = 5, distill: bool = True) -> str:
+    """``teacher``, ``student-5``, ``student-1``, ``student-5-nodistill``: a stage's folder and its table row."""
+    if stage == "teacher":
         return "teacher"
-    return f"student-{settings.frames}" + ("" if settings.distill else "-nodistill")
+    return f"student-{int(frames)}" + ("" if distill else "-nodistill")
+
+
+def run_name(settings: ViolinPitchSettings) -> str:
+    """The folder of ``settings``'s stage in a training flow (:func:`network_name`)."""
+    return network_name(settings.stage, settings.frames, settings.distill)
 
 
 def train(settings: ViolinPitchSettings, log=print, callbacks=()) -> dict:

@@ -433,10 +433,14 @@ def _to_rgb(img: np.ndarray) -> np.ndarray:
     return img[..., :3] if img.shape[-1] >= 3 else np.repeat(img[..., :1], 3, axis=-1)
 
 
+def _offsets(count: int) -> range:
+    """The frames a window of ``count`` frames takes around its centre: -2 .. +2, or the centre only."""
+    return range(-HALF, HALF + 1) if count == WINDOW else range(0, 1)
+
+
 def _cut_window(frames: dict[int, torch.Tensor], centre: int, count: int = WINDOW) -> torch.Tensor:
     """The uint8 stack of the decoded frames centre-2 .. centre+2 (``count`` 1: the centre only); a copy."""
-    reach = range(-HALF, HALF + 1) if count == WINDOW else range(0, 1)
-    return torch.stack([frames[centre + d] for d in reach])
+    return torch.stack([frames[centre + d] for d in _offsets(count)])
 
 
 # ----------------------------------------------------------------------------- the dataset
@@ -638,8 +642,7 @@ class FrameWindows(tud.IterableDataset):
         if self.videos is not None:
             valid &= np.isin(vids, list(self.videos))
         centres = np.flatnonzero(valid)
-        reach = range(-HALF, HALF + 1) if self.frames == WINDOW else range(0, 1)
-        needed = sorted({int(c) + d for c in centres for d in reach}) if self.images else []
+        needed = sorted({int(c) + d for c in centres for d in _offsets(self.frames)}) if self.images else []
         frames = {}
         for i in needed:
             hit = cache.get(seg.keys[i])
