@@ -46,31 +46,33 @@ def test_sustained_labels_from_note_seq(tmp_path):
     def frames(name, pitch):
         return np.flatnonzero(rolls[name][:, pitch - 21]).tolist()
 
-    # 31.25 frames per second: onset frame floor(onset * fps), frames up to ceil(offset * fps), offset floor(offset * fps).
+    # 31.25 frames per second; frame k is centred on k / fps, so an event at t seconds is on frame round(t * fps):
+    # with x = t * fps + 0.5, onset floor(x_start), frames up to ceil(x_end), offset floor(x_end).
     # Key 60: struck at 0.5 s (frame 15.6), released at 0.85 s (26.6) under the pedal, which lifts at 1.5 s (46.9).
-    assert frames("onset", 60) == [15]
-    assert frames("frame", 60) == list(range(15, 47))
-    assert frames("offset", 60) == [46]
-    assert frames("velocity", 60) == [15] and rolls["velocity"][15, 60 - 21] == 90
+    assert frames("onset", 60) == [16]
+    assert frames("frame", 60) == list(range(16, 48))
+    assert frames("offset", 60) == [47]
+    assert frames("velocity", 60) == [16] and rolls["velocity"][16, 60 - 21] == 90
     # Key 62 is still down when the pedal lifts: it ends at 1.7 s (53.1).
-    assert frames("onset", 62) == [21] and frames("frame", 62) == list(range(21, 54)) and frames("offset", 62) == [53]
+    assert frames("onset", 62) == [22] and frames("frame", 62) == list(range(22, 54)) and frames("offset", 62) == [53]
     # Key 64 after the pedal: 1.65 s (51.6) to 1.8 s (56.25).
-    assert frames("onset", 64) == [51] and frames("frame", 64) == list(range(51, 57)) and frames("offset", 64) == [56]
-    assert rolls["velocity"][51, 64 - 21] == 60
-    # Key 67: the sustained note ends when the key is struck again at 1.0 s (31.25); the second note lasts to 1.5 s.
+    assert frames("onset", 64) == [52] and frames("frame", 64) == list(range(52, 57)) and frames("offset", 64) == [56]
+    assert rolls["velocity"][52, 64 - 21] == 60
+    # Key 67 at 0.65 s (20.3): the sustained note ends when the key is struck again at 1.0 s (31.25); the second
+    # note lasts to 1.5 s.
     assert frames("onset", 67) == [20, 31]
-    assert frames("frame", 67) == list(range(20, 47))
-    assert frames("offset", 67) == [31, 46]
+    assert frames("frame", 67) == list(range(20, 48))
+    assert frames("offset", 67) == [31, 47]
     assert [rolls["velocity"][t, 67 - 21] for t in (20, 31)] == [50, 70] and frames("velocity", 67) == [20, 31]
     # Nothing on other keys; the rolls are cut to n_frames.
-    assert rolls["frame"].sum() == 32 + 33 + 6 + 27
-    assert maestro.note_labels(notes, 40)["frame"][:, 60 - 21].tolist() == [0] * 15 + [1] * 25
+    assert rolls["frame"].sum() == 32 + 32 + 5 + 28
+    assert maestro.note_labels(notes, 40)["frame"][:, 60 - 21].tolist() == [0] * 16 + [1] * 24
     assert maestro.note_labels([], 5)["onset"].shape == (5, 88)
 
     # Without the pedal key 60 ends at its release, 0.85 s (26.6).
     dry = maestro.note_labels(maestro.read_performance(midi, sustain=False), 70)
-    assert np.flatnonzero(dry["frame"][:, 60 - 21]).tolist() == list(range(15, 27))
-    assert np.flatnonzero(dry["offset"][:, 60 - 21]).tolist() == [26]
+    assert np.flatnonzero(dry["frame"][:, 60 - 21]).tolist() == list(range(16, 28))
+    assert np.flatnonzero(dry["offset"][:, 60 - 21]).tolist() == [27]
 
 
 def test_unreadable_midi_is_one_line_error(tmp_path):

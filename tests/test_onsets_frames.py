@@ -214,11 +214,11 @@ def test_maestro_loader_and_labels(tmp_path):
     feats = maestro.prepare(recs[:1], tmp_path / "cache")
     f = feats[0]
     assert f.mel.shape == (1 + 32000 // 512, 229) and f.mel.dtype == np.float16
-    k = 60 - 21  # note_seq's sequence_to_pianoroll: onset and offset in the frame they fall in (15.6, 46.9)
-    assert np.flatnonzero(f.onset[:, k]).tolist() == [15]
-    assert np.flatnonzero(f.offset[:, k]).tolist() == [46]
-    assert np.flatnonzero(f.frame[:, k]).tolist() == list(range(15, 47))
-    assert f.velocity[15, k] == 100
+    k = 60 - 21  # onset and offset on the frames whose centres are nearest (15.6, 46.9)
+    assert np.flatnonzero(f.onset[:, k]).tolist() == [16]
+    assert np.flatnonzero(f.offset[:, k]).tolist() == [47]
+    assert np.flatnonzero(f.frame[:, k]).tolist() == list(range(16, 48))
+    assert f.velocity[16, k] == 100
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
     batch = maestro.WindowSampler(feats, 80).batch(np.random.default_rng(0), 3)
     assert batch["mel"].shape == (3, 80, 229) and batch["onset"].shape == (3, 80, 88)

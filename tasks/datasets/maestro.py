@@ -21,8 +21,8 @@ until the pedal lifts or the key is struck again
 (``sequences_lib.apply_sustain_control_changes``), and the rolls on the front
 end's frame grid (31.25 frames per second) come from
 ``sequences_lib.sequence_to_pianoroll``: the onset and offset labels are one
-frame each (the frame the event falls in), the frame label covers every frame
-the note touches, and the velocity label is the MIDI velocity on the onset
+frame each (the frame whose centre is nearest the event), the frame label
+covers every frame the note touches, and the velocity label is the MIDI velocity on the onset
 frame (see :func:`note_labels`).
 
 Features are computed once per recording with the model's own front end and
@@ -203,26 +203,38 @@ def read_performance(path: str | os.PathLike, sustain: bool = True) -> list[Note
     return sorted(notes, key=lambda n: (n.onset, n.pitch))
 
 
+HALF_FRAME = 0.5  # frames: moves sequence_to_pianoroll's frame edges onto the front end's frame centres (note_labels)
+
+
 def note_labels(notes: list[Note], n_frames: int, fps: float = of.FRAMES_PER_SECOND) -> dict[str, np.ndarray]:
     """``onset``, ``offset``, ``frame`` (uint8 0/1) and ``velocity`` (uint8 MIDI velocity) rolls, ``(n_frames, 88)``.
 
     Made by ``note_seq.sequences_lib.sequence_to_pianoroll`` (keys MIDI 21..108,
     ``onset_mode="length_ms"`` with ``onset_length_ms=0`` and
-    ``offset_length_ms=0``), whose frame rounding is: a note from ``s`` to
-    ``e`` seconds is in ``frame`` over frames ``floor(s * fps)`` up to but not
-    including ``max(floor(s * fps) + 1, ceil(e * fps))`` (any frame it touches);
-    its onset is the one frame ``floor(s * fps)`` and its offset the one frame
-    ``floor(e * fps)`` (the note's last frame, or the first after it when ``e``
-    falls on a frame boundary).  ``velocity`` is the note's MIDI velocity on
-    its onset frame (the later-starting note's where two share one).  Rows
-    past ``n_frames`` are cut off, missing ones are zeros.
+    ``offset_length_ms=0``).  That function's frame ``k`` is the interval
+    ``[k, k + 1) / fps``, but the front end's frame ``k`` is an STFT window
+    *centred* on ``k / fps`` (``center=True``), and :func:`decode_notes
+    <models.onsets_frames.decode_notes>` puts a note decoded on frame ``k`` at
+    ``k / fps``.  So the notes are handed to it half a frame late
+    (:data:`HALF_FRAME`): an event at ``t`` seconds then lands on the frame
+    whose centre is nearest, ``round(t * fps)``.  With ``x = t * fps + 0.5``
+    for each event: a note's ``onset`` is the one frame ``floor(x_start)``, its
+    ``frame`` label covers ``floor(x_start)`` up to but not including
+    ``max(floor(x_start) + 1, ceil(x_end))``, and its ``offset`` is the one
+    frame ``floor(x_end)``, the frame nearest the release.  (Without the shift
+    867 of 1759 onsets of the 80-piece sample set sat one frame early, and the
+    same training run took off 300-400 steps later: docs/training.md.)
+    ``velocity`` is the note's MIDI velocity on its onset frame (the
+    later-starting note's where two share one).  Rows past ``n_frames`` are
+    cut off, missing ones are zeros.
     """
     _, music_pb2, sequences_lib = _note_seq()
     sequence = music_pb2.NoteSequence()
     for n in notes:
         if of.MIN_MIDI <= n.pitch <= of.MAX_MIDI:  # sequence_to_pianoroll would log each one it skips
-            sequence.notes.add(start_time=n.onset, end_time=n.offset, pitch=n.pitch, velocity=n.velocity)
-            sequence.total_time = max(sequence.total_time, n.offset)
+            start, end = n.onset + HALF_FRAME / fps, n.offset + HALF_FRAME / fps
+            sequence.notes.add(start_time=start, end_time=end, pitch=n.pitch, velocity=n.velocity)
+            sequence.total_time = max(sequence.total_time, end)
     roll = sequences_lib.sequence_to_pianoroll(
         sequence, frames_per_second=fps, min_pitch=of.MIN_MIDI, max_pitch=of.MAX_MIDI,
         onset_mode="length_ms", onset_length_ms=0, offset_length_ms=0)
@@ -257,7 +269,7 @@ def _fingerprint(*paths: Path) -> str:
     for p in paths:
         st = p.stat()
         h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    front = (of.SAMPLE_RATE, of.N_FFT, of.HOP_LENGTH, of.N_MELS, of.F_MIN, of.TOP_DB, "htk", "v2")
+    front = (of.SAMPLE_RATE, of.N_FFT, of.HOP_LENGTH, of.N_MELS, of.F_MIN, of.TOP_DB, "htk", "v3")
     h.update(json.dumps(front).encode())
     return h.hexdigest()[:16]
 
