@@ -1,4 +1,5 @@
-"""Five-frame windows of frame shards: PianoYT for the visual onset model (thesis ch. 6), VnYT for visual pitch (ch. 5).
+"""Five-frame windows of frame shards: PianoYT for the visual onset model (thesis ch. 6), VnYT for visual pitch (ch. 5);
+source and target faces of VoxCeleb's face tracks for FAb-Net and X2Face (:class:`FacePairs`, last section).
 
 What it yields
 --------------
@@ -105,16 +106,70 @@ mean, clipped to [0, 1].  The noise is drawn with ``torch.randn`` from the
 worker's generator (v2's ``gaussian_noise`` takes no generator): every draw
 comes from a ``torch.Generator`` seeded by ``(seed, epoch, global worker
 id)``, so a run is reproducible for a given number of ranks and workers.
+
+Face pairs (FAb-Net, X2Face)
+----------------------------
+:class:`FacePairs` reads the face shards of :mod:`tasks.datasets.voxceleb`
+(``<data_root>/voxceleb/shards/split=<split>/part-<identity>-<video>-<utterance>-0000.parquet``:
+one utterance, a face track of 256 x 256 RGB JPEG crops at 1 frame per second,
+per part file) with the same machinery.  Each example is a dict::
+
+    sources         float32 [k, 3, S, S] in [0, 1]: k (``sources=``, 1 or 3 in the papers) other frames of the track
+    target          float32 [3, S, S] in [0, 1]
+    identity, video_id, utterance   str: the track
+    target_index    int, the target's frame_index
+    source_indices  int64 [k], the sources' frame_index values, in the order of ``sources``
+    landmarks       float32 [68, 2] (with ``landmarks=True``, for the probes): the target's dlib points
+                    (x, y) in pixels of the S x S image: ``(p + 0.5) * S / 256 - 0.5`` (pixel centres, as
+                    torchvision's resize maps them; NaN for a row stored without points)
+
+``S`` is ``size`` (256, the crops' own; 64 for the small models).  The unit of
+work is a whole utterance, all the row groups of its parts, so a target and
+its sources always come from one track (rows are also grouped by
+``(identity, video_id, utterance)``, so a part holding several tracks would
+still never mix them); the units are permuted by ``(seed, epoch)`` and dealt
+to the global workers exactly as FrameWindows deals its row groups.  Within a
+track of ``n`` frames (in frame_index order) every frame is the target of
+exactly one example per pass, and its ``k`` sources are drawn uniformly,
+without replacement, from the track's other ``n - 1`` frames (numpy's
+``Generator.choice(n - 1, k, replace=False)``, positions at or after the
+target's moved up by one).  A track of ``k`` frames or fewer gives no
+examples (:func:`count_examples` counts the rest: steps per epoch).
+
+* ``shuffle=True`` (training): the draws come from the worker's
+  ``numpy.random.Generator`` seeded by ``(seed, epoch, global worker id)``;
+  per track, the targets' order is its ``permutation(n)``, then each target's
+  sources are drawn, and the examples pass through the shuffle buffer of
+  ``buffer_size`` examples (default 256) as the windows do.  A new epoch
+  (``set_epoch``) gives a new unit order, new sources and a new order.
+* ``shuffle=False`` (val/test): the fixed unit order, and per track a
+  generator seeded by ``[seed, the first 8 bytes (little-endian) of the
+  SHA-256 of "identity/video_id/utterance"]``; the targets run in frame order
+  and each target's sources are drawn from it in turn.  The examples do not
+  depend on the epoch, on the ranks or on the workers (only their
+  interleaving does), so every pass is identical.
+
+Each image of a track is decoded once per pass: its part's images are decoded
+together, resized to ``S x S`` (torchvision v2 ``resize``, antialiased; not
+when already that size) and kept as uint8 while the track's examples are made;
+an example holds a copy of its ``1 + k`` images, so a worker holds at most
+``buffer_size`` examples (``(1 + k) x 3 x S x S`` bytes each: ~200 MB for 256
+at k = 3, ~13 MB at 64) plus one track's frames.  There is no augmentation:
+FAb-Net and X2Face train on the crops as they are.  A split without parts is
+refused with :func:`split_parts`' one-line ``ValueError`` (``no shards for
+split 'train' under <root>/voxceleb/shards``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Iterable, Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils import data as tud
@@ -443,10 +498,64 @@ def _cut_window(frames: dict[int, torch.Tensor], centre: int, count: int = WINDO
     return torch.stack([frames[centre + d] for d in _offsets(count)])
 
 
+# ----------------------------------------------------------------------------- dealing units to workers
+
+
+class _Dealt(tud.IterableDataset):
+    """What :class:`FrameWindows` and :class:`FacePairs` share: units dealt to global workers by ``(seed, epoch)``.
+
+    A subclass sets ``seed``, ``epoch``, ``shuffle``, ``_rank_arg`` (the
+    ``(rank, world_size)`` arguments) and ``rank, world_size =
+    _resolve_rank(*_rank_arg)`` in its ``__init__``.
+    """
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the unit order and the shuffle/augmentation draws of ``epoch`` (call before each epoch's iter)."""
+        self.epoch = int(epoch)
+
+    def _place(self) -> None:
+        """Take rank and world size from torch.distributed when it is up here and they were not given.
+
+        Lightning's ``ddp_spawn`` makes the loaders in the parent process and
+        initialises the process group in each rank afterwards, so the rank is
+        read again where the pass runs (a forked loader worker inherits the
+        group; a spawned one gets the values resolved when it is pickled).
+        """
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            self.rank, self.world_size = _resolve_rank(*self._rank_arg)
+
+    def __getstate__(self) -> dict:
+        self._place()
+        return dict(self.__dict__)
+
+    def _deal(self, units: int) -> tuple[list[int], int]:
+        """This worker's share of ``units`` units, in the order it takes them, and its global worker id.
+
+        The units ``0 .. units-1`` (permuted by ``(seed, epoch)`` when
+        shuffling); unit ``i`` of that order goes to global worker
+        ``i % (world_size * num_workers)``.
+        """
+        self._place()
+        info = tud.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        total = self.world_size * workers
+        gid = self.rank * workers + worker
+        order = np.arange(units)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(units)
+        return order[gid::total].tolist(), gid
+
+    def _generators(self, gid: int) -> tuple[np.random.Generator, torch.Generator]:
+        state = np.random.SeedSequence([self.seed, self.epoch, gid]).generate_state(2, dtype=np.uint64)
+        return np.random.default_rng(int(state[0])), torch.Generator().manual_seed(int(state[1]) & (2 ** 63 - 1))
+
+
 # ----------------------------------------------------------------------------- the dataset
 
 
-class FrameWindows(tud.IterableDataset):
+class FrameWindows(_Dealt):
     """Windows of 5 consecutive frames and their labels (by default PianoYT's +-1-frame onset targets).
 
     Every model sees the same windows: a 1-frame network (``frames=1``) or the
@@ -528,48 +637,15 @@ class FrameWindows(tud.IterableDataset):
 
         return cls(layout(data_root).shards, split, **kwargs)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Use the unit order and the shuffle/augmentation draws of ``epoch`` (call before each epoch's iter)."""
-        self.epoch = int(epoch)
-
     @property
     def units(self) -> int:
         """How many (part, row group) units the split has."""
         return len(self._units)
 
-    def _place(self) -> None:
-        """Take rank and world size from torch.distributed when it is up here and they were not given.
-
-        Lightning's ``ddp_spawn`` makes the loaders in the parent process and
-        initialises the process group in each rank afterwards, so the rank is
-        read again where the pass runs (a forked loader worker inherits the
-        group; a spawned one gets the values resolved when it is pickled).
-        """
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            self.rank, self.world_size = _resolve_rank(*self._rank_arg)
-
-    def __getstate__(self) -> dict:
-        self._place()
-        return dict(self.__dict__)
-
     def __iter__(self) -> Iterator[dict]:
-        self._place()
-        info = tud.get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        total = self.world_size * workers
-        gid = self.rank * workers + worker
-        order = np.arange(len(self._units))
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self._units))
-        yield from self._stream(order[gid::total].tolist(), gid)
+        yield from self._stream(*self._deal(len(self._units)))
 
     # -- internals
-
-    def _generators(self, gid: int) -> tuple[np.random.Generator, torch.Generator]:
-        state = np.random.SeedSequence([self.seed, self.epoch, gid]).generate_state(2, dtype=np.uint64)
-        return np.random.default_rng(int(state[0])), torch.Generator().manual_seed(int(state[1]) & (2 ** 63 - 1))
 
     def _stream(self, units: list[int], gid: int) -> Iterator[dict]:
         rng, gen = self._generators(gid)
@@ -664,20 +740,7 @@ class FrameWindows(tud.IterableDataset):
         """Decode (once each) and resize to the pre-crop size; uint8 [H', W'] tensors."""
         if not images:
             return []
-        target = list(self.resize if self.augment else self.size)
-        to_array = _to_gray if self.color == "gray" else _to_rgb
-        arrays = [to_array(np.asarray(media.decode_image(b))) for b in images]
-        shapes = {a.shape for a in arrays}
-        groups = [np.stack(arrays)] if len(shapes) == 1 else [a[None] for a in arrays]
-        out = []
-        for g in groups:
-            t = torch.from_numpy(np.ascontiguousarray(g))
-            if self.color == "rgb":
-                t = t.permute(0, 3, 1, 2)  # [n, H, W, 3] -> [n, 3, H, W]
-            if list(t.shape[-2:]) != target:
-                t = TF.resize(t, target, antialias=True)
-            out.extend(t.unbind(0))
-        return out
+        return _resized(_decoded(images, self.color), self.resize if self.augment else self.size, self.color)
 
     def _finish(self, window: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """uint8 [T, H', W'] (rgb: [T, 3, H', W']) -> float32 [T, H, W] ([T, 3, H, W]) in [0, 1], augmented."""
@@ -698,6 +761,28 @@ class FrameWindows(tud.IterableDataset):
                 sigma = self.noise_factor * x.mean(dim=image_dims, keepdim=True)
                 x = (x + torch.randn(x.shape, generator=gen) * sigma).clamp_(0.0, 1.0)
         return x.contiguous()
+
+
+def _decoded(images: list[bytes], color: str) -> list[np.ndarray]:
+    """Each image decoded (once: :func:`tasks.media.decode.decode_image`): uint8 [H, W] (gray) or [H, W, 3] (rgb)."""
+    to_array = _to_gray if color == "gray" else _to_rgb
+    return [to_array(np.asarray(media.decode_image(b))) for b in images]
+
+
+def _resized(arrays: list[np.ndarray], size: tuple[int, int], color: str) -> list[torch.Tensor]:
+    """uint8 [h, w] ([3, h, w] for rgb) tensors of ``size`` (torchvision v2 resize, antialiased, where needed)."""
+    target = list(size)
+    shapes = {a.shape for a in arrays}
+    groups = [np.stack(arrays)] if len(shapes) == 1 else [a[None] for a in arrays]
+    out = []
+    for g in groups:
+        t = torch.from_numpy(np.ascontiguousarray(g))
+        if color == "rgb":
+            t = t.permute(0, 3, 1, 2)  # [n, H, W, 3] -> [n, 3, H, W]
+        if list(t.shape[-2:]) != target:
+            t = TF.resize(t, target, antialias=True)
+        out.extend(t.unbind(0))
+    return out
 
 
 def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -739,3 +824,190 @@ def video_windows(shards_dir: str, split: str, video_id: str, *, size: tuple[int
     if not ds.units:
         raise ValueError(f"no shards for video {video_id!r} in split {split!r} under {shards_dir}")
     yield from ds._stream(list(range(ds.units)), 0)
+
+
+# ----------------------------------------------------------------------------- face pairs (FAb-Net, X2Face)
+
+FACE_SIZE = 256  # the face shards' crops (tasks.labels.faces.CROP)
+N_FACE_POINTS = 68  # dlib's landmarks (tasks.labels.faces.N_LANDMARKS)
+_TRACK_KEY = ("identity", "video_id", "utterance")
+
+
+@dataclass(frozen=True)
+class _Track:
+    """A unit of :class:`FacePairs`: every row group of the parts of one utterance."""
+
+    parts: tuple[str, ...]  # part locations, in part order
+    rows: int
+    chain: str  # the utterance key the parts' names give (else the part's location)
+
+
+def _list_tracks(parts: list[str]) -> list[_Track]:
+    """One unit per utterance (chain of parts), from :func:`_list_units`' row groups; parts without rows are left out."""
+    tracks: list[_Track] = []
+    for unit in _list_units(parts):
+        if tracks and tracks[-1].chain == unit.chain:
+            last = tracks[-1]
+            paths = last.parts if last.parts[-1] == unit.path else last.parts + (unit.path,)
+            tracks[-1] = _Track(paths, last.rows + unit.rows, last.chain)
+        else:
+            tracks.append(_Track((unit.path,), unit.rows, unit.chain))
+    return tracks
+
+
+def _face_tracks(table) -> list[tuple[tuple[str, str, str], np.ndarray]]:
+    """The face tracks in ``table``: ``((identity, video_id, utterance), rows)``, rows in frame order.
+
+    A part file holds one utterance, so this is normally the whole table; the
+    rows are grouped by their ``(identity, video_id, utterance)`` all the same,
+    so no pair ever mixes two tracks.  Tracks come in order of first row.
+    """
+    keys = list(zip(*(table.column(c).to_pylist() for c in _TRACK_KEY)))
+    frame_index = (table.column("frame_index").to_numpy().astype(np.int64) if "frame_index" in table.column_names
+                   else np.arange(len(keys)))
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    out = []
+    for key, rows in groups.items():
+        rows = np.asarray(rows, np.int64)
+        out.append((key, rows[np.argsort(frame_index[rows], kind="stable")]))
+    return out
+
+
+def _track_rng(seed: int, key: tuple[str, str, str]) -> np.random.Generator:
+    """The generator of one track's fixed (``shuffle=False``) sources: seeded by ``seed`` and the track's key."""
+    digest = hashlib.sha256("/".join(key).encode("utf-8")).digest()
+    return np.random.default_rng([int(seed), int.from_bytes(digest[:8], "little")])
+
+
+def _other_frames(rng: np.random.Generator, n: int, target: int, k: int) -> np.ndarray:
+    """``k`` distinct positions of ``0 .. n-1`` other than ``target``, uniformly, in the order drawn."""
+    j = rng.choice(n - 1, size=k, replace=False)
+    return j + (j >= target)
+
+
+def count_examples(shards_dir: str, split: str, sources: int = 1) -> int:
+    """How many examples :class:`FacePairs` yields per pass of ``split``: the frames of tracks of over ``sources`` frames.
+
+    Reads only identity, video_id and utterance.
+    """
+    k = _check_sources(sources)
+    total = 0
+    for track in _list_tracks(split_parts(str(shards_dir), split)):
+        tables = [_open(p).read(columns=list(_TRACK_KEY)) for p in track.parts]
+        total += sum(len(rows) for _, rows in _face_tracks(pa.concat_tables(tables)) if len(rows) > k)
+    return total
+
+
+def _check_sources(sources: int) -> int:
+    if isinstance(sources, bool) or int(sources) != sources or sources < 1:
+        raise ValueError(f"sources must be a positive whole number (1 or 3 in the papers), not {sources!r}")
+    return int(sources)
+
+
+class FacePairs(_Dealt):
+    """Source and target frames of one face track (FAb-Net, X2Face): ``k`` sources per target.
+
+    See the module docstring ("Face pairs") for what is yielded, how the
+    sources are drawn and how the work is split.  ``size`` is the side the
+    crops are resized to (256, the shards' own, or 64 for the small models).
+    """
+
+    def __init__(
+        self,
+        shards_dir: str,
+        split: str,
+        *,
+        sources: int = 1,
+        shuffle: bool = False,
+        buffer_size: int = 256,
+        seed: int = 0,
+        epoch: int = 0,
+        size: int = FACE_SIZE,
+        landmarks: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
+        super().__init__()
+        self.sources = _check_sources(sources)
+        self.shards_dir = str(shards_dir)
+        self.split = split
+        self.shuffle = bool(shuffle)
+        if buffer_size < 1:
+            raise ValueError(f"buffer_size must be at least 1, not {buffer_size}")
+        self.buffer_size = int(buffer_size)
+        self.seed = int(seed)
+        self.epoch = int(epoch)
+        if int(size) < 1:
+            raise ValueError(f"size must be a positive number of pixels, not {size!r}")
+        self.size = int(size)
+        self.landmarks = bool(landmarks)
+        self._columns = [*_TRACK_KEY, "frame_index", "image"] + (["landmarks"] if self.landmarks else [])
+        self._rank_arg = (rank, world_size)  # None: from torch.distributed where the pass runs (see _place)
+        self.rank, self.world_size = _resolve_rank(rank, world_size)
+        self._tracks = _list_tracks(split_parts(self.shards_dir, split))
+
+    @classmethod
+    def from_root(cls, data_root: str, split: str, **kwargs) -> "FacePairs":
+        """The dataset over ``<data_root>/voxceleb/shards``."""
+        from tasks.datasets.voxceleb import layout
+
+        return cls(layout(data_root).shards, split, **kwargs)
+
+    @property
+    def units(self) -> int:
+        """How many units (utterances: face tracks) the split has."""
+        return len(self._tracks)
+
+    def __iter__(self) -> Iterator[dict]:
+        yield from self._stream(*self._deal(len(self._tracks)))
+
+    # -- internals
+
+    def _stream(self, units: list[int], gid: int) -> Iterator[dict]:
+        rng = self._generators(gid)[0]
+        raw = self._raw_pairs(units, rng)
+        if self.shuffle:
+            raw = _shuffle_buffer(raw, self.buffer_size, rng)
+        for frames, fields in raw:
+            x = TF.to_dtype(frames, torch.float32, scale=True)
+            yield {"sources": x[1:], "target": x[0], **fields}
+
+    def _read(self, u: int) -> pa.Table:
+        return pa.concat_tables([_open(p).read(columns=self._columns) for p in self._tracks[u].parts])
+
+    def _raw_pairs(self, units: list[int], rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, dict]]:
+        """Each example as (uint8 [1 + k, 3, S, S]: target then sources, its fields), unit by unit."""
+        k, s = self.sources, self.size
+        for u in units:
+            table = self._read(u)
+            for key, rows in _face_tracks(table):
+                n = len(rows)
+                if n <= k:
+                    continue
+                arrays = _decoded(table.column("image").take(rows).to_pylist(), "rgb")
+                frames = torch.stack(_resized(arrays, (s, s), "rgb"))  # [n, 3, S, S], each decoded once
+                fi = table.column("frame_index").to_numpy().astype(np.int64)[rows]
+                points = self._points(table, rows, [a.shape[:2] for a in arrays]) if self.landmarks else None
+                draw = rng if self.shuffle else _track_rng(self.seed, key)
+                targets = draw.permutation(n) if self.shuffle else range(n)
+                for t in targets:
+                    t = int(t)
+                    src = _other_frames(draw, n, t, k)
+                    fields = {"identity": key[0], "video_id": key[1], "utterance": key[2],
+                              "target_index": int(fi[t]), "source_indices": torch.from_numpy(fi[src].copy())}
+                    if points is not None:
+                        fields["landmarks"] = torch.from_numpy(points[t].copy())
+                    yield frames[[t, *src.tolist()]], fields  # (a copy: the buffer holds no whole track)
+
+    def _points(self, table, rows: np.ndarray, shapes: list[tuple[int, int]]) -> np.ndarray:
+        """float32 [n, 68, 2]: the rows' landmarks, from stored-crop pixels to pixels of the ``size`` image."""
+        out = np.full((len(rows), N_FACE_POINTS, 2), np.nan, np.float32)  # NaN: a row without landmarks
+        for j, value in enumerate(table.column("landmarks").take(rows).to_pylist()):
+            if value is not None:
+                h, w = shapes[j]
+                p = np.asarray(value, np.float64).reshape(N_FACE_POINTS, 2)
+                scale = np.array([self.size / w, self.size / h])
+                out[j] = (p + 0.5) * scale - 0.5  # pixel centres, as torchvision's resize maps them
+        return out
