@@ -3,8 +3,10 @@
 ``make_face_samples`` writes a small set in VoxCeleb's published layout: one
 MP4 per "YouTube video" (identity ``id10001``, ``id10002``, ...), the per-frame
 face boxes of every utterance as VoxCeleb1 and VoxCeleb2 metadata text files,
-``vox1.zip`` (the VoxCeleb1 ``txt/`` tree as it is distributed), a manifest CSV
-and ``truth.json``.  ``render_face_clip`` renders one clip for edge-case
+``vox1.zip`` (the VoxCeleb1 ``txt/`` tree as it is distributed), a manifest CSV,
+``truth.json`` and, per video, the true landmarks, pose and mouth opening of
+every frame (``truth_frames/<video_id>.json.gz``; read back with
+:func:`frame_truth`).  ``render_face_clip`` renders one clip for edge-case
 fixtures (a face that leaves the frame; no face at all).
 
 Photographs (:data:`PHOTOS`) are loaded from the installed packages at run
@@ -24,8 +26,10 @@ time, never copied into the repository:
 
 The face box and landmarks of each photograph were measured once with dlib
 20.0.1 (``get_frontal_face_detector()``, upsampling 1, the highest-scoring
-box; the 68-point predictor of face_recognition_models 0.3.0 for the mouth,
-chin and jaw) and are written below as constants.
+box; the 68-point predictor of face_recognition_models 0.3.0 on that box:
+all 68 points, and from them the mouth, chin and jaw) and are written below
+as constants (``Photo.landmarks``; the earlier mouth, chin, jaw_x and
+mouth_width constants agree with them to the rounding).
 
 A video is a static, smooth, face-free background (low-frequency colour
 noise, soft panels and stripes) with a head-and-shoulders cut-out of the
@@ -45,7 +49,33 @@ The face box of a frame is the photograph's face box carried through that
 frame's homography (axis-aligned bounds of its four corners; the jaw warp is
 left out).  Everything is drawn from ``numpy.random.default_rng`` seeded
 with ``(seed, identity, video)``: the same arguments give byte-identical
-files (the MP4s with the same ffmpeg build; see :mod:`tasks.samples.encode`).
+files (the MP4s with the same ffmpeg build; see :mod:`tasks.samples.encode`;
+the gzipped truth with the same zlib).
+
+Per-frame truth (for landmark, pose and mouth probes):
+
+* landmarks: the photograph's 68 dlib points, mirrored where the video is
+  (x -> width - 1 - x, then re-indexed by :data:`DLIB_MIRROR` so that the
+  order stays dlib's image-based one: point 36 is still the outer corner of
+  the eye on the image's left, which is what dlib itself reports on the
+  frame), moved by the jaw drop (jaw and lower lip with their pixels, the lip
+  corners half as far, the upper lip not: :meth:`_Head.carried_landmarks`),
+  then through the frame's homography; frame pixels, dlib's convention
+  (pixel centres at integers).  Against dlib's own 68 points on rendered
+  frames (640 x 360, detector upsampling 1), the mean distance is 1-3.5 %
+  of the outer eye corners' distance (36-45), the same closed or open;
+  most of it is dlib's own wobble on resampled (and mirrored) faces;
+* pose, degrees: ``roll`` the homography's in-plane rotation (positive turns
+  the face clockwise on screen, image y pointing down), ``yaw`` its
+  perspective turn about the face's vertical axis (a pinhole three face
+  widths away; positive turns the image-right half of the face away, so the
+  face looks towards the frame's right), ``pitch`` always 0 (no pitch is
+  generated).  Both are relative to the photograph's own pose (luispedro's
+  photograph is itself turned ~30 deg; mirroring flips that turn, not these
+  angles);
+* ``opening`` in [0, 1]: the syllable envelope the frame was drawn with (0
+  where the mouth was drawn closed: outside utterances, between syllables,
+  and below 0.001).
 
 Lessons learned (dlib 20.0.1 HOG detector):
 
@@ -60,6 +90,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import gzip
 import importlib.util
 import io
 import json
@@ -78,6 +109,7 @@ from tasks.store.atomic import write_bytes_atomic, write_text_atomic
 from .encode import encode_video
 
 FPS = 25
+FRAME_TRUTH_DIR = "truth_frames"  # per-video per-frame truth: <out_dir>/truth_frames/<video_id>.json.gz
 SAMPLE_RATE = 44100
 VOX1_FRAME_HEIGHT = 360  # VoxCeleb1 boxes are pixels of a 360-pixel-high frame
 FIRST_IDENTITY = 10001  # id10001, id10002, ... like VoxCeleb1's development set
@@ -92,6 +124,17 @@ YAW_DEGREES = 12.0
 MOVE_X, MOVE_Y = 0.12, 0.06  # the face's centre wanders at most this far (fractions of width, height)
 JAW_DROP = 0.06  # of the face box's height, at full mouth opening
 MANIFEST_COLUMNS = ("video_id", "url", "start", "end", "x", "y", "w", "h", "identity", "split", "utterance")
+# dlib's 68 points of a mirrored face: point i of the mirror image is point DLIB_MIRROR[i] of the face
+# (jaw 0-16 reversed, brows 17-21 <-> 26-22, nose 27-30 kept, 31-35 reversed, eyes 36-41 <-> 45-42, 47-46,
+# lips 48-54 reversed, 55-59 reversed, 60-64 reversed, 65-67 reversed): dlib's order is image-based.
+DLIB_MIRROR: tuple[int, ...] = (
+    *range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, *range(35, 30, -1),
+    45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
+    *range(54, 47, -1), *range(59, 54, -1), *range(64, 59, -1), 67, 66, 65)
+# The jaw drop moves the jaw (0-16) and the lower lip (55-59, 65-67) with the pixels they sit on, the lip
+# corners (48, 54, 60, 64) half as far; the upper lip (49-53, 61-63) stays (see _Head.carried_landmarks).
+JAW_POINTS: tuple[int, ...] = (*range(0, 17), *range(55, 60), *range(65, 68))
+LIP_CORNERS: tuple[int, ...] = (48, 54, 60, 64)
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -132,7 +175,9 @@ class Photo:
     ``box`` is dlib's HOG face box (x, y, w, h); ``mouth`` the centre of the
     inner lips (mean of landmarks 60-67), ``mouth_width`` the corner-to-corner
     distance (48-54), ``chin`` landmark 8, ``jaw_x`` the x of landmarks 4 and
-    12.  ``f0`` is the pitch (Hz) of the synthetic voice.
+    12 (all rounded from ``landmarks``).  ``landmarks`` are dlib's 68 points
+    ``(x, y)``, integer pixels, in dlib's order.  ``f0`` is the pitch (Hz) of
+    the synthetic voice.
     """
 
     name: str
@@ -144,6 +189,7 @@ class Photo:
     jaw_x: tuple[int, int]
     f0: float
     source: str
+    landmarks: tuple[tuple[int, int], ...] = ()
 
     def load(self) -> np.ndarray:
         return _load_photo(self.name)
@@ -151,15 +197,50 @@ class Photo:
 
 # Measured once with dlib 20.0.1: get_frontal_face_detector().run(img, 1, 0), the
 # highest-scoring box (scores 1.16, 1.27, 3.19), then the 68-point shape predictor of
-# face_recognition_models 0.3.0 on that box for the mouth, chin and jaw.
+# face_recognition_models 0.3.0 on that box: its 68 points (x, y) in pixels of the
+# photograph, dlib's order (0-16 jaw, 17-26 brows, 27-35 nose, 36-47 eyes, 48-67 lips;
+# image-based: 36 is the outer corner of the eye on the image's left).  mouth, chin,
+# jaw_x and mouth_width are these points' (rounded) summaries; see Photo.
+_LANDMARKS_ASTRONAUT = (
+    (179, 104), (180, 116), (181, 127), (182, 139), (185, 150), (191, 160), (200, 168), (209, 176), (220, 178),
+    (232, 177), (243, 171), (253, 163), (260, 154), (265, 143), (268, 131), (270, 120), (272, 108), (186, 94),
+    (192, 88), (200, 87), (208, 89), (216, 92), (236, 93), (244, 91), (252, 91), (260, 92), (265, 99), (226, 102),
+    (225, 111), (225, 119), (225, 127), (214, 131), (219, 133), (224, 134), (229, 133), (234, 132), (195, 101),
+    (200, 98), (207, 98), (212, 104), (206, 104), (199, 104), (237, 106), (243, 100), (250, 100), (255, 105),
+    (250, 107), (244, 107), (201, 139), (209, 139), (218, 139), (224, 141), (230, 140), (238, 140), (246, 141),
+    (238, 151), (229, 155), (222, 156), (216, 155), (208, 150), (204, 141), (218, 143), (223, 144), (230, 143),
+    (243, 142), (229, 150), (223, 151), (217, 150),
+)
+_LANDMARKS_GRACE_HOPPER = (
+    (178, 203), (181, 226), (186, 248), (192, 270), (199, 291), (209, 310), (226, 323), (245, 331), (269, 333),
+    (293, 329), (312, 319), (329, 304), (340, 284), (347, 262), (351, 241), (353, 218), (355, 195), (189, 188),
+    (196, 172), (211, 165), (228, 165), (243, 171), (284, 168), (298, 161), (315, 161), (331, 167), (340, 181),
+    (265, 188), (265, 205), (266, 221), (267, 238), (247, 246), (257, 249), (268, 252), (278, 249), (287, 246),
+    (210, 195), (218, 187), (228, 187), (238, 194), (229, 195), (219, 196), (291, 192), (300, 184), (310, 184),
+    (319, 190), (311, 192), (301, 193), (233, 281), (245, 274), (258, 272), (267, 274), (277, 271), (288, 273),
+    (300, 277), (289, 284), (278, 287), (269, 289), (259, 288), (246, 285), (238, 279), (258, 278), (268, 279),
+    (277, 278), (296, 278), (277, 278), (268, 279), (258, 279),
+)
+_LANDMARKS_LUISPEDRO = (
+    (44, 185), (43, 205), (44, 225), (48, 246), (52, 267), (59, 289), (69, 308), (82, 324), (104, 328), (130, 323),
+    (157, 311), (184, 296), (207, 277), (221, 253), (227, 226), (229, 199), (230, 172), (42, 166), (45, 153),
+    (56, 146), (69, 144), (82, 146), (107, 140), (126, 132), (148, 130), (169, 136), (185, 149), (90, 163), (87, 177),
+    (83, 191), (78, 206), (77, 224), (82, 228), (90, 230), (100, 225), (110, 220), (56, 179), (61, 170), (71, 167),
+    (82, 172), (73, 177), (62, 180), (127, 165), (135, 156), (148, 155), (159, 160), (149, 165), (137, 166),
+    (73, 265), (77, 256), (86, 249), (95, 250), (102, 246), (117, 248), (135, 254), (119, 263), (106, 269), (97, 271),
+    (89, 272), (80, 271), (77, 264), (88, 258), (96, 258), (104, 256), (128, 255), (104, 258), (96, 260), (88, 260),
+)
 _PHOTO_LIST = (
     Photo("astronaut", _astronaut, box=(175, 76, 91, 91), mouth=(223, 146), mouth_width=45, chin=(220, 178),
-          jaw_x=(185, 260), f0=205.0, source="scikit-image: skimage.data.astronaut() (NASA, public domain)"),
+          jaw_x=(185, 260), f0=205.0, source="scikit-image: skimage.data.astronaut() (NASA, public domain)",
+          landmarks=_LANDMARKS_ASTRONAUT),
     Photo("grace_hopper", _grace_hopper, box=(180, 139, 187, 187), mouth=(268, 278), mouth_width=67, chin=(269, 333),
           jaw_x=(199, 340), f0=185.0,
-          source="matplotlib: cbook.get_sample_data('grace_hopper.jpg') (US Navy, public domain)"),
+          source="matplotlib: cbook.get_sample_data('grace_hopper.jpg') (US Navy, public domain)",
+          landmarks=_LANDMARKS_GRACE_HOPPER),
     Photo("luispedro", _luispedro, box=(15, 98, 187, 187), mouth=(98, 259), mouth_width=63, chin=(104, 328),
-          jaw_x=(52, 207), f0=115.0, source="mahotas (MIT): mahotas/demos/data/luispedro.jpg"),
+          jaw_x=(52, 207), f0=115.0, source="mahotas (MIT): mahotas/demos/data/luispedro.jpg",
+          landmarks=_LANDMARKS_LUISPEDRO),
 )
 PHOTOS: dict[str, Callable[[], np.ndarray]] = {p.name: p.loader for p in _PHOTO_LIST}
 PHOTO_INFO: dict[str, Photo] = {p.name: p for p in _PHOTO_LIST}
@@ -264,10 +345,13 @@ class _Head:
         ph, pw = img.shape[:2]
         bx, by, bw, bh = photo.box
         mouth, chin, jaw = np.array(photo.mouth, float), np.array(photo.chin, float), np.array(photo.jaw_x, float)
+        points = np.array(photo.landmarks, float).reshape(-1, 2)
         if mirror:
             img = img[:, ::-1]
             bx = pw - bx - bw
             mouth[0], chin[0], jaw = pw - 1 - mouth[0], pw - 1 - chin[0], np.sort(pw - 1 - jaw)
+            points = points[list(DLIB_MIRROR)]  # keep dlib's image-based order (see DLIB_MIRROR)
+            points[:, 0] = pw - 1 - points[:, 0]
         cx, cy = bx + bw / 2.0, by + bh / 2.0 + 0.2 * bw
         rx, ry = 1.0 * bw, 1.3 * bw
         x0, x1 = max(0, int(cx - rx) - 2), min(pw, int(math.ceil(cx + rx)) + 2)
@@ -285,6 +369,10 @@ class _Head:
         self._closed: np.ndarray | None = None
         self.xx, self.yy = xx, yy
         self.origin = (x0, y0)
+        # photograph pixels -> cut-out pixels (mirrored: x -> pw - 1 - x first)
+        self.from_photo = (np.array([[-1.0, 0, pw - 1 - x0], [0, 1, -y0], [0, 0, 1]]) if mirror
+                           else np.array([[1.0, 0, -x0], [0, 1, -y0], [0, 0, 1]]))
+        self.landmarks = points - (x0, y0)  # dlib's 68 points of the photograph, in cut-out pixels
         self.box = np.array([bx - x0, by - y0, bw, bh], float)  # in cut-out pixels
         self.mouth = mouth - (x0, y0)
         self.mouth_width = float(photo.mouth_width)
@@ -292,17 +380,66 @@ class _Head:
         # jaw weight: 0 above the mouth, 1 from just below it to the chin, fading on the neck;
         # across, 1 between the jaw corners, fading at the cheeks.
         mx, my = self.mouth
-        chin_y = chin[1] - y0
         jl, jr = jaw - x0
-        wy = np.clip((yy - (my - 0.015 * bh)) / (0.05 * bh), 0, 1)
-        wy *= np.clip(1.0 - (yy - chin_y) / (0.35 * bh), 0, 1)
-        half = max(8.0, (jr - jl) / 2.0)
-        wx = np.exp(-(((xx - (jl + jr) / 2.0) / half) ** 4))
-        self.jaw = (wy * wx).astype(np.float32)
+        self._jaw_args = (my, bh, chin[1] - y0, jl, jr)
+        self.jaw = self.jaw_weight(xx, yy).astype(np.float32)
         # the mouth's neighbourhood, where the lips part (a small window keeps it cheap)
         r_x, r_y = int(0.6 * self.mouth_width) + 2, int(self.drop + 0.2 * self.mouth_width) + 2
         self.mouth_win = (max(0, int(mx) - r_x), min(w, int(mx) + r_x + 1),
                           max(0, int(my) - r_y), min(h, int(my) + 2 * r_y + 1))
+
+    def jaw_weight(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The jaw drop's weight in [0, 1] at cut-out pixels ``(x, y)`` (arrays of one shape)."""
+        my, bh, chin_y, jl, jr = self._jaw_args
+        wy = np.clip((y - (my - 0.015 * bh)) / (0.05 * bh), 0, 1)
+        wy *= np.clip(1.0 - (y - chin_y) / (0.35 * bh), 0, 1)
+        half = max(8.0, (jr - jl) / 2.0)
+        wx = np.exp(-(((x - (jl + jr) / 2.0) / half) ** 4))
+        return wy * wx
+
+    def carried_landmarks(self, openings: np.ndarray) -> np.ndarray:
+        """The 68 landmarks (n x 68 x 2, cut-out pixels) where :meth:`patch` shows them at each opening.
+
+        The warp shows at ``(x, y')`` the pixel of ``(x, y' - d * jaw(x, y'))``
+        (``d = drop * opening``), so a point at ``(x, y)`` appears at the
+        ``y'`` in ``[y, y + d]`` with ``y' - d * jaw(x, y') = y`` (x does not
+        change).  That map is no contraction (the weight's ramp below the
+        mouth rises by 1 over 5 % of the box's height and the drop reaches
+        6 %, so near full opening the warp folds a sliver of upper lip over
+        the ramp), so ``y'`` is found by bisection on ``[y, y + d]`` (40
+        halvings: to within 1e-10 pixel), not by fixed-point iteration.  A
+        point past the ramp's start has a single root; a point whose weight
+        is 0 stays put (it is its own root, the one on the unmoved side of a
+        fold).
+
+        The points of :data:`JAW_POINTS` (jaw, lower lip) go where the warp
+        takes their pixels; the lip corners (:data:`LIP_CORNERS`) half as
+        far; all others stay, the upper lip included although its inner edge
+        (61-63) lies on the warp's ramp in closed-mouth photographs: dlib
+        puts the upper lip above the darkened gap and the corners between
+        the two lips (measured on rendered frames at openings 0.7-1, error
+        over the outer eye corners' distance: 61-63 moved by the warp 5-9 %,
+        unmoved 1-1.5 %; the corners moved half-way matched dlib as well as
+        or better than unmoved or fully moved, on every photograph).
+        """
+        op = np.asarray(openings, float)
+        n = len(op)
+        d = np.where(op > 1e-3, self.drop * op, 0.0)[:, None]  # patch() draws openings <= 1e-3 closed
+        idx = list(JAW_POINTS) + list(LIP_CORNERS)
+        x = np.broadcast_to(self.landmarks[idx, 0], (n, len(idx)))
+        y = np.broadcast_to(self.landmarks[idx, 1], (n, len(idx)))
+        lo, hi = y.copy(), y + d
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            short = mid - d * self.jaw_weight(x, mid) < y  # the root lies past mid (larger y)
+            lo, hi = np.where(short, mid, lo), np.where(short, hi, mid)
+        moved = (d > 0) & (self.jaw_weight(x, y) > 0)
+        out = np.broadcast_to(self.landmarks, (n, *self.landmarks.shape)).copy()
+        warped = np.where(moved, 0.5 * (lo + hi), y)
+        k = len(JAW_POINTS)
+        warped[:, k:] = 0.5 * (warped[:, k:] + y[:, k:])  # the corners: half-way
+        out[:, idx, 1] = warped
+        return out
 
     def patch(self, opening: float) -> np.ndarray:
         """RGBA cut-out (float32, RGB premultiplied by alpha) with the mouth ``opening`` in [0, 1]."""
@@ -327,8 +464,9 @@ class _Head:
 
 
 def _homographies(head: _Head, n: int, rng: np.random.Generator, width: int, height: int,
-                  leave_from: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame homographies cut-out -> frame (n x 3 x 3) and face boxes (n x 4: x, y, w, h, frame pixels).
+                  leave_from: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame homographies cut-out -> frame (n x 3 x 3), face boxes (n x 4: x, y, w, h, frame pixels)
+    and pose (n x 2: roll, yaw in degrees).
 
     The face box stays inside the frame (a margin of 4 % of the width) unless
     ``leave_from`` (a fraction of the clip) is given, from which the head
@@ -372,7 +510,13 @@ def _homographies(head: _Head, n: int, rng: np.random.Generator, width: int, hei
     for i in range(n):
         hs[i] = np.array([[1, 0, cx[i]], [0, 1, cy[i]], [0, 0, 1]]) @ loc[i]
         boxes[i] = _box_of(hs[i], corners)
-    return hs, boxes
+    return hs, boxes, np.rad2deg(np.c_[roll, yaw])
+
+
+def _carry(hs: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points (n x k x 2) through per-frame homographies ``hs`` (n x 3 x 3)."""
+    p = np.concatenate([points, np.ones(points.shape[:-1] + (1,))], axis=-1) @ np.transpose(hs, (0, 2, 1))
+    return p[..., :2] / p[..., 2:3]
 
 
 def _box_of(h: np.ndarray, corners: np.ndarray) -> tuple[float, float, float, float]:
@@ -429,13 +573,63 @@ def render_face_clip(photo_name: str, seconds: float, seed: int, mode: str = "ta
     rng = _rng(seed, 1_000_003, PHOTO_NAMES.index(photo_name))
     bg = _background(rng, width, height)
     head = _Head(PHOTO_INFO[photo_name])
-    hs, boxes = _homographies(head, n, rng, width, height, leave_from=0.5 if mode == "leaves" else None)
+    hs, boxes, _ = _homographies(head, n, rng, width, height, leave_from=0.5 if mode == "leaves" else None)
     opening = _envelope(_syllables(rng, [(0.0, n / FPS)]), np.arange(n) / FPS)
     if mode == "none":
         side = FACE_WIDTH_FRACTION * height
         boxes = np.tile([(width - side) / 2.0, (height - side) / 2.0, side, side], (n, 1))
         return _frames(bg, None, hs, opening), boxes
     return _frames(bg, head, hs, opening), boxes
+
+
+# --------------------------------------------------------------------------- per-frame truth
+
+
+def _rounded(a, decimals: int) -> list:
+    return (np.round(np.asarray(a, float), decimals) + 0.0).tolist()  # + 0.0: no "-0.0"
+
+
+def _write_frame_truth(path: Path, head: _Head, hs: np.ndarray, boxes: np.ndarray, pose: np.ndarray,
+                       opening: np.ndarray, spans: Sequence[tuple[int, int]], meta: dict) -> Path:
+    """One video's per-frame truth as gzipped JSON (see :func:`make_face_samples`); fixed gzip header."""
+    n = len(hs)
+    drawn = np.where(opening > 1e-3, opening, 0.0)  # what patch() drew
+    utterance = np.zeros(n, int)
+    for u, (a, b) in enumerate(spans):
+        utterance[a:b + 1] = u + 1
+    homography = hs @ head.from_photo
+    homography = homography / homography[:, 2:3, 2:3]
+    data = dict(meta, landmarks=_rounded(_carry(hs, head.carried_landmarks(drawn)), 2),
+                roll=_rounded(pose[:, 0], 3), yaw=_rounded(pose[:, 1], 3), pitch=[0.0] * n,
+                opening=_rounded(drawn, 4), boxes=_rounded(boxes, 2), utterance=utterance.tolist(),
+                homography=[[[float(f"{v:.9g}") for v in row] for row in m] for m in homography])
+    text = json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n"
+    return write_bytes_atomic(path, gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
+
+
+def frame_truth(samples_dir: str | os.PathLike, video_id: str) -> dict[str, np.ndarray]:
+    """The per-frame truth of one video of a face sample set, as numpy arrays indexed by frame.
+
+    Keys: ``frame`` (n,) the MP4's frame index (25 fps); ``landmarks``
+    (n, 68, 2) dlib's 68 points in frame pixels, dlib's order; ``roll``,
+    ``yaw``, ``pitch`` (n,) degrees; ``opening`` (n,) in [0, 1];
+    ``utterance`` (n,) the utterance number (1, 2, ...; 0 outside
+    utterances); ``boxes`` (n, 4) the face box x, y, w, h; ``homography``
+    (n, 3, 3) photograph pixels -> frame pixels.  See :func:`make_face_samples`.
+    """
+    root = Path(samples_dir)
+    truth = json.loads((root / "truth.json").read_text(encoding="utf-8"))
+    rel = next((v["frame_truth"] for v in truth["videos"] if v["video_id"] == video_id), None)
+    if rel is None:
+        raise KeyError(f"no video {video_id!r} in {root / 'truth.json'}")
+    data = json.loads(gzip.decompress((root / rel).read_bytes()).decode("utf-8"))
+    n = int(data["frames"])
+    out = {"frame": np.arange(n), "landmarks": np.array(data["landmarks"], float).reshape(n, 68, 2),
+           "utterance": np.array(data["utterance"], int), "boxes": np.array(data["boxes"], float).reshape(n, 4),
+           "homography": np.array(data["homography"], float).reshape(n, 3, 3)}
+    for key in ("roll", "yaw", "pitch", "opening"):
+        out[key] = np.array(data[key], float).reshape(n)
+    return out
 
 
 # --------------------------------------------------------------------------- metadata files
@@ -516,7 +710,23 @@ def make_face_samples(out_dir: str | os.PathLike, identities: int = 3, utterance
         vox1.zip                    the txt/ tree (zip paths txt/...), fixed timestamps
         manifest.csv                video_id,url,start,end,x,y,w,h,identity,split,utterance
         truth.json                  per video and utterance: photograph, frames, seeds; per
-                                    utterance frame the unrounded box (x, y, w, h; frame pixels)
+                                    utterance frame the unrounded box (x, y, w, h; frame pixels);
+                                    per video "frame_truth": the path below, relative to out_dir
+        truth_frames/<video_id>.json.gz   per frame of the MP4 (gzipped JSON, lists indexed by frame)
+
+    A ``truth_frames`` file holds the video's ``video_id``, ``identity``,
+    ``photo``, ``mirrored``, ``fps``, ``frames``, ``width``, ``height`` and,
+    per frame: ``landmarks`` (68 x 2, frame pixels, 2 decimals, dlib's
+    order), ``roll``, ``yaw``, ``pitch`` (degrees, 3 decimals), ``opening``
+    (4 decimals), ``boxes`` (x, y, w, h, 2 decimals), ``utterance`` (1, 2, ...;
+    0 in the silent lead, gaps and tail) and ``homography`` (3 x 3,
+    photograph pixels -> frame pixels, mirroring included, 9 significant
+    digits).  For the default ``sightsound samples faces`` (3 identities x 2
+    utterances x 4 s, 640 x 360: 3 videos of 264-272 frames) the three files
+    are 111-117 kB each (~330 kB of JSON each); inside truth.json (indent 1)
+    they would have made it ~2.1 MB instead of 69 kB.  The module docstring
+    says what the landmarks and angles mean; :func:`frame_truth` reads a file
+    back as numpy arrays.
 
     Video ids are 11 YouTube-like characters drawn from the seed; utterances
     are numbered per video (00001, 00002, ...).  A manifest row is one
@@ -553,12 +763,16 @@ def make_face_samples(out_dir: str | os.PathLike, identities: int = 3, utterance
                 f += n_utt
             n = f + int(round(TAIL_SECONDS * FPS))
             bg = _background(rng, width, height)
-            hs, boxes = _homographies(head, n, rng, width, height)
+            hs, boxes, pose = _homographies(head, n, rng, width, height)
             syll = _syllables(rng, [(a / FPS, (b + 1) / FPS) for a, b in spans])
             opening = _envelope(syll, np.arange(n) / FPS)
             audio = _voice(syll, int(round(n / FPS * SAMPLE_RATE)), SAMPLE_RATE, f0, rng)
             video_path = out_dir / "videos" / f"{vid}.mp4"
             encode_video(_frames(bg, head, hs, opening), audio, SAMPLE_RATE, FPS, video_path, width, height)
+            frame_rel = f"{FRAME_TRUTH_DIR}/{vid}.json.gz"
+            _write_frame_truth(out_dir / frame_rel, head, hs, boxes, pose, opening, spans,
+                               {"video_id": vid, "identity": identity, "photo": photo.name, "mirrored": mirror,
+                                "fps": FPS, "frames": n, "width": width, "height": height})
             for u, (a, b) in enumerate(spans):
                 utt = f"{u + 1:05d}"
                 rows = [(j, *boxes[j]) for j in range(a, b + 1)]
@@ -580,7 +794,7 @@ def make_face_samples(out_dir: str | os.PathLike, identities: int = 3, utterance
                                    "end": (b + 1) / FPS, "boxes": seg.tolist()})
             truth_videos.append({"video_id": vid, "identity": identity, "photo": photo.name, "mirrored": mirror,
                                  "frames": n, "fps": FPS, "width": width, "height": height, "seed": [seed, i, k],
-                                 "utterances": count, "f0": round(f0, 3)})
+                                 "utterances": count, "f0": round(f0, 3), "frame_truth": frame_rel})
     _zip_files(out_dir, vox1_files, out_dir / "vox1.zip")  # only this call's files, not stale ones
     truth = {"seed": seed, "fps": FPS, "sample_rate": SAMPLE_RATE, "photos": {p.name: p.source for p in _PHOTO_LIST},
              "videos": truth_videos, "utterances": truth_utts}
