@@ -222,8 +222,8 @@ def note_labels(notes: list[Note], n_frames: int, fps: float = of.FRAMES_PER_SEC
     ``frame`` label covers ``floor(x_start)`` up to but not including
     ``max(floor(x_start) + 1, ceil(x_end))``, and its ``offset`` is the one
     frame ``floor(x_end)``, the frame nearest the release.  (Without the shift
-    867 of 1759 onsets of the 80-piece sample set sat one frame early, and the
-    same training run took off 300-400 steps later: docs/training.md.)
+    867 of 1759 onsets of the 80-piece sample set sat one frame early;
+    docs/training.md, "Before and after the port", has what it changes.)
     ``velocity`` is the note's MIDI velocity on its onset frame (the
     later-starting note's where two share one).  Rows past ``n_frames`` are
     cut off, missing ones are zeros.

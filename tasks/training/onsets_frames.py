@@ -50,7 +50,7 @@ from pydantic.dataclasses import dataclass
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from models import onsets_frames as of
-from tasks.training.trainer import CheckpointError, TrainerSettings, fit, read_checkpoint
+from tasks.training.trainer import CheckpointError, TrainerSettings, fit, read_checkpoint, seed
 
 VALIDATION_KEYS = ("onset_precision", "onset_recall", "onset_f1", "onset_offset_f1", "frame_precision",
                    "frame_recall", "frame_f1")
@@ -297,6 +297,9 @@ def train(settings: TrainSettings, log=print, callbacks=()) -> dict:
     train_loader = DataLoader(windows, batch_size=None, num_workers=s.num_workers,
                               multiprocessing_context="spawn" if s.num_workers else None)
     val_loader = DataLoader(ValidationPieces(val_feats, val_refs), batch_size=None)
+    # The initial weights follow --seed.  Unseeded, they came from whatever state torch's generator was left in
+    # by the code that ran before, which differed between the old and the new trainer (docs/training.md).
+    seed(trainer_settings)
     module = OnsetsFramesTask(s.config, s.learning_rate, s.lr_decay_steps, s.lr_decay_rate)
     log(f"onsets-frames: config {s.config}, {of.parameter_count(module.net):,} parameters, "
         f"window {window} frames, batch {s.batch_size}, under {out}")
