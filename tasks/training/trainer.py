@@ -115,10 +115,18 @@ class PlateauSchedule(L.Callback):
     iterable data set, so the scheduler is driven from the end of each
     validation instead.  Its state (best value, bad validations) is saved in
     the checkpoint like any callback's.
+
+    A module may take a plateau first: if it defines ``on_plateau()`` and
+    that returns True (FAb-Net's curriculum shifting its window), the LR is
+    left alone, and the early stop's count of validations without
+    improvement starts again (``early_stop``: the run's EarlyStopping, which
+    runs before this callback; so with ``early_stop_patience`` above
+    ``plateau_patience`` a plateau the module takes never stops the run).
     """
 
-    def __init__(self, metric: str, mode: str, patience: int, factor: float):
+    def __init__(self, metric: str, mode: str, patience: int, factor: float, early_stop=None):
         self.metric, self.mode, self.patience, self.factor = metric, mode, patience, factor
+        self.early_stop = early_stop
         self.best: float | None = None
         self.bad = 0
 
@@ -133,6 +141,11 @@ class PlateauSchedule(L.Callback):
         self.bad += 1
         if self.bad >= self.patience:
             self.bad = 0
+            taken = getattr(pl_module, "on_plateau", None)
+            if taken is not None and taken():
+                if self.early_stop is not None:
+                    self.early_stop.wait_count = 0
+                return
             for optimizer in trainer.optimizers:
                 for group in optimizer.param_groups:
                     group["lr"] *= self.factor
@@ -274,7 +287,8 @@ def fit(module, train_loader, val_loader, settings: TrainerSettings, callbacks=(
     if module.plateau is not None:  # None: the module's own LR schedule only, no early stop
         plateau, plateau_mode = module.plateau
         stop = EarlyStopping(monitor=plateau, mode=plateau_mode, patience=settings.early_stop_patience)
-        plateau_rule = [stop, PlateauSchedule(plateau, plateau_mode, settings.plateau_patience, settings.lr_factor)]
+        plateau_rule = [stop, PlateauSchedule(plateau, plateau_mode, settings.plateau_patience,
+                                             settings.lr_factor, early_stop=stop)]
     callbacks = [best, last, *plateau_rule, WallClock(), LastAtEnd(settings.last_checkpoint), *callbacks]
     timer = None
     if settings.max_minutes:

@@ -1,0 +1,238 @@
+"""Training FAb-Net (Wiles, Koepke, Zisserman, BMVC 2018; thesis ch. 4) on VoxCeleb face tracks, on the shared trainer.
+
+:class:`FabNetTask` trains :class:`models.fabnet.FabNet` to generate a
+target frame by sampling a source frame of the same face track with a flow
+decoded from their two embeddings (one source), or by combining ``k = 3``
+warped sources with per-pixel confidences (the multi-source variant).  The
+loss is the per-sample L1 between the generated and the target frame
+(:func:`models.fabnet.l1_loss`), averaged over the batch, or, with the
+*curriculum* (paper §4), over the samples whose loss rank lies in the
+current percentile window only (:func:`models.fabnet.curriculum_loss`).
+
+The paper's schedule (§4, "Curriculum strategy"), and how it sits on the shared trainer
+    Training starts back-propagating the easiest 50% of each batch (window
+    0-50).  Each time the validation loss plateaus the window moves by 10
+    percentiles (10-60, 20-70, 30-80, 40-90: four shifts, :data:`CURRICULUM_WINDOWS`);
+    only a plateau after the last shift divides the learning rate by 10.
+    The shared trainer's :class:`tasks.training.trainer.PlateauSchedule`
+    asks the module first (:meth:`FabNetTask.on_plateau`): while a shift is
+    left, the plateau is taken by the curriculum, the LR stays, and the early
+    stop's count starts again, so early stopping never counts a validation
+    spent before a shift.  The window is part of the checkpoint
+    (``curriculum_stage``), so a resumed run goes on with its window.
+
+Chosen here (the paper is silent or loose)
+    * The plateau metric is the validation L1 over *all* validation samples
+      (the curriculum selects what is back-propagated, not what is
+      measured); the best checkpoint is kept by the same metric.
+    * Validation pairs are fixed (:class:`tasks.training.windows.FacePairs`
+      with ``shuffle=False``), so a plateau is the model's, not the draw's.
+      ``val_identity_l1`` (first source against the target: the L1 of not
+      moving a pixel) is logged beside ``val_l1`` as the floor to beat.
+    * SGD, lr 1e-3, momentum 0.9 (the paper); batch 32 with the curriculum
+      and 8 without (the paper's), unless ``paper_batches`` is off.
+    * With 3 sources the network is built with the confidence decoder; with
+      1 it is not (the softmax over one source is 1).
+    * No augmentation (the paper names none).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import lightning.pytorch as L
+import torch
+from pydantic import Field, field_validator
+from pydantic.dataclasses import dataclass
+
+from models.fabnet import CURRICULUM_WINDOWS, FabNet, FabNetConfig, curriculum_loss, l1_loss
+from tasks.training.trainer import CheckpointError, TrainerSettings, fit, read_checkpoint, seed
+
+
+@dataclass
+class FabNetSettings:
+    """One FAb-Net training run: the data, the variant, and how the shared trainer runs."""
+
+    data_root: str = Field(description="the data root of a build-voxceleb build (D, holding D/voxceleb/shards)")
+    trainer: TrainerSettings = Field(description="the shared trainer's settings")
+    config: Literal["paper", "small"] = Field(
+        "small", description="paper: 256x256 frames, the supplementary's widths; small: 64x64, CPU widths")
+    sources: int = Field(1, description="source frames per target: 1, or 3 (confidence decoder)")
+    curriculum: bool = Field(True, description="the curriculum (back-propagate a window of the batch's losses)")
+    learning_rate: float = Field(1e-3, gt=0, description="SGD's learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD's momentum")
+    buffer_size: int = Field(256, ge=1, description="shuffle buffer, examples per loader worker")
+    paper_batches: bool = Field(
+        True, description="batch 32 with the curriculum, 8 without (the paper); off: --batch-size")
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: int) -> int:
+        if value not in (1, 3):
+            raise ValueError(f"sources must be 1 or 3, not {value}")
+        return value
+
+
+def variant_name(sources: int, curriculum: bool) -> str:
+    """``fabnet``, ``fabnet-curriculum``, ``fabnet-curriculum-3src`` ...: a run's folder and its table row."""
+    return "fabnet" + ("-curriculum" if curriculum else "") + (f"-{sources}src" if sources > 1 else "")
+
+
+VARIANTS = ((1, False), (1, True), (3, True))  # (sources, curriculum): the results table's trained rows
+
+
+class FabNetTask(L.LightningModule):
+    """FAb-Net on the shared trainer: L1 of the generated target, optionally through the curriculum."""
+
+    monitor = ("val_l1", "min")
+    plateau = ("val_l1", "min")
+    clip_norm = None  # the paper clips nothing
+    resume_keys = ("model", "config", "sources", "curriculum")
+
+    def __init__(self, config: str = "small", sources: int = 1, curriculum: bool = True,
+                 learning_rate: float = 1e-3, momentum: float = 0.9, model: str = "fabnet"):
+        super().__init__()
+        self.save_hyperparameters()  # plain values only: checkpoints load with weights_only=True
+        self.net = FabNet(FabNetConfig.named(config, confidence=sources > 1))
+        self.curriculum_stage = 0  # index into CURRICULUM_WINDOWS
+        from torchmetrics import MeanMetric
+
+        self.val_l1_metric, self.val_identity_metric = MeanMetric(), MeanMetric()
+
+    @property
+    def image_size(self) -> int:
+        return self.net.config.image_size
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """The curriculum's percentile window now, ``(low, high)``."""
+        return CURRICULUM_WINDOWS[self.curriculum_stage]
+
+    def forward(self, sources: torch.Tensor, target: torch.Tensor):
+        return self.net(sources, target)
+
+    def training_step(self, batch, batch_idx):
+        target = batch["target"]
+        per_sample = l1_loss(self(batch["sources"], target).generated, target)
+        loss = curriculum_loss(per_sample, *self.window) if self.hparams.curriculum else per_sample.mean()
+        n = len(target)
+        self.log("train_l1", per_sample.mean(), batch_size=n)
+        self.log("train_loss", loss, prog_bar=True, batch_size=n)
+        if self.hparams.curriculum:
+            self.log("curriculum_low", float(self.window[0]), batch_size=n)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        target, sources = batch["target"], batch["sources"]
+        self.val_l1_metric.update(l1_loss(self(sources, target).generated, target))
+        self.val_identity_metric.update(l1_loss(sources[:, 0], target))
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict({"val_l1": self.val_l1_metric.compute(), "val_identity_l1": self.val_identity_metric.compute()},
+                      prog_bar=True)
+        self.val_l1_metric.reset()
+        self.val_identity_metric.reset()
+
+    def on_plateau(self) -> bool:
+        """The shared trainer's plateau hook: shift the curriculum's window while a shift is left (then True)."""
+        if not self.hparams.curriculum or self.curriculum_stage >= len(CURRICULUM_WINDOWS) - 1:
+            return False
+        self.curriculum_stage += 1
+        return True
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["curriculum_stage"] = int(self.curriculum_stage)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.curriculum_stage = int(checkpoint.get("curriculum_stage", 0))
+
+    def on_train_epoch_start(self) -> None:
+        loader = self.trainer.train_dataloader
+        if hasattr(getattr(loader, "dataset", None), "set_epoch"):
+            loader.dataset.set_epoch(self.current_epoch)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.learning_rate, momentum=self.hparams.momentum)
+
+
+def load_net(checkpoint: str | Path, config: str | None = None) -> FabNet:
+    """The FabNet of a :class:`FabNetTask` checkpoint, in eval mode; CheckpointError (one line) otherwise."""
+    ckpt = read_checkpoint(checkpoint)
+    hp = ckpt["hyper_parameters"]
+    if hp.get("model") != "fabnet":
+        raise CheckpointError(f"{checkpoint}: not a FAb-Net checkpoint (hyperparameters "
+                              f"{sorted(hp)[:6]})")
+    if config is not None and hp.get("config") != config:
+        raise CheckpointError(f"{checkpoint}: a FAb-Net {hp.get('config')!r} checkpoint, not {config!r}")
+    net = FabNet(FabNetConfig.named(hp["config"], confidence=int(hp["sources"]) > 1))
+    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{checkpoint}: its weights do not fit the network it names "
+                              f"({str(exc).splitlines()[0][:160]})") from None
+    return net.eval()
+
+
+def check_shards(data_root: str, splits=("train", "val")) -> None:
+    """ValueError (one line, the folder or file named) unless ``data_root`` holds face shards for ``splits``."""
+    import pyarrow.parquet as pq
+
+    from tasks.datasets.voxceleb import layout
+    from tasks.store import storage
+    from tasks.training.windows import split_parts
+
+    shards = layout(data_root).shards
+    for split in splits:
+        part = split_parts(shards, split)[0]
+        fs, path = storage.fs_of(part)
+        with fs.open(path, "rb") as fh:
+            names = set(pq.ParquetFile(fh).schema_arrow.names)
+        missing = {"identity", "video_id", "utterance", "frame_index", "image"} - names
+        if missing:
+            raise ValueError(f"{part}: not a face shard of build-voxceleb (no {', '.join(sorted(missing))} column)")
+
+
+def pairs(data_root: str, split: str, module: FabNetTask, *, train: bool, seed: int, buffer_size: int = 256):
+    """The :class:`FacePairs` of ``split`` that ``module`` trains (shuffled) or validates (fixed) on."""
+    from tasks.training.windows import FacePairs
+
+    return FacePairs.from_root(data_root, split, sources=module.hparams.sources, size=module.image_size,
+                               shuffle=train, buffer_size=buffer_size, seed=seed)
+
+
+def paper_batch(settings: FabNetSettings) -> FabNetSettings:
+    """``settings`` with the paper's batch (32 with the curriculum, 8 without) unless ``paper_batches`` is off."""
+    import dataclasses
+
+    if not settings.paper_batches:
+        return settings
+    size = 32 if settings.curriculum else 8
+    return dataclasses.replace(settings, trainer=dataclasses.replace(settings.trainer, batch_size=size))
+
+
+def train(settings: FabNetSettings, log=print, callbacks=()) -> dict:
+    """Train one FAb-Net variant under ``settings.trainer.run_dir``; return the trainer's summary."""
+    from tasks.training.trainer import make_loader
+
+    settings = paper_batch(settings)
+    check_shards(settings.data_root)
+    run = Path(settings.trainer.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    seed(settings.trainer)  # the initial weights follow --seed
+    module = FabNetTask(settings.config, settings.sources, settings.curriculum, settings.learning_rate,
+                        settings.momentum)
+    data_seed = settings.trainer.seed
+    train_set = pairs(settings.data_root, "train", module, train=True, seed=data_seed, buffer_size=settings.buffer_size)
+    val_set = pairs(settings.data_root, "val", module, train=False, seed=data_seed)
+    log(f"fabnet {variant_name(settings.sources, settings.curriculum)}/{settings.config}: {train_set.units} train "
+        f"and {val_set.units} validation face tracks, batch {settings.trainer.batch_size}")
+    (run / "run_settings.json").write_text(json.dumps(
+        {"fabnet": {k: v for k, v in vars(settings).items() if k != "trainer"},
+         "trainer": vars(settings.trainer)}, indent=1, default=str) + "\n")
+    summary = fit(module, make_loader(train_set, settings.trainer, True), make_loader(val_set, settings.trainer, False),
+                  settings.trainer, callbacks)
+    return {**summary, "variant": variant_name(settings.sources, settings.curriculum), "config": settings.config,
+            "curriculum_stage": int(module.curriculum_stage)}
