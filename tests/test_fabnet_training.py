@@ -170,3 +170,29 @@ def test_refusals(face_root, tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.ckpt"):
         T.load_net(tmp_path / "junk.ckpt")
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+
+
+def test_cli_trains_the_three_table_rows_and_refuses_bad_input(face_root, tmp_path):
+    import json
+
+    out = tmp_path / "runs"
+    proc = _cli("train", "fabnet", "--data-root", face_root, "--out", out, "--every-variant", "--max-steps", 1,
+                "--val-every", 1, "--no-paper-batches", "--batch-size", 4, "--num-workers", 0, "--no-progress-bar",
+                "--accelerator", "cpu")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert set(summary) == {"fabnet", "fabnet-curriculum", "fabnet-curriculum-3src"}
+    assert all((out / name / "checkpoints" / "best.ckpt").is_file() for name in summary)
+    proc = _cli("train", "fabnet", "--data-root", tmp_path / "nothing", "--out", out)
+    assert proc.returncode == 2 and "no shards for split 'train'" in proc.stderr and proc.stderr.count("\n") == 1
+    proc = _cli("train", "fabnet", "--data-root", face_root, "--out", out / "fabnet", "--sources", 3)
+    assert proc.returncode == 2 and "last.ckpt" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr

@@ -6,7 +6,7 @@
   label    piano | violin                           flows/cli/label.py
   evaluate pianoyt-labels | violinyt-labels | voxceleb-crops | transcription, and audit violin
                                                     flows/cli/evaluate.py
-  train    onsets-frames | piano-onsets, and describe  flows/cli/train.py
+  train    onsets-frames | piano-onsets | violin-pitch | fabnet, and describe  flows/cli/train.py
   transcribe video                                  flows/cli/transcribe.py
   demo, env                                         here
 

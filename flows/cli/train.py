@@ -1,4 +1,4 @@
-"""``sightsound train onsets-frames|piano-onsets|violin-pitch`` and ``sightsound describe ...`` of the same models."""
+"""``sightsound train onsets-frames|piano-onsets|violin-pitch|fabnet`` and ``sightsound describe ...`` of the same models."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from flows.cli.common import EXIT_OK, prefect_env
 from flows.cli.options import Refused, make, settings_options
 from tasks.training.onsets_frames import TrainSettings
 from tasks.training.piano_onsets import PianoOnsetsSettings
+from tasks.training.fabnet import FabNetSettings
 from tasks.training.violin_pitch import ViolinPitchSettings
 
 EXAMPLES = """Examples:
@@ -24,6 +25,8 @@ EXAMPLES = """Examples:
   sightsound train violin-pitch --data-root D --out runs/violin --config small --max-minutes 30
   sightsound train violin-pitch --data-root D --out runs/v5 --stage student --frames 5 --teacher runs/violin/teacher/checkpoints/best.ckpt
   sightsound describe violin-pitch --kind student --frames 5 --config paper
+  sightsound train fabnet --data-root D --out runs/fabnet --every-variant --config small --max-minutes 30
+  sightsound describe fabnet --config paper --sources 3
 """
 
 
@@ -116,6 +119,35 @@ def violin_pitch(**params) -> int:
     return EXIT_OK
 
 
+@train.command("fabnet", epilog=EXAMPLES)
+@settings_options(FabNetSettings)
+def fabnet(**params) -> int:
+    """FAb-Net on a VoxCeleb build: one variant, or the table's three (flow train-fabnet).
+
+    --max-minutes is each run's budget.
+    """
+    from tasks.training.fabnet import check_shards, variant_settings
+    from tasks.training.trainer import CheckpointError, read_checkpoint
+
+    settings = make(FabNetSettings, params)
+    try:  # refuse what would fail before Prefect starts: no face shards, a last.ckpt of another variant
+        check_shards(settings.data_root)
+        for _, run in variant_settings(settings):
+            last = run.trainer.last_checkpoint
+            if run.trainer.resume and last.is_file():
+                read_checkpoint(last, {"model": "fabnet", "config": run.config, "sources": run.sources,
+                                       "curriculum": run.curriculum})
+    except (ValueError, CheckpointError) as exc:
+        raise Refused(exc) from None
+    prefect_env(settings.trainer.run_dir)
+    from flows.tempserver import guard
+    from flows.train_fabnet import train_fabnet
+
+    guard()  # Prefect's temporary server ends with this process
+    click.echo(json.dumps(train_fabnet(settings=settings, strict_gpu_limit=False), indent=1))
+    return EXIT_OK
+
+
 @click.group(epilog=EXAMPLES)
 def describe():
     """Print a model's layers and parameter count."""
@@ -157,4 +189,17 @@ def describe_violin_pitch(kind, frames, config) -> int:
     from models.violin_pitch import ViolinPitchConfig, describe as text
 
     click.echo(text(ViolinPitchConfig.named(config, kind, 1 if kind == "teacher" else int(frames))))
+    return EXIT_OK
+
+
+@describe.command("fabnet", epilog=EXAMPLES)
+@click.option("--config", default="paper", type=click.Choice(["paper", "small"]), show_default=True,
+              help="the supplementary's sizes (256x256), or the small CPU ones (64x64)")
+@click.option("--sources", default="1", type=click.Choice(["1", "3"]), show_default=True,
+              help="source frames (3: with the confidence decoder)")
+def describe_fabnet(config, sources) -> int:
+    """FAb-Net's layers, output shapes and parameter counts."""
+    from models.fabnet import FabNetConfig, describe as text
+
+    click.echo(text(FabNetConfig.named(config, confidence=sources == "3"), int(sources)))
     return EXIT_OK

@@ -66,6 +66,9 @@ class FabNetSettings:
     buffer_size: int = Field(256, ge=1, description="shuffle buffer, examples per loader worker")
     paper_batches: bool = Field(
         True, description="batch 32 with the curriculum, 8 without (the paper); off: --batch-size")
+    every_variant: bool = Field(
+        False, description="train the table's three rows in folders of --out: fabnet (1 source, no curriculum), "
+                           "fabnet-curriculum, fabnet-curriculum-3src (--sources and --curriculum are then unused)")
 
     @field_validator("sources")
     @classmethod
@@ -203,6 +206,23 @@ def pairs(data_root: str, split: str, module: FabNetTask, *, train: bool, seed: 
                                shuffle=train, buffer_size=buffer_size, seed=seed)
 
 
+def variant_settings(settings: FabNetSettings) -> list[tuple[str, FabNetSettings]]:
+    """``(name, settings)`` of the runs ``settings`` stands for: itself, or with ``every_variant`` the
+    :data:`VARIANTS` each in ``--out/<name>``; the paper's batch applied (:func:`paper_batch`)."""
+    import dataclasses
+
+    if not settings.every_variant:
+        return [(variant_name(settings.sources, settings.curriculum), paper_batch(settings))]
+    root = Path(settings.trainer.run_dir)
+    out = []
+    for sources, curriculum in VARIANTS:
+        name = variant_name(sources, curriculum)
+        one = dataclasses.replace(settings, sources=sources, curriculum=curriculum, every_variant=False,
+                                  trainer=dataclasses.replace(settings.trainer, run_dir=str(root / name)))
+        out.append((name, paper_batch(one)))
+    return out
+
+
 def paper_batch(settings: FabNetSettings) -> FabNetSettings:
     """``settings`` with the paper's batch (32 with the curriculum, 8 without) unless ``paper_batches`` is off."""
     import dataclasses
@@ -217,6 +237,8 @@ def train(settings: FabNetSettings, log=print, callbacks=()) -> dict:
     """Train one FAb-Net variant under ``settings.trainer.run_dir``; return the trainer's summary."""
     from tasks.training.trainer import make_loader
 
+    if settings.every_variant:
+        raise ValueError("every_variant is several runs: train each of variant_settings(settings)")
     settings = paper_batch(settings)
     check_shards(settings.data_root)
     run = Path(settings.trainer.run_dir)
