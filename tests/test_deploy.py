@@ -83,3 +83,17 @@ def test_violin_pitch_deployments_validate_into_their_settings():
     ev = d["evaluate-violin-pitch"]
     settings = load_entrypoint(ev["entrypoint"]).validate_parameters(ev["parameters"])["settings"]
     assert len(settings.checkpoint) == 4
+
+
+def test_fabnet_deployments_validate_into_their_settings():
+    config = yaml.safe_load((ROOT / "deploy" / "prefect.yaml").read_text())
+    d = {d["name"]: d for d in config["deployments"]}
+    gpu = d["train-fabnet"]
+    flow = load_entrypoint(gpu["entrypoint"])
+    params = flow.validate_parameters(gpu["parameters"])
+    assert flow.name == "train-fabnet" and gpu["work_pool"]["name"] == "sightsound-gpu"
+    assert params["settings"].config == "paper" and params["settings"].every_variant
+    assert params["strict_gpu_limit"] is True and params["settings"].trainer.accelerator == "cuda"
+    cpu = d["train-fabnet-sample"]
+    assert cpu["work_pool"]["name"] == "sightsound-cpu"
+    assert load_entrypoint(cpu["entrypoint"]).validate_parameters(cpu["parameters"])["settings"].config == "small"
