@@ -204,3 +204,30 @@ class ViolinPitchEvaluation(EvaluationSettings):
     @classmethod
     def _path(cls, value):
         return _absolute(value)
+
+
+class FacesEvaluation(EvaluationSettings):
+    """Flow ``evaluate-faces``: FAb-Net's probe table and X2Face's L1 and pose table on a face build's test split."""
+
+    data_root: str = Field(description="the data root the face models were trained on (its test split is scored)")
+    samples: str = Field(description="the face sample set the build was made from (its per-frame truth: landmarks, "
+                                     "pose, mouth opening)", json_schema_extra={"input": True})
+    checkpoint: list[str] = Field(description="a checkpoint of train fabnet (repeat: one per variant)",
+                                  json_schema_extra={"input": True})
+    x2face_checkpoint: list[str] = Field(default_factory=list,
+                                         description="a checkpoint of train x2face (repeat: stage I, stage II)",
+                                         json_schema_extra={"input": True})
+    margin: float = Field(0.4, gt=0, description="the build's crop margin (build voxceleb --margin)")
+    seed: int = Field(0, description="seed of the probes, the untrained encoder and the bootstrap")
+    results: str = Field("RESULTS", description="folder the tables go to (fabnet.md, x2face.md and .parquet)")
+    figure: str | None = Field(None, description="also draw the landmark and X2Face figures, PNGs in this folder")
+
+    @field_validator("samples", "results", "figure")
+    @classmethod
+    def _path(cls, value):
+        return _absolute(value)
+
+    @field_validator("x2face_checkpoint")
+    @classmethod
+    def _x2face(cls, value: list[str]) -> list[str]:
+        return [_absolute(v) for v in value]

@@ -97,3 +97,17 @@ def test_fabnet_deployments_validate_into_their_settings():
     cpu = d["train-fabnet-sample"]
     assert cpu["work_pool"]["name"] == "sightsound-cpu"
     assert load_entrypoint(cpu["entrypoint"]).validate_parameters(cpu["parameters"])["settings"].config == "small"
+
+
+def test_x2face_and_face_evaluation_deployments_validate():
+    config = yaml.safe_load((ROOT / "deploy" / "prefect.yaml").read_text())
+    d = {d["name"]: d for d in config["deployments"]}
+    gpu = d["train-x2face"]
+    params = load_entrypoint(gpu["entrypoint"]).validate_parameters(gpu["parameters"])
+    assert params["settings"].config == "paper" and params["settings"].stage == "I"
+    assert gpu["work_pool"]["name"] == "sightsound-gpu" and params["settings"].trainer.accelerator == "cuda"
+    cpu = d["train-x2face-sample"]
+    assert load_entrypoint(cpu["entrypoint"]).validate_parameters(cpu["parameters"])["settings"].config == "small"
+    ev = d["evaluate-faces-sample"]
+    settings = load_entrypoint(ev["entrypoint"]).validate_parameters(ev["parameters"])["settings"]
+    assert len(settings.checkpoint) == 3 and len(settings.x2face_checkpoint) == 1

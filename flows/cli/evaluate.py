@@ -8,7 +8,7 @@ import click
 
 from flows.cli.common import EXIT_OK, prefect_env, print_table, quiet_server
 from flows.cli.options import Refused, make, settings_options
-from flows.settings import PianoOnsetsEvaluation, ViolinPitchEvaluation
+from flows.settings import FacesEvaluation, PianoOnsetsEvaluation, ViolinPitchEvaluation
 
 EXAMPLES = """Examples:
 
@@ -21,6 +21,8 @@ EXAMPLES = """Examples:
       --checkpoint runs/resnet/checkpoints/best.ckpt --reference-midi samples/midi
   sightsound evaluate violin-pitch --data-root D --checkpoint runs/violin/teacher/checkpoints/best.ckpt \\
       --checkpoint runs/violin/student-5/checkpoints/best.ckpt --truth-midi violin-samples/midi --figure figs
+  sightsound evaluate faces --data-root D --samples face-samples --checkpoint runs/fabnet/fabnet/checkpoints/best.ckpt \\
+      --x2face-checkpoint runs/x2face/checkpoints/best.ckpt --figure figs
   sightsound audit violin --samples violin-samples --out audit.md
   sightsound audit violin --samples violin-samples --recordings violin-hard --out audit.md --figure audit.png
 """
@@ -162,6 +164,39 @@ def violin_pitch(**params) -> int:
     print_table(out["rows"])
     click.echo(f"written: {out['markdown']} and {out['parquet']}" + (
         f"; figures: {', '.join(out['figures'])}" if out.get("figures") else ""))
+    return EXIT_OK
+
+
+@evaluate.command("faces", epilog=EXAMPLES)
+@settings_options(FacesEvaluation)
+def faces(**params) -> int:
+    """FAb-Net's linear probes (landmarks, pose, mouth) and X2Face's test L1 and pose on a face build's test split."""
+    from tasks.training.fabnet import check_shards, load_net
+    from tasks.training.trainer import CheckpointError
+    from tasks.training.x2face import load_net as load_x2face
+
+    settings = make(FacesEvaluation, params)
+    try:
+        check_shards(settings.data_root, ("train", "val", "test"))
+        if not (Path(settings.samples) / "truth.json").is_file():
+            raise ValueError(f"{settings.samples}: not a face sample set (no truth.json)")
+        for checkpoint in settings.checkpoint:
+            load_net(checkpoint)  # a checkpoint of another model is refused here, in one line
+        for checkpoint in settings.x2face_checkpoint:
+            load_x2face(checkpoint)
+    except (ValueError, CheckpointError) as exc:
+        raise Refused(exc) from None
+    prefect_env(settings.results)
+    from flows.evaluate_faces import evaluate_faces
+    from flows.tempserver import guard
+
+    guard()  # Prefect's temporary server ends with this process
+    out = evaluate_faces(settings=settings)
+    print_table(out["fabnet_rows"])
+    if out.get("x2face_rows"):
+        print_table(out["x2face_rows"])
+    written = [out["fabnet"]] + ([out["x2face"]] if out.get("x2face") else [])
+    click.echo(f"written: {', '.join(written)}" + (f"; figures: {', '.join(out['figures'])}" if out["figures"] else ""))
     return EXIT_OK
 
 

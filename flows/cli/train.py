@@ -1,4 +1,4 @@
-"""``sightsound train onsets-frames|piano-onsets|violin-pitch|fabnet`` and ``sightsound describe ...`` of the same models."""
+"""``sightsound train onsets-frames|piano-onsets|violin-pitch|fabnet|x2face`` and ``sightsound describe ...`` of the same models."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from tasks.training.onsets_frames import TrainSettings
 from tasks.training.piano_onsets import PianoOnsetsSettings
 from tasks.training.fabnet import FabNetSettings
 from tasks.training.violin_pitch import ViolinPitchSettings
+from tasks.training.x2face import X2FaceSettings
 
 EXAMPLES = """Examples:
 
@@ -27,6 +28,8 @@ EXAMPLES = """Examples:
   sightsound describe violin-pitch --kind student --frames 5 --config paper
   sightsound train fabnet --data-root D --out runs/fabnet --every-variant --config small --max-minutes 30
   sightsound describe fabnet --config paper --sources 3
+  sightsound train x2face --data-root D --out runs/x2face --config small --max-minutes 30
+  sightsound train x2face --data-root D --out runs/x2face-2 --stage II --identity-weights vgg_face.pth --init runs/x2face/checkpoints/best.ckpt
 """
 
 
@@ -145,6 +148,36 @@ def fabnet(**params) -> int:
 
     guard()  # Prefect's temporary server ends with this process
     click.echo(json.dumps(train_fabnet(settings=settings, strict_gpu_limit=False), indent=1))
+    return EXIT_OK
+
+
+@train.command("x2face", epilog=EXAMPLES)
+@settings_options(X2FaceSettings)
+def x2face(**params) -> int:
+    """X2Face on a VoxCeleb build: stage I (L1), or stage II with the identity losses (flow train-x2face)."""
+    from tasks.training.fabnet import check_shards
+    from tasks.training.trainer import CheckpointError, read_checkpoint
+    from tasks.training.x2face import load_identity_weights, load_net
+
+    try:  # refuse what would fail before Prefect starts: no face shards, bad weights, a foreign last.ckpt
+        settings = make(X2FaceSettings, params)
+        check_shards(settings.data_root)
+        if settings.identity_weights:
+            load_identity_weights(settings.identity_weights)
+        if settings.init:
+            load_net(settings.init)
+        last = settings.trainer.last_checkpoint
+        if settings.trainer.resume and last.is_file():
+            read_checkpoint(last, {"model": "x2face", "config": settings.config, "sources": settings.sources,
+                                   "stage": settings.stage})
+    except (ValueError, CheckpointError) as exc:
+        raise Refused(exc) from None
+    prefect_env(settings.trainer.run_dir)
+    from flows.tempserver import guard
+    from flows.train_x2face import train_x2face
+
+    guard()  # Prefect's temporary server ends with this process
+    click.echo(json.dumps(train_x2face(settings=settings, strict_gpu_limit=False), indent=1))
     return EXIT_OK
 
 

@@ -1,0 +1,99 @@
+"""Flow ``evaluate-faces``: FAb-Net's linear probes and X2Face's reconstruction and pose on the test split.
+
+Writes ``<results>/fabnet.md|.parquet`` (landmark error in % of the
+inter-ocular distance, pose MAE, mouth-open accuracy and AUC; rows per
+FAb-Net variant, the untrained encoder and dlib's points) and, with X2Face
+checkpoints, ``<results>/x2face.md|.parquet`` (test L1 with 1 and 3 sources
+beside the identity warp's, pose from the driving vector); see
+:mod:`tasks.evaluation.faces`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from flows.settings import FacesEvaluation
+from tasks.evaluation.faces import evaluate_fabnet, evaluate_x2face, fabnet_figure, x2face_grid
+from tasks.evaluation.results import provenance, write_results
+
+FABNET_NOTES = """Linear probes (BatchNorm + Linear without bias, Adam 1e-3, early stop on the validation loss) on
+the frozen embedding, fitted on the build's train split and scored on its test split (identities neither the
+encoder nor the probe saw). Landmarks: mean error over the 68 points in % of the outer-eye-corner distance;
+pose: mean absolute error in degrees (pitch is constant in the sample set and is not scored); mouth open:
+opening > 0.2, accuracy and ROC AUC. "untrained encoder": the same network as drawn by the seed before
+training; "dlib points": dlib's 68 points of each crop as the probe's input, and "(direct)" as the
+landmark prediction itself. Intervals: 95% bootstrap over test utterances. The truth is the face sample
+generator's own. The sample set's faces are 3 photographs (mirrored from the 4th identity on) moved by
+homographies: a held-out identity is a held-out video, not an unseen face. The paper's numbers (300-W, MAFL,
+AFLW, EmotioNet at 256 x 256 after VoxCeleb training) are beside ours for scale only."""
+
+X2FACE_NOTES = """Stage I only (the identity losses of stage II need a face-identity network's weights, which no
+package here ships: train x2face --stage II --identity-weights PATH). Test L1: mean absolute difference of
+the generated and the driving frame (RGB in [0, 1]); with 3 sources the embedded faces are averaged (thesis
+ch. 3 section 5). "identity warp": the source frame itself scored as the generated frame. Pose: f(v->p) (a
+linear layer with bias, L1) fitted on the train split's driving vectors and the generator's poses, MAE on
+test (pitch constant, not scored). Intervals: 95% bootstrap over test utterances. The thesis's numbers are
+on VoxCeleb at 256 x 256 and AFLW, for scale only."""
+
+
+def _rounded(rows: list[dict], digits: int = 4) -> list[dict]:
+    return [{k: (round(v, digits) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+
+
+@task(name="evaluate-fabnet")
+def fabnet_task(settings: FacesEvaluation) -> dict:
+    return evaluate_fabnet(settings.checkpoint, settings.data_root, settings.samples, margin=settings.margin,
+                           seed=settings.seed, log=get_run_logger().info)
+
+
+@task(name="evaluate-x2face")
+def x2face_task(settings: FacesEvaluation) -> dict:
+    out = evaluate_x2face(settings.x2face_checkpoint, settings.data_root, settings.samples, margin=settings.margin,
+                          seed=settings.seed, log=get_run_logger().info)
+    figures = []
+    if settings.figure:
+        from pathlib import Path
+
+        for i, net in enumerate(out.pop("nets").values()):
+            figures.append(x2face_grid(net, settings.data_root, Path(settings.figure) / f"x2face-grid-{i}.png"))
+    else:
+        out.pop("nets")
+    return {**out, "figures": figures}
+
+
+@flow(name="evaluate-faces")
+def evaluate_faces(settings: FacesEvaluation) -> dict:
+    """Write the FAb-Net (and X2Face) tables; return their rows and paths."""
+    from pathlib import Path
+
+    from tasks.datasets.voxceleb import layout
+    from tasks.training.windows import split_parts
+
+    start = time.monotonic()
+    shards = layout(settings.data_root).shards
+    files = [p for s in ("train", "val", "test") for p in split_parts(shards, s)]
+    out: dict = {"figures": []}
+    fab = fabnet_task(settings)
+    prov = provenance(settings.data_root, files, checkpoints=settings.checkpoint, samples=settings.samples,
+                      seed=settings.seed, input_size=fab["size"], wall_s=round(time.monotonic() - start, 1),
+                      device="cpu")
+    out["fabnet"], _ = write_results(settings.results, "fabnet", "FAb-Net: linear probes on the embedding "
+                                     "(FAb-Net paper tables 1-3)", _rounded(fab["rows"]), prov, FABNET_NOTES)
+    out["fabnet_rows"] = fab["rows"]
+    out["curves"] = {name: {t: len(c) for t, c in curves.items()} for name, curves in fab["curves"].items()}
+    create_table_artifact(key="fabnet", table=fab["rows"], description=f"FAb-Net probes: {out['fabnet']}")
+    if settings.figure:
+        out["figures"].append(fabnet_figure(fab["figure"], Path(settings.figure) / "fabnet-landmarks.png"))
+    if settings.x2face_checkpoint:
+        x2 = x2face_task(settings)
+        prov = {**prov, "checkpoints": settings.x2face_checkpoint, "wall_s": round(time.monotonic() - start, 1)}
+        out["x2face"], _ = write_results(settings.results, "x2face", "X2Face: reconstruction and pose (thesis ch. 3 "
+                                         "tables 1-2)", _rounded(x2["rows"]), prov, X2FACE_NOTES)
+        out["x2face_rows"] = x2["rows"]
+        out["figures"] += x2["figures"]
+        create_table_artifact(key="x2face", table=x2["rows"], description=f"X2Face: {out['x2face']}")
+    get_run_logger().info("evaluate-faces: %s", out.get("fabnet"))
+    return out

@@ -1,0 +1,81 @@
+"""evaluate faces: the FAb-Net probe table and the X2Face table on a face sample build (tiny runs), and refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from tasks.training.trainer import TrainerSettings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A face sample set (3 identities: train, val, test one each), its build, and 2-step FAb-Net and X2Face runs."""
+    pytest.importorskip("dlib")
+    from tasks.datasets.voxceleb import build_utterance, layout, read_metadata
+    from tasks.samples.faces import make_face_samples
+    from tasks.training import fabnet, x2face
+
+    root = tmp_path_factory.mktemp("faces-eval")
+    samples, data = root / "samples", root / "data"
+    make_face_samples(samples, identities=3, utterances=1, seconds=2, seed=3)
+    for u in read_metadata(samples / "txt"):
+        utt = {"identity": u.identity, "video_id": u.video_id, "utterance": u.utterance,
+               "boxes": [list(b) for b in u.boxes], "units": u.units, "key": u.key, "region": u.region}
+        build_utterance(str(samples / "videos" / f"{u.video_id}.mp4"), utt, layout(data).shards, u.split, per_second=5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def trainer(name):
+        return TrainerSettings(run_dir=str(root / name), max_steps=2, val_every=2, batch_size=4, num_workers=0,
+                               progress_bar=False, accelerator="cpu")
+
+    fabnet.train(fabnet.FabNetSettings(data_root=str(data), trainer=trainer("fab"), paper_batches=False),
+                 log=lambda *a: None)
+    x2face.train(x2face.X2FaceSettings(data_root=str(data), trainer=trainer("x2f"), paper_batches=False),
+                 log=lambda *a: None)
+    torch.set_num_threads(threads)
+    return samples, data, root / "fab" / "checkpoints" / "last.ckpt", root / "x2f" / "checkpoints" / "last.ckpt"
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO)
+
+
+def test_evaluate_faces_writes_both_tables_and_figures(trained, tmp_path):
+    samples, data, fab, x2f = trained
+    proc = _cli("evaluate", "faces", "--data-root", data, "--samples", samples, "--checkpoint", fab,
+                "--x2face-checkpoint", x2f, "--results", tmp_path / "RESULTS", "--figure", tmp_path / "figs")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (tmp_path / "RESULTS" / "fabnet.md").read_text()
+    for text in ("fabnet-curriculum", "untrained encoder", "dlib points", "dlib points (direct)", "error_iod_pct",
+                 "mae_roll", "mae_yaw", "mouth open", "300-W 5.73 / MAFL 3.49", "git_commit", "not an unseen face"):
+        assert text in md, text
+    rows = pq.read_table(tmp_path / "RESULTS" / "fabnet.parquet").to_pylist()
+    direct = [r for r in rows if r["features"] == "dlib points (direct)"]
+    assert direct and 0 < direct[0]["value"] < 15  # dlib's own points on the test crops: a few % of the eye distance
+    x2 = pq.read_table(tmp_path / "RESULTS" / "x2face.parquet").to_pylist()
+    l1 = {(r["model"].split(" (")[0], r["sources"]) for r in x2 if r["metric"].startswith("test L1")}
+    assert l1 == {("x2face stage I", 1), ("x2face stage I", 3), ("identity warp", 1), ("identity warp", 3)}
+    assert any(r["metric"].startswith("pose from the driving vector, mae_mean") for r in x2)
+    assert "Stage I only" in (tmp_path / "RESULTS" / "x2face.md").read_text()
+    for png in ("fabnet-landmarks.png", "x2face-grid-0.png"):
+        assert (tmp_path / "figs" / png).stat().st_size > 10_000
+
+
+def test_evaluate_faces_refuses_bad_input_in_one_line(trained, tmp_path):
+    samples, data, fab, x2f = trained
+    proc = _cli("evaluate", "faces", "--data-root", data, "--samples", samples, "--checkpoint", x2f)
+    assert proc.returncode == 2 and "not a FAb-Net checkpoint" in proc.stderr and proc.stderr.count("\n") == 1
+    proc = _cli("evaluate", "faces", "--data-root", data, "--samples", tmp_path, "--checkpoint", fab)
+    assert proc.returncode == 2 and "no truth.json" in proc.stderr and proc.stderr.count("\n") == 1
+    proc = _cli("evaluate", "faces", "--data-root", tmp_path, "--samples", samples, "--checkpoint", fab)
+    assert proc.returncode == 2 and "no shards for split" in proc.stderr and proc.stderr.count("\n") == 1
