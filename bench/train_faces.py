@@ -1,0 +1,101 @@
+"""Training speed of the face networks (FAb-Net, X2Face stage I), in one run on this machine.
+
+    .venv/bin/python bench/train_faces.py [--steps 3] [--paper-steps 1] [--data-root D]
+
+Prints, measured now on this machine:
+- training steps per second of FAb-Net (1 source at batch 8, the paper's
+  batch without the curriculum; 1 and 3 sources at batch 32 with it) and of
+  X2Face stage I (1 source, batch 16) at the ``small`` (64 x 64) and
+  ``paper`` (256 x 256) sizes, on random frames of the right shapes:
+  forward, the L1 loss (through the curriculum's window where it applies),
+  backward and the SGD step; and each step's FLOPs (torch's FlopCounterMode);
+- with ``--data-root`` (a build-voxceleb build), the face-pair loader's
+  examples per second in one process at each size and source count, to
+  compare with what a step needs (``batch`` examples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# (name, sources, batch, curriculum)
+NETWORKS = (("fabnet", 1, 8, False), ("fabnet-curriculum", 1, 32, True), ("fabnet-curriculum-3src", 3, 32, True),
+            ("x2face", 1, 16, False))
+
+
+def step_rate(name: str, sources: int, batch: int, curriculum: bool, config: str, steps: int) -> tuple[float, float]:
+    """(steps per second, FLOPs of one training step)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from models.fabnet import CURRICULUM_WINDOWS, FabNet, FabNetConfig, curriculum_loss, l1_loss
+    from models.x2face import X2Face, X2FaceConfig
+
+    if name.startswith("fabnet"):
+        net = FabNet(FabNetConfig.named(config, confidence=sources > 1))
+    else:
+        net = X2Face(X2FaceConfig.named(config))
+    s = net.config.image_size
+    src, tgt = torch.rand(batch, sources, 3, s, s), torch.rand(batch, 3, s, s)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+
+    def step():
+        opt.zero_grad()
+        per = l1_loss(net(src, tgt).generated, tgt)
+        loss = curriculum_loss(per, *CURRICULUM_WINDOWS[0]) if curriculum else per.mean()
+        loss.backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps / (time.perf_counter() - start), float(counter.get_total_flops())
+
+
+def loader_rate(data_root: str, sources: int, size: int, examples: int = 400) -> float:
+    """Examples per second of the shuffled ``train`` face pairs in this process."""
+    from tasks.training.windows import FacePairs
+
+    start, n = time.perf_counter(), 0
+    for _ in FacePairs.from_root(data_root, "train", sources=sources, size=size, shuffle=True, buffer_size=64):
+        n += 1
+        if n >= examples:
+            break
+    return n / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps at the small size")
+    parser.add_argument("--paper-steps", type=int, default=1, help="timed steps at the paper size")
+    parser.add_argument("--data-root", help="a build-voxceleb build: also time the face-pair loader")
+    args = parser.parse_args()
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| network | config | batch | steps/s | s/step | GFLOP/step | examples/s (net) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for config, steps in (("small", args.steps), ("paper", args.paper_steps)):
+        for name, sources, batch, curriculum in NETWORKS:
+            rate, flops = step_rate(name, sources, batch, curriculum, config, steps)
+            print(f"| {name} | {config} | {batch} | {rate:.3f} | {1 / rate:.2f} | {flops / 1e9:.1f} | "
+                  f"{rate * batch:.1f} |", flush=True)
+    if args.data_root:
+        print("\n| loader | size | sources | examples/s, one process |")
+        print("| --- | --- | --- | --- |")
+        for size in (64, 256):
+            for sources in (1, 3):
+                print(f"| face pairs | {size} | {sources} | {loader_rate(args.data_root, sources, size):.1f} |",
+                      flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
