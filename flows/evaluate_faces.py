@@ -52,7 +52,7 @@ def fabnet_task(settings: FacesEvaluation) -> dict:
 @task(name="evaluate-x2face")
 def x2face_task(settings: FacesEvaluation) -> dict:
     out = evaluate_x2face(settings.x2face_checkpoint, settings.data_root, settings.samples, margin=settings.margin,
-                          seed=settings.seed, log=get_run_logger().info)
+                          seed=settings.seed, pose_maps_dir=settings.results, log=get_run_logger().info)
     figures = []
     if settings.figure:
         from pathlib import Path
@@ -94,6 +94,7 @@ def evaluate_faces(settings: FacesEvaluation) -> dict:
                                          "tables 1-2)", _rounded(x2["rows"]), prov, X2FACE_NOTES)
         out["x2face_rows"] = x2["rows"]
         out["figures"] += x2["figures"]
+        out["pose_maps"] = x2["pose_maps"]
         create_table_artifact(key="x2face", table=x2["rows"], description=f"X2Face: {out['x2face']}")
     get_run_logger().info("evaluate-faces: %s", out.get("fabnet"))
     return out

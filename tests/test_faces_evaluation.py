@@ -69,6 +69,35 @@ def test_evaluate_faces_writes_both_tables_and_figures(trained, tmp_path):
     assert "Stage I only" in (tmp_path / "RESULTS" / "x2face.md").read_text()
     for png in ("fabnet-landmarks.png", "x2face-grid-0.png"):
         assert (tmp_path / "figs" / png).stat().st_size > 10_000
+    # drive x2face: by another frame, and by a pose through the maps the evaluation fitted
+    import json
+
+    import cv2
+    import numpy as np
+
+    from tasks.evaluation.face_probes import split_frames
+
+    frames = split_frames(data, "test", 256)
+    for i, name in ((0, "src.png"), (len(frames["track"]) - 1, "drv.png")):
+        cv2.imwrite(str(tmp_path / name), np.transpose(frames["images"][i], (1, 2, 0))[..., ::-1])
+    maps = tmp_path / "RESULTS" / "x2face-pose-maps-0.pt"
+    proc = _cli("drive", "x2face", "--source", tmp_path / "src.png", "--driving", tmp_path / "drv.png",
+                "--checkpoint", x2f, "--out", tmp_path / "driven.png")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = cv2.imread(str(tmp_path / "driven.png"))
+    assert out.shape[0] == 64 + 4 and out.shape[1] == 4 * 64 + 5 * 2  # four 64 x 64 panels, 2-pixel padding
+    proc = _cli("drive", "x2face", "--source", tmp_path / "src.png", "--pose", "5,0,-3", "--pose-maps", maps,
+                "--checkpoint", x2f, "--out", tmp_path / "posed.png")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert result["pose"] == [5.0, 0.0, -3.0] and len(result["reached_pose"]) == 3
+    for args, message in ((("--pose", "5,0,-3"), "--pose needs --pose-maps"),
+                          (("--pose", "5,0", "--pose-maps", maps), "three numbers"),
+                          (("--driving", tmp_path / "nothing.png"), "not an image file"),
+                          (("--pose", "1,2,3", "--pose-maps", fab), "not a pose-maps file")):
+        proc = _cli("drive", "x2face", "--source", tmp_path / "src.png", *args, "--checkpoint", x2f,
+                    "--out", tmp_path / "x.png")
+        assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, (args, proc.stderr)
 
 
 def test_evaluate_faces_refuses_bad_input_in_one_line(trained, tmp_path):

@@ -4,10 +4,12 @@
   samples  piano | violin | faces | piano-audio     flows/cli/samples.py
   build    pianoyt | violinyt | voxceleb            flows/cli/build.py
   label    piano | violin                           flows/cli/label.py
-  evaluate pianoyt-labels | violinyt-labels | voxceleb-crops | transcription, and audit violin
+  evaluate pianoyt-labels | voxceleb-crops | transcription | piano-onsets | violin-pitch | faces, and audit
                                                     flows/cli/evaluate.py
-  train    onsets-frames | piano-onsets | violin-pitch | fabnet, and describe  flows/cli/train.py
-  transcribe video                                  flows/cli/transcribe.py
+  train    onsets-frames | piano-onsets | violin-pitch | fabnet | x2face, and describe
+                                                    flows/cli/train.py
+  transcribe video | violin                         flows/cli/transcribe.py
+  drive    x2face                                   flows/cli/drive.py
   demo, env                                         here
 
 ``build-pianoyt``, ``build-violinyt`` and ``build-voxceleb`` (the spellings
@@ -25,6 +27,7 @@ from pathlib import Path
 import click
 
 from flows.cli.build import build
+from flows.cli.drive import drive
 from flows.cli.common import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_SOME_FAILED, echo_err, run_build
 from flows.cli.evaluate import audit, evaluate
 from flows.cli.label import label
@@ -87,7 +90,7 @@ def env() -> int:
     return EXIT_OK
 
 
-for group in (samples, build, label, evaluate, audit, train, describe, transcribe):
+for group in (samples, build, label, evaluate, audit, train, describe, transcribe, drive):
     cli.add_command(group)
 for name, command in build.commands.items():  # the previous release's spellings
     alias = copy.copy(command)

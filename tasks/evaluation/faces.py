@@ -176,15 +176,19 @@ def _track_mean_interval(values: np.ndarray, groups: np.ndarray, n_boot: int, se
 
 
 def evaluate_x2face(checkpoints: list[str], data_root: str, samples_dir: str | None = None, *, margin: float = 0.4,
-                    seed: int = 0, n_boot: int = 1000, log=print) -> dict:
-    """Test L1 (1 and 3 sources) and identity-warp rows, and the f(v->p) pose rows; ``{"rows", "nets"}``."""
+                    seed: int = 0, n_boot: int = 1000, pose_maps_dir=None, log=print) -> dict:
+    """Test L1 (1 and 3 sources) and identity-warp rows, and the f(v->p) pose rows; ``{"rows", "nets", "pose_maps"}``.
+
+    With ``pose_maps_dir``, each checkpoint's fitted ``f(v->p)``/``f(p->v)``
+    are written there (``x2face-pose-maps-<i>.pt``) for ``drive x2face --pose``.
+    """
     from tasks.training.trainer import read_checkpoint
-    from tasks.training.x2face import evaluate_l1, fit_pose_maps, load_net
+    from tasks.training.x2face import evaluate_l1, fit_pose_maps, load_net, save_pose_maps
 
     if not checkpoints:
         raise ValueError("no X2Face checkpoint given (--x2face-checkpoint CKPT)")
-    rows, nets = [], {}
-    for ckpt in checkpoints:
+    rows, nets, saved = [], {}, []
+    for i, ckpt in enumerate(checkpoints):
         hp = read_checkpoint(ckpt)["hyper_parameters"]
         net = load_net(ckpt)
         stage, trained_k = str(hp.get("stage", "I")), int(hp.get("sources", 1))
@@ -213,6 +217,8 @@ def evaluate_x2face(checkpoints: list[str], data_root: str, samples_dir: str | N
             vectors = {s: _driving_vectors(net, data[s]["frames"]["images"]) for s in SPLITS}
             poses = {s: data[s]["truth"]["pose"] for s in SPLITS}
             maps = fit_pose_maps(vectors["train"], poses["train"], seed=seed)
+            if pose_maps_dir is not None:
+                saved.append(save_pose_maps(maps, Path(pose_maps_dir) / f"x2face-pose-maps-{i}.pt", ckpt))
             with torch.no_grad():
                 pred = maps.f_vp(torch.as_tensor(vectors["test"], dtype=torch.float32)).numpy()
             scores = FP.pose_scores(pred, poses["test"], data["test"]["frames"]["track"], n_boot=n_boot, seed=seed)
@@ -221,7 +227,7 @@ def evaluate_x2face(checkpoints: list[str], data_root: str, samples_dir: str | N
                              "value": s.value, "low": s.low, "high": s.high, "n_test": scores.n,
                              "n_groups": scores.n_groups,
                              "paper": PAPER_X2FACE["pose"] if metric == "mae_mean" else ""})
-    return {"rows": rows, "nets": nets}
+    return {"rows": rows, "nets": nets, "pose_maps": saved}
 
 
 def _driving_vectors(net, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -787,3 +787,86 @@ def drive_with_audio(v_source, a_driving, a_source, audio_map: AudioMap, f_vp: P
         p_audio = f_vp(torch.from_numpy(va))
         correction = f_pv(p_audio - f_vp(vt)).numpy()
     return (v + va - vs - correction).astype(np.float32)
+
+
+# ---------------------------------------------------------------- driving one image (sightsound drive x2face)
+
+
+def save_pose_maps(maps: PoseMaps, path: str | Path, checkpoint: str | Path, angles=("roll", "pitch", "yaw")) -> str:
+    """Write ``f_vp`` and ``f_pv`` (state dicts, plain values: loads with ``weights_only=True``) for ``drive x2face --pose``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": "x2face-pose-maps", "checkpoint": str(checkpoint), "angles": list(angles),
+                "f_vp": maps.f_vp.state_dict(), "f_pv": maps.f_pv.state_dict()}, path)
+    return str(path)
+
+
+def load_pose_maps(path: str | Path) -> PoseMaps:
+    """The maps :func:`save_pose_maps` wrote; CheckpointError (one line, the file named) for anything else."""
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a pose-maps file ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+    if not isinstance(data, dict) or data.get("model") != "x2face-pose-maps":
+        raise CheckpointError(f"{path}: not a pose-maps file of evaluate faces (x2face-pose-maps.pt)")
+    f_vp, f_pv = PoseFromVector(), VectorFromPose()
+    try:
+        f_vp.load_state_dict(data["f_vp"])
+        f_pv.load_state_dict(data["f_pv"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: its maps do not fit f(v->p) / f(p->v) ({str(exc).splitlines()[0][:120]})") \
+            from None
+    return PoseMaps(f_vp.eval(), f_pv.eval())
+
+
+def read_face_image(path: str | Path, size: int) -> torch.Tensor:
+    """An RGB face crop (any size; square crops like the build's) as ``[1, 3, size, size]`` in [0, 1]; ValueError otherwise."""
+    import cv2
+    import torchvision.transforms.v2.functional as TF
+
+    path = Path(path)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
+    if image is None:
+        raise ValueError(f"{path}: not an image file OpenCV can read")
+    rgb = torch.from_numpy(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)
+    rgb = TF.resize(rgb, [size, size], antialias=True)
+    return TF.to_dtype(rgb, torch.float32, scale=True).unsqueeze(0)
+
+
+def drive_image(checkpoint: str | Path, source: str | Path, out_png: str | Path, *, driving: str | Path | None = None,
+                pose: Sequence[float] | None = None, pose_maps: str | Path | None = None,
+                form: str = "eq1") -> dict:
+    """Generate the source face driven by a driving image, or by a pose (roll, pitch, yaw degrees, through
+    ``pose_maps``); write ``[source | embedded face | driving | generated]`` as one PNG; return what was done."""
+    from torchvision.utils import save_image
+
+    if (driving is None) == (pose is None):
+        raise ValueError("give exactly one of a driving image or a pose")
+    net = load_net(checkpoint)
+    s = net.config.image_size
+    src = read_face_image(source, s)
+    with torch.no_grad():
+        embedded, _ = net.embed(src)
+        panels = [src[0], embedded[0]]
+        out = {"checkpoint": str(checkpoint), "source": str(source), "out": str(out_png)}
+        if driving is not None:
+            drv = read_face_image(driving, s)
+            v = net.driving_vector(drv)
+            panels.append(drv[0])
+            out["driving"] = str(driving)
+        else:
+            if pose_maps is None:
+                raise ValueError("driving by pose needs --pose-maps (x2face-pose-maps.pt, written by evaluate faces)")
+            maps = load_pose_maps(pose_maps)
+            v_src = net.driving_vector(src)
+            v = drive_to_pose(v_src.numpy(), np.asarray([list(pose)], np.float32), maps.f_vp, maps.f_pv, form=form)
+            panels.append(torch.full_like(src[0], 0.5))  # no driving frame: a grey panel
+            out.update(pose=list(map(float, pose)), source_pose=maps.f_vp(v_src)[0].tolist(),
+                       reached_pose=maps.f_vp(v)[0].tolist())
+        generated = net.generate(embedded, v)
+        panels.append(generated[0])
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    save_image(torch.stack(panels).clamp(0, 1), str(out_png), nrow=len(panels), padding=2)
+    return out
