@@ -32,8 +32,15 @@ def prefect_env(data_root: str | Path, live: bool = False) -> None:
 
 
 def quiet_server() -> None:
-    """The temporary local server otherwise tries to send telemetry at start."""
+    """The temporary local server otherwise tries to send telemetry at start; and give it time to start.
+
+    Prefect waits 20 s for its temporary server by default; on a busy 2-core
+    machine (a build beside two trainings) it took longer, and the command
+    died with "Timed out while attempting to connect to ephemeral Prefect API
+    server" before any work.  120 s; a user's own value is kept.
+    """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def runner_option(command):
