@@ -16,7 +16,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from flows.settings import FacesEvaluation
-from tasks.evaluation.faces import evaluate_fabnet, evaluate_x2face, fabnet_figure, x2face_grid
+from tasks.evaluation.faces import (audio_strip, evaluate_fabnet, evaluate_x2face, fabnet_figure, pose_sweep,
+                                    x2face_grid)
 from tasks.evaluation.results import provenance, write_results
 
 FABNET_NOTES = """Linear probes (BatchNorm + Linear without bias, Adam 1e-3, early stop on the validation loss) on
@@ -35,7 +36,9 @@ package here ships: train x2face --stage II --identity-weights PATH). Test L1: m
 the generated and the driving frame (RGB in [0, 1]); with 3 sources the embedded faces are averaged (thesis
 ch. 3 section 5). "identity warp": the source frame itself scored as the generated frame. Pose: f(v->p) (a
 linear layer with bias, L1) fitted on the train split's driving vectors and the generator's poses, MAE on
-test (pitch constant, not scored). Intervals: 95% bootstrap over test utterances. The thesis's numbers are
+test (pitch constant, not scored). Audio: log-mel energies (5 windows of 40 ms, 40 bands: 0.2 s centred on the
+frame; the thesis's 256-d lip-reading features are not available) to the driving vector by ridge least squares
+(fitted on train, the ridge chosen on val); R^2 of the test driving vectors against the train mean. Intervals: 95% bootstrap over test utterances. The thesis's numbers are
 on VoxCeleb at 256 x 256 and AFLW, for scale only."""
 
 
@@ -57,10 +60,14 @@ def x2face_task(settings: FacesEvaluation) -> dict:
     if settings.figure:
         from pathlib import Path
 
-        for i, net in enumerate(out.pop("nets").values()):
+        for i, net in enumerate(out["nets"].values()):
             figures.append(x2face_grid(net, settings.data_root, Path(settings.figure) / f"x2face-grid-{i}.png"))
-    else:
-        out.pop("nets")
+        for i, extra in enumerate(out["extras"]):
+            figures.append(pose_sweep(extra, Path(settings.figure) / f"x2face-pose-sweep-{i}.png"))
+            if "audio_map" in extra:
+                figures.append(audio_strip(extra, Path(settings.figure) / f"x2face-audio-{i}.png"))
+    out.pop("nets")
+    out.pop("extras")
     return {**out, "figures": figures}
 
 

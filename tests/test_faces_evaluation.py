@@ -67,7 +67,8 @@ def test_evaluate_faces_writes_both_tables_and_figures(trained, tmp_path):
     assert l1 == {("x2face stage I", 1), ("x2face stage I", 3), ("identity warp", 1), ("identity warp", 3)}
     assert any(r["metric"].startswith("pose from the driving vector, mae_mean") for r in x2)
     assert "Stage I only" in (tmp_path / "RESULTS" / "x2face.md").read_text()
-    for png in ("fabnet-landmarks.png", "x2face-grid-0.png"):
+    assert any(r["metric"].startswith("audio -> driving vector") for r in x2)
+    for png in ("fabnet-landmarks.png", "x2face-grid-0.png", "x2face-pose-sweep-0.png", "x2face-audio-0.png"):
         assert (tmp_path / "figs" / png).stat().st_size > 10_000
     # drive x2face: by another frame, and by a pose through the maps the evaluation fitted
     import json

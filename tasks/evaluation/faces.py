@@ -187,7 +187,7 @@ def evaluate_x2face(checkpoints: list[str], data_root: str, samples_dir: str | N
 
     if not checkpoints:
         raise ValueError("no X2Face checkpoint given (--x2face-checkpoint CKPT)")
-    rows, nets, saved = [], {}, []
+    rows, nets, saved, extras = [], {}, [], []
     for i, ckpt in enumerate(checkpoints):
         hp = read_checkpoint(ckpt)["hyper_parameters"]
         net = load_net(ckpt)
@@ -222,12 +222,138 @@ def evaluate_x2face(checkpoints: list[str], data_root: str, samples_dir: str | N
             with torch.no_grad():
                 pred = maps.f_vp(torch.as_tensor(vectors["test"], dtype=torch.float32)).numpy()
             scores = FP.pose_scores(pred, poses["test"], data["test"]["frames"]["track"], n_boot=n_boot, seed=seed)
+            extras.append({"name": name, "net": net, "maps": maps, "data": data, "vectors": vectors})
             for metric, s in scores.metrics.items():
                 rows.append({"model": name, "sources": 1, "metric": f"pose from the driving vector, {metric} (deg)",
                              "value": s.value, "low": s.low, "high": s.high, "n_test": scores.n,
                              "n_groups": scores.n_groups,
                              "paper": PAPER_X2FACE["pose"] if metric == "mae_mean" else ""})
-    return {"rows": rows, "nets": nets, "pose_maps": saved}
+        if samples_dir and extras and extras[-1]["net"] is net:
+            audio = _audio_rows(extras[-1], samples_dir, n_boot, seed)
+            rows += audio.pop("rows")
+            extras[-1].update(audio)
+    return {"rows": rows, "nets": nets, "pose_maps": saved, "extras": extras}
+
+
+def frame_audio_features(samples_dir: str, frames: dict, work_dir) -> np.ndarray:
+    """Log-mel features (5 windows of 40 ms, 40 bands: 0.2 s centred on the frame) of each frame's audio,
+    read from the sample set's videos (``<samples>/videos/<video_id>.mp4``)."""
+    from tasks.media import decode as media
+    from tasks.training.x2face import audio_features
+
+    out = None
+    for vid in dict.fromkeys(frames["video_id"].tolist()):
+        video = Path(samples_dir) / "videos" / f"{vid}.mp4"
+        x, sr = media.read_wav(media.extract_audio(video, Path(work_dir) / f"{vid}.wav", 16000))
+        fps = media.probe(str(video)).fps
+        rows = frames["video_id"] == vid
+        f = audio_features(x, sr, frames["frame_index"][rows] / fps, windows=5)
+        out = np.zeros((len(frames["video_id"]), f.shape[1]), np.float32) if out is None else out
+        out[rows] = f
+    return out
+
+
+def _audio_rows(extra: dict, samples_dir: str, n_boot: int, seed: int) -> dict:
+    """Audio -> driving vector (ridge least squares, fitted on train, ridge chosen on val): test R^2 rows."""
+    import tempfile
+
+    from tasks.training.x2face import fit_audio_map
+
+    data, vectors = extra["data"], extra["vectors"]
+    with tempfile.TemporaryDirectory(prefix="sightsound-audio-") as tmp:
+        feats = {s: frame_audio_features(samples_dir, data[s]["frames"], tmp) for s in SPLITS}
+    amap = fit_audio_map(feats["train"], vectors["train"], feats["val"], vectors["val"])
+    pred, true = amap(feats["test"]), vectors["test"]
+    tracks = data["test"]["frames"]["track"]
+    mean_train = vectors["train"].mean(axis=0)
+    err = ((pred - true) ** 2).sum(axis=1)  # per frame, squared error of the audio's vector
+    base = ((mean_train - true) ** 2).sum(axis=1)  # ... of the train mean (R^2 = 1 - err / base)
+    r2 = 1 - err.sum() / base.sum()
+    rng = np.random.default_rng(seed)
+    groups = np.unique(tracks)
+    boots = []
+    for _ in range(n_boot if len(groups) > 1 else 0):
+        pick = np.concatenate([np.flatnonzero(tracks == g) for g in rng.choice(groups, len(groups))])
+        boots.append(1 - err[pick].sum() / base[pick].sum())
+    low, high = (np.percentile(boots, [2.5, 97.5]) if boots else (r2, r2))
+    row = {"model": extra["name"], "sources": 1, "metric": "audio -> driving vector, test R^2 (vs the train mean)",
+           "value": float(r2), "low": float(low), "high": float(high), "n_test": len(true), "n_groups": len(groups),
+           "paper": "qualitative only (thesis Fig. 7)"}
+    return {"rows": [row], "audio_map": amap, "audio_features": feats}
+
+
+def pose_sweep(extra: dict, out_png, angles=(-10.0, -5.0, 0.0, 5.0, 10.0), form: str = "eq1") -> str:
+    """One test source driven through roll (top) and yaw (bottom) by ``angles`` degrees around its own pose."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tasks.training.x2face import drive_to_pose
+
+    net, maps, test = extra["net"], extra["maps"], extra["data"]["test"]["frames"]
+    src = torch.as_tensor(test["images"][:1]).float() / 255.0
+    with torch.no_grad():
+        embedded, _ = net.embed(src)
+        v = net.driving_vector(src)
+        p0 = maps.f_vp(v)[0].numpy()
+    fig, axes = plt.subplots(2, len(angles) + 1, figsize=(1.6 * (len(angles) + 1), 3.4))
+    for r, (label, axis) in enumerate((("roll", 0), ("yaw", 2))):
+        axes[r, 0].imshow(src[0].permute(1, 2, 0).numpy())
+        axes[r, 0].set_title("source", fontsize=6)
+        for c, a in enumerate(angles):
+            p = p0.copy()
+            p[axis] += a
+            vd = drive_to_pose(v.numpy(), p[None], maps.f_vp, maps.f_pv, form=form)
+            with torch.no_grad():
+                g = net.generate(embedded, torch.as_tensor(vd))[0]
+            axes[r, c + 1].imshow(g.permute(1, 2, 0).clamp(0, 1).numpy())
+            axes[r, c + 1].set_title(f"{label} {a:+.0f}", fontsize=6)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return str(out_png)
+
+
+def audio_strip(extra: dict, out_png, n: int = 8) -> str:
+    """Top: ``n`` frames of a test utterance; bottom: a test source driven by those frames' audio (thesis §4.2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tasks.training.x2face import drive_with_audio
+
+    net, maps, amap = extra["net"], extra["maps"], extra["audio_map"]
+    test, feats = extra["data"]["test"]["frames"], extra["audio_features"]["test"]
+    track = test["track"][0]
+    rows = np.flatnonzero(test["track"] == track)[:n]
+    src_i = int(np.flatnonzero(test["track"] != track)[0]) if (test["track"] != track).any() else int(rows[0])
+    src = torch.as_tensor(test["images"][src_i:src_i + 1]).float() / 255.0
+    with torch.no_grad():
+        embedded, _ = net.embed(src)
+        v = net.driving_vector(src).numpy()
+    vd = drive_with_audio(np.repeat(v, len(rows), 0), feats[rows], np.repeat(feats[src_i:src_i + 1], len(rows), 0),
+                          amap, maps.f_vp, maps.f_pv)
+    with torch.no_grad():
+        gen = net.generate(embedded.repeat(len(rows), 1, 1, 1), torch.as_tensor(vd))
+    fig, axes = plt.subplots(2, len(rows), figsize=(1.5 * len(rows), 3.2))
+    for c, i in enumerate(rows):
+        axes[0, c].imshow(np.transpose(test["images"][i], (1, 2, 0)))
+        axes[0, c].set_title(f"frame {test['frame_index'][i]}", fontsize=6)
+        axes[1, c].imshow(gen[c].permute(1, 2, 0).clamp(0, 1).numpy())
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(f"audio of {track} (top: its frames) driving a test source (bottom; another track where there is one)",
+                 fontsize=7)
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return str(out_png)
 
 
 def _driving_vectors(net, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
