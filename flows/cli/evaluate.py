@@ -171,7 +171,8 @@ def violin_pitch(**params) -> int:
 @settings_options(FacesEvaluation)
 def faces(**params) -> int:
     """FAb-Net's linear probes (landmarks, pose, mouth) and X2Face's test L1 and pose on a face build's test split."""
-    from tasks.training.fabnet import check_shards, load_net
+    from tasks.training.fabnet import load_net
+    from tasks.training.faces import check_shards
     from tasks.training.trainer import CheckpointError
     from tasks.training.x2face import load_net as load_x2face
 

@@ -129,7 +129,8 @@ def fabnet(**params) -> int:
 
     --max-minutes is each run's budget.
     """
-    from tasks.training.fabnet import check_shards, variant_settings
+    from tasks.training.fabnet import variant_settings
+    from tasks.training.faces import check_shards
     from tasks.training.trainer import CheckpointError, read_checkpoint
 
     settings = make(FabNetSettings, params)
@@ -155,7 +156,7 @@ def fabnet(**params) -> int:
 @settings_options(X2FaceSettings)
 def x2face(**params) -> int:
     """X2Face on a VoxCeleb build: stage I (L1), or stage II with the identity losses (flow train-x2face)."""
-    from tasks.training.fabnet import check_shards
+    from tasks.training.faces import check_shards
     from tasks.training.trainer import CheckpointError, read_checkpoint
     from tasks.training.x2face import load_identity_weights, load_net
 

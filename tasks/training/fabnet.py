@@ -42,12 +42,12 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import lightning.pytorch as L
 import torch
 from pydantic import Field, field_validator
 from pydantic.dataclasses import dataclass
 
 from models.fabnet import CURRICULUM_WINDOWS, FabNet, FabNetConfig, curriculum_loss, l1_loss
+from tasks.training.faces import FaceReconstructionTask, check_shards, load_net_state, pairs
 from tasks.training.trainer import CheckpointError, TrainerSettings, fit, read_checkpoint, seed
 
 
@@ -86,12 +86,9 @@ def variant_name(sources: int, curriculum: bool) -> str:
 VARIANTS = ((1, False), (1, True), (3, True))  # (sources, curriculum): the results table's trained rows
 
 
-class FabNetTask(L.LightningModule):
+class FabNetTask(FaceReconstructionTask):
     """FAb-Net on the shared trainer: L1 of the generated target, optionally through the curriculum."""
 
-    monitor = ("val_l1", "min")
-    plateau = ("val_l1", "min")
-    clip_norm = None  # the paper clips nothing
     resume_keys = ("model", "config", "sources", "curriculum")
 
     def __init__(self, config: str = "small", sources: int = 1, curriculum: bool = True,
@@ -100,13 +97,7 @@ class FabNetTask(L.LightningModule):
         self.save_hyperparameters()  # plain values only: checkpoints load with weights_only=True
         self.net = FabNet(FabNetConfig.named(config, confidence=sources > 1))
         self.curriculum_stage = 0  # index into CURRICULUM_WINDOWS
-        from torchmetrics import MeanMetric
-
-        self.val_l1_metric, self.val_identity_metric = MeanMetric(), MeanMetric()
-
-    @property
-    def image_size(self) -> int:
-        return self.net.config.image_size
+        self._validation_metrics()
 
     @property
     def window(self) -> tuple[int, int]:
@@ -127,17 +118,6 @@ class FabNetTask(L.LightningModule):
             self.log("curriculum_low", float(self.window[0]), batch_size=n)
         return loss
 
-    def validation_step(self, batch, batch_idx):
-        target, sources = batch["target"], batch["sources"]
-        self.val_l1_metric.update(l1_loss(self(sources, target).generated, target))
-        self.val_identity_metric.update(l1_loss(sources[:, 0], target))
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_dict({"val_l1": self.val_l1_metric.compute(), "val_identity_l1": self.val_identity_metric.compute()},
-                      prog_bar=True)
-        self.val_l1_metric.reset()
-        self.val_identity_metric.reset()
-
     def on_plateau(self) -> bool:
         """The shared trainer's plateau hook: shift the curriculum's window while a shift is left (then True)."""
         if not self.hparams.curriculum or self.curriculum_stage >= len(CURRICULUM_WINDOWS) - 1:
@@ -151,14 +131,6 @@ class FabNetTask(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.curriculum_stage = int(checkpoint.get("curriculum_stage", 0))
 
-    def on_train_epoch_start(self) -> None:
-        loader = self.trainer.train_dataloader
-        if hasattr(getattr(loader, "dataset", None), "set_epoch"):
-            loader.dataset.set_epoch(self.current_epoch)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.learning_rate, momentum=self.hparams.momentum)
-
 
 def load_net(checkpoint: str | Path, config: str | None = None) -> FabNet:
     """The FabNet of a :class:`FabNetTask` checkpoint, in eval mode; CheckpointError (one line) otherwise."""
@@ -169,41 +141,7 @@ def load_net(checkpoint: str | Path, config: str | None = None) -> FabNet:
                               f"{sorted(hp)[:6]})")
     if config is not None and hp.get("config") != config:
         raise CheckpointError(f"{checkpoint}: a FAb-Net {hp.get('config')!r} checkpoint, not {config!r}")
-    net = FabNet(FabNetConfig.named(hp["config"], confidence=int(hp["sources"]) > 1))
-    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{checkpoint}: its weights do not fit the network it names "
-                              f"({str(exc).splitlines()[0][:160]})") from None
-    return net.eval()
-
-
-def check_shards(data_root: str, splits=("train", "val")) -> None:
-    """ValueError (one line, the folder or file named) unless ``data_root`` holds face shards for ``splits``."""
-    import pyarrow.parquet as pq
-
-    from tasks.datasets.voxceleb import layout
-    from tasks.store import storage
-    from tasks.training.windows import split_parts
-
-    shards = layout(data_root).shards
-    for split in splits:
-        part = split_parts(shards, split)[0]
-        fs, path = storage.fs_of(part)
-        with fs.open(path, "rb") as fh:
-            names = set(pq.ParquetFile(fh).schema_arrow.names)
-        missing = {"identity", "video_id", "utterance", "frame_index", "image"} - names
-        if missing:
-            raise ValueError(f"{part}: not a face shard of build-voxceleb (no {', '.join(sorted(missing))} column)")
-
-
-def pairs(data_root: str, split: str, module: FabNetTask, *, train: bool, seed: int, buffer_size: int = 256):
-    """The :class:`FacePairs` of ``split`` that ``module`` trains (shuffled) or validates (fixed) on."""
-    from tasks.training.windows import FacePairs
-
-    return FacePairs.from_root(data_root, split, sources=module.hparams.sources, size=module.image_size,
-                               shuffle=train, buffer_size=buffer_size, seed=seed)
+    return load_net_state(FabNet(FabNetConfig.named(hp["config"], confidence=int(hp["sources"]) > 1)), ckpt, checkpoint)
 
 
 def variant_settings(settings: FabNetSettings) -> list[tuple[str, FabNetSettings]]:

@@ -97,7 +97,6 @@ from dataclasses import field
 from pathlib import Path
 from typing import Literal
 
-import lightning.pytorch as L
 import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -107,7 +106,7 @@ from models.face_identity import CAFFE_NAMES, CONV_INDEX, CONV_LAYERS, FaceIdent
 from models.fabnet import l1_loss
 from models.x2face import PoseFromVector, VectorFromPose, X2Face, X2FaceConfig, drive_with_pose
 from tasks.training.trainer import CheckpointError, TrainerSettings, fit, read_checkpoint, seed
-from tasks.training.fabnet import check_shards  # the same face shards: one check
+from tasks.training.faces import FaceReconstructionTask, check_shards, load_net_state, pairs
 
 STAGE_LR = {"I": 1e-3, "II": 1e-4}  # the thesis's starting learning rate of each stage
 PAPER_BATCH = 16
@@ -285,12 +284,12 @@ def weighted_identity_loss(photometric: torch.Tensor, same: dict, other: dict) -
     return loss, weights
 
 
-class X2FaceTask(L.LightningModule):
-    """X2Face on the shared trainer: stage I (photometric L1) or stage II (plus the identity losses)."""
+class X2FaceTask(FaceReconstructionTask):
+    """X2Face on the shared trainer: stage I (photometric L1) or stage II (plus the identity losses).
 
-    monitor = ("val_l1", "min")  # the best checkpoint
-    plateau = ("val_l1", "min")  # LR / 10 and early stop (the thesis: "when the loss plateaus")
-    clip_norm = None  # the thesis clips nothing
+    LR / 10 and early stop on the validation L1's plateau (the thesis: "when the loss plateaus").
+    """
+
     resume_keys = ("model", "config", "sources", "stage")
 
     def __init__(self, config: str = "small", sources: int = 1, stage: str = "I", learning_rate: float = 1e-3,
@@ -302,13 +301,7 @@ class X2FaceTask(L.LightningModule):
         self.save_hyperparameters()  # plain values only: checkpoints load with weights_only=True
         self.net = X2Face(X2FaceConfig.named(config))
         self._identity: list = []  # [FaceIdentityNet] in stage II; a list keeps it out of the state dict
-        from torchmetrics import MeanMetric
-
-        self.val_l1_metric, self.val_identity_metric = MeanMetric(), MeanMetric()
-
-    @property
-    def image_size(self) -> int:
-        return self.net.config.image_size
+        self._validation_metrics()
 
     def load_identity(self) -> None:
         """Read the identity network (stage II); CheckpointError (one line) if it is missing or not VGG-11."""
@@ -348,26 +341,6 @@ class X2FaceTask(L.LightningModule):
         self.log("train_loss", loss, prog_bar=True, batch_size=n)
         return loss
 
-    def validation_step(self, batch, batch_idx):
-        sources, driving = batch["sources"], batch["target"]
-        self.val_l1_metric.update(l1_loss(self(sources, driving).generated, driving))
-        self.val_identity_metric.update(l1_loss(sources[:, 0], driving))
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_dict({"val_l1": self.val_l1_metric.compute(), "val_identity_l1": self.val_identity_metric.compute()},
-                      prog_bar=True)
-        self.val_l1_metric.reset()
-        self.val_identity_metric.reset()
-
-    def on_train_epoch_start(self) -> None:
-        loader = self.trainer.train_dataloader
-        if hasattr(getattr(loader, "dataset", None), "set_epoch"):
-            loader.dataset.set_epoch(self.current_epoch)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.learning_rate, momentum=self.hparams.momentum)
-
-
 def _other_model(hp: dict) -> str:
     if hp.get("model") == "fabnet":
         return "FAb-Net"
@@ -393,25 +366,10 @@ def net_of(ckpt: dict, checkpoint: str | Path, config: str | None = None, stage:
     for key, want in (("config", config), ("stage", stage)):
         if want is not None and hp.get(key) != want:
             raise CheckpointError(f"{checkpoint}: an X2Face {key} {hp.get(key)!r} checkpoint, not {want!r}")
-    net = X2Face(X2FaceConfig.named(hp["config"]))
-    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{checkpoint}: its weights do not fit the network it names "
-                              f"({str(exc).splitlines()[0][:160]})") from None
-    return net.eval()
+    return load_net_state(X2Face(X2FaceConfig.named(hp["config"])), ckpt, checkpoint)
 
 
 # ---------------------------------------------------------------- training
-
-
-def pairs(data_root: str, split: str, module: X2FaceTask, *, train: bool, seed: int, buffer_size: int = 256):
-    """The :class:`FacePairs` of ``split`` that ``module`` trains (shuffled) or validates (fixed pairs) on."""
-    from tasks.training.windows import FacePairs
-
-    return FacePairs.from_root(data_root, split, sources=module.hparams.sources, size=module.image_size,
-                               shuffle=train, buffer_size=buffer_size, seed=seed)
 
 
 def paper_batch(settings: X2FaceSettings) -> X2FaceSettings:
