@@ -110,12 +110,9 @@ def evaluate_fabnet(checkpoints: list[str], data_root: str, samples_dir: str, *,
     log("faces: " + ", ".join(f"{s} {len(d['frames']['track'])} frames" for s, d in data.items()))
     L.seed_everything(seed, verbose=False)  # the untrained encoder: what --seed draws before training
     untrained = FabNet(FabNetConfig.named(config_name, confidence=False)).eval()  # as FabNetTask builds it
-    rows, curves = [], {}
-    feature_sets = {name: (lambda n=net: {s: _embeddings(n, data[s]["frames"]["images"]) for s in SPLITS})
-                    for name, net in nets.items()}
-    feature_sets["untrained encoder"] = lambda: {s: _embeddings(untrained, data[s]["frames"]["images"]) for s in SPLITS}
-    for name, features in feature_sets.items():
-        feats = features()
+    rows, curves, embedded = [], {}, {}
+    for name, net in {**nets, "untrained encoder": untrained}.items():
+        embedded[name] = feats = {s: _embeddings(net, data[s]["frames"]["images"]) for s in SPLITS}
         r, c = FP.run_probes(feats, targets, groups, name, seed=seed, n_boot=n_boot, **probe_kw)
         for row in r:
             row["paper"] = PAPER_FABNET.get(name, {}).get(row["target"], "")
@@ -129,7 +126,7 @@ def evaluate_fabnet(checkpoints: list[str], data_root: str, samples_dir: str, *,
     rows += [{**row, "paper": ""} for row in r]
     curves["dlib points"] = c
     first = next(iter(nets))
-    figure = _landmark_predictions(feature_sets[first](), targets, data["test"], seed, probe_kw)
+    figure = _landmark_predictions(embedded[first], targets, data["test"], seed, probe_kw)
     return {"rows": rows, "curves": curves, "figure": {"name": first, **figure}, "size": size}
 
 
@@ -171,10 +168,6 @@ def fabnet_figure(figure: dict, out_png, n: int = 6) -> str:
     return str(out_png)
 
 
-def _track_mean_interval(values: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> FP.Score:
-    return FP.bootstrap(values, groups, n_boot=n_boot, seed=seed)
-
-
 def evaluate_x2face(checkpoints: list[str], data_root: str, samples_dir: str | None = None, *, margin: float = 0.4,
                     seed: int = 0, n_boot: int = 1000, pose_maps_dir=None, log=print) -> dict:
     """Test L1 (1 and 3 sources) and identity-warp rows, and the f(v->p) pose rows; ``{"rows", "nets", "pose_maps"}``.
@@ -203,7 +196,7 @@ def evaluate_x2face(checkpoints: list[str], data_root: str, samples_dir: str | N
             ident = np.array([e["identity_l1"] for e in ex])
             for label, values, paper in ((name, l1, PAPER_X2FACE.get((stage, k), "")),
                                          ("identity warp (source frame as the generated frame)", ident, "")):
-                score = _track_mean_interval(values, groups, n_boot, seed)
+                score = FP.bootstrap(values, groups, n_boot=n_boot, seed=seed)
                 rows.append({"model": label, "sources": k, "metric": "test L1 (generated vs driving)",
                              "value": score.value, "low": score.low, "high": score.high, "n_test": len(values),
                              "n_groups": len(set(groups)), "paper": paper})
