@@ -24,6 +24,7 @@ from tasks.labels.transcribe import WINDOW_S, get_transcriber, labeler_sample_ra
 from tasks.labels.transcribe import labeler_options as make_labeler_options
 
 STAGES = ("acquire", "probe", "extract-audio", "label", "frames")  # task names, in order
+AV_STAGES = ("acquire", "probe", "extract-audio", "av-offset", "label", "frames")  # with --av-offset
 
 _TRANSCRIBERS: dict = {}
 _TRANSCRIBE_LOCK = threading.Lock()
@@ -54,6 +55,17 @@ def label_task(wav: str, out_mid: str, labeler: str, labeler_options: dict, wind
     return write_midi(_transcribe(labeler, labeler_options, storage.local_path(wav), window_s), out_mid)
 
 
+@task(name="av-offset", persist_result=True, retries=1, retry_condition_fn=transient_error)
+def av_offset_task(video: str, wav: str, crop: list, crop_reference: list, checkpoint: str) -> dict:
+    # The sync network's estimate (thesis ch. 7) from the video's frames and the build's audio track.
+    from tasks.evaluation.av_sync import video_offset
+
+    est = video_offset(storage.local_path(video), tuple(crop), checkpoint, crop_reference=tuple(crop_reference),
+                       wav=storage.local_path(wav))
+    return {"av_offset_s": est["offset_s"], "av_offset_frames": est["offset_frames"],
+            "av_offset_confidence": round(est["confidence"], 4)}
+
+
 @task(name="frames", persist_result=True, retries=1, retry_condition_fn=transient_error)
 def frames_task(
     video: str,
@@ -65,14 +77,19 @@ def frames_task(
     shards_dir: str,
     crop_reference: list,
     image_format: str,
+    av_offset: dict | None = None,
 ) -> dict:
-    return build_frames(
+    shift = av_offset["av_offset_s"] if av_offset else 0.0
+    built = build_frames(
         storage.local_path(video), storage.local_path(labels), video_id, split, tuple(crop), shards_dir,
         wav=storage.local_path(wav), crop_reference=tuple(crop_reference), image_format=image_format,
+        label_shift=shift,
     )
+    return {**built, **(av_offset or {})}
 
 
 input_files("label", "wav")
+input_files("av-offset", "video", "wav", "checkpoint")
 input_files("frames", "video", "labels", "wav")
 
 
@@ -86,7 +103,11 @@ def build_pianoyt(settings: PianoBuild) -> dict:
     layout = pianoyt_layout(s.data_root)
     layout.make_dirs()
     row = {r.video_id: r for r in rows}
-    stages = Stages("build-pianoyt", rows, STAGES, s.data_root, s.refresh, logger)
+    if s.av_offset:
+        from tasks.training.av_sync import load_net
+
+        load_net(s.av_offset)  # a checkpoint of another model is refused before any work
+    stages = Stages("build-pianoyt", rows, AV_STAGES if s.av_offset else STAGES, s.data_root, s.refresh, logger)
     sample_rate = labeler_sample_rate(s.labeler)
 
     videos = stages.run(acquire_stage(s.acquire_attempts, s.acquire_backoff_s), lambda v: dict(
@@ -94,13 +115,18 @@ def build_pianoyt(settings: PianoBuild) -> dict:
     stages.run(probe_task, lambda v: dict(path=videos[v]))
     wavs = stages.run(extract_audio_task, lambda v: dict(
         path=videos[v], out_wav=layout.at("audio", f"{v}.wav"), sample_rate=sample_rate))
+    offsets = stages.run(av_offset_task, lambda v: dict(
+        video=videos[v], wav=wavs[v], crop=list(row[v].crop), crop_reference=list(s.crop_reference),
+        checkpoint=s.av_offset)) if s.av_offset else {}
     mids = stages.run(label_task, lambda v: dict(
         wav=wavs[v], out_mid=layout.at("labels", f"{v}.mid"), labeler=s.labeler, labeler_options=labeler_options,
         window_s=s.label_window_s))
     built = stages.run(frames_task, lambda v: dict(
         video=videos[v], labels=mids[v], wav=wavs[v], video_id=v, split=row[v].split, crop=list(row[v].crop),
-        shards_dir=layout.shards, crop_reference=list(s.crop_reference), image_format=s.image_format))
+        shards_dir=layout.shards, crop_reference=list(s.crop_reference), image_format=s.image_format,
+        **({"av_offset": offsets[v]} if s.av_offset else {})))
 
-    return stages.finish(layout, built, ("frames", "seconds", "notes", *LOSS_FIELDS),
+    av_fields = ("av_offset_s", "av_offset_frames", "av_offset_confidence") if s.av_offset else ()
+    return stages.finish(layout, built, ("frames", "seconds", "notes", *LOSS_FIELDS, *av_fields),
                          lambda records: write_status_and_card(layout, records, s.manifest, s.labeler,
-                                                              s.label_window_s))
+                                                              s.label_window_s, s.av_offset))

@@ -104,8 +104,11 @@ class PianoBuild(CroppedBuild, PianoLabeling):
     manifest: str = Field(description="a PianoYT manifest (CSV: video id or URL, split, keyboard box)",
         json_schema_extra={"input": True})
     image_format: Literal["png", "jpeg"] = Field("png", description="how the frames are stored")
+    av_offset: str | None = Field(
+        None, description="a checkpoint of train av-sync: estimate each video's audio-visual offset, record it "
+                          "and move the labels by it before the shards are written", json_schema_extra={"input": True})
 
-    @field_validator("manifest")
+    @field_validator("manifest", "av_offset")
     @classmethod
     def _path(cls, value):
         return _absolute(value)
@@ -201,6 +204,21 @@ class ViolinPitchEvaluation(EvaluationSettings):
     figure: str | None = Field(None, description="also draw each test video's pitch tracks, PNGs in this folder")
 
     @field_validator("truth_midi", "results", "figure")
+    @classmethod
+    def _path(cls, value):
+        return _absolute(value)
+
+
+class AvSyncEvaluation(EvaluationSettings):
+    """Flow ``evaluate-av-sync``: the sync network's offset curve (thesis fig. 7.3) and each test video's offset."""
+
+    data_root: str = Field(description="the pianoyt data root the network was trained on (its test split is scored)")
+    checkpoint: list[str] = Field(description="a checkpoint of train av-sync", json_schema_extra={"input": True})
+    max_shift: float = Field(2.0, gt=0, le=10, description="the curve runs over audio shifts of +- this, s")
+    results: str = Field("RESULTS", description="folder the table and curve are written to (av-sync.md, .parquet, "
+                                                "av-sync-curve.parquet, av-sync-curve.png)")
+
+    @field_validator("results")
     @classmethod
     def _path(cls, value):
         return _absolute(value)

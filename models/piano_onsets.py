@@ -162,7 +162,7 @@ class SlopeModule(nn.Module):
         return self.relu(self.bn(self.fuse(x)))
 
 
-def _stage(inplanes: int, planes: int, stride: int) -> nn.Sequential:
+def resnet_stage(inplanes: int, planes: int, stride: int) -> nn.Sequential:
     """Two ``BasicBlock``s as torchvision's ``ResNet._make_layer`` builds them (names ``0``, ``1``, ``downsample.0/1``)."""
     downsample = None
     if stride != 1 or inplanes != planes:
@@ -189,11 +189,11 @@ class PianoOnsets(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.aggregation = AggregationModule(w, t) if self.variant != "resnet" else None
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = _stage(w, w, 1)
-        self.layer2 = _stage(w, 2 * w, 2)
-        self.layer3 = _stage(2 * w, 4 * w, 2)
+        self.layer1 = resnet_stage(w, w, 1)
+        self.layer2 = resnet_stage(w, 2 * w, 2)
+        self.layer3 = resnet_stage(2 * w, 4 * w, 2)
         self.slope = SlopeModule(4 * w, w, max(1, w // 2)) if self.variant == "slope" else None
-        self.layer4 = _stage(4 * w, 8 * w, 2)
+        self.layer4 = resnet_stage(4 * w, 8 * w, 2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(8 * w, N_KEYS)
         self._init_weights()

@@ -53,6 +53,17 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
+def one_thread():
+    """torch on one thread for the test (training tests: steady timings beside other work), restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def http_root(tmp_path):
     """Serve ``tmp_path/www`` on 127.0.0.1; yields ``(folder, base_url)``."""
     root = tmp_path / "www"

@@ -111,3 +111,20 @@ def test_x2face_and_face_evaluation_deployments_validate():
     ev = d["evaluate-faces-sample"]
     settings = load_entrypoint(ev["entrypoint"]).validate_parameters(ev["parameters"])["settings"]
     assert len(settings.checkpoint) == 3 and len(settings.x2face_checkpoint) == 1
+
+
+def test_av_sync_deployments_validate_into_their_settings():
+    config = yaml.safe_load((ROOT / "deploy" / "prefect.yaml").read_text())
+    d = {d["name"]: d for d in config["deployments"]}
+    gpu = d["train-av-sync"]
+    flow = load_entrypoint(gpu["entrypoint"])
+    params = flow.validate_parameters(gpu["parameters"])
+    assert flow.name == "train-av-sync" and params["settings"].config == "paper"
+    assert gpu["work_pool"]["name"] == "sightsound-gpu" and params["settings"].trainer.accelerator == "cuda"
+    assert params["strict_gpu_limit"] is True
+    cpu = d["train-av-sync-sample"]
+    params = load_entrypoint(cpu["entrypoint"]).validate_parameters(cpu["parameters"])
+    assert params["settings"].config == "small" and cpu["work_pool"]["name"] == "sightsound-cpu"
+    ev = d["evaluate-av-sync"]
+    flow = load_entrypoint(ev["entrypoint"])
+    assert flow.name == "evaluate-av-sync" and len(flow.validate_parameters(ev["parameters"])["settings"].checkpoint) == 1

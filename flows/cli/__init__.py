@@ -4,11 +4,12 @@
   samples  piano | violin | faces | piano-audio     flows/cli/samples.py
   build    pianoyt | violinyt | voxceleb            flows/cli/build.py
   label    piano | violin                           flows/cli/label.py
-  evaluate pianoyt-labels | voxceleb-crops | transcription | piano-onsets | violin-pitch | faces, and audit
+  evaluate pianoyt-labels | voxceleb-crops | transcription | piano-onsets | violin-pitch | faces | av-sync,
+           and audit
                                                     flows/cli/evaluate.py
-  train    onsets-frames | piano-onsets | violin-pitch | fabnet | x2face, and describe
+  train    onsets-frames | piano-onsets | violin-pitch | fabnet | x2face | av-sync, and describe
                                                     flows/cli/train.py
-  transcribe video | violin                         flows/cli/transcribe.py
+  transcribe video | violin, and av-offset          flows/cli/transcribe.py
   drive    x2face                                   flows/cli/drive.py
   demo, env                                         here
 
@@ -34,7 +35,7 @@ from flows.cli.label import label
 from flows.cli.options import Refused
 from flows.cli.samples import samples
 from flows.cli.train import describe, train
-from flows.cli.transcribe import transcribe
+from flows.cli.transcribe import av_offset, transcribe
 
 EXIT_CODES = {EXIT_OK: "every video built", EXIT_SOME_FAILED: "the build finished but some videos failed",
               EXIT_REFUSED: "input refused before any work started", EXIT_ERROR: "an unexpected error"}
@@ -90,7 +91,7 @@ def env() -> int:
     return EXIT_OK
 
 
-for group in (samples, build, label, evaluate, audit, train, describe, transcribe, drive):
+for group in (samples, build, label, evaluate, audit, train, describe, transcribe, drive, av_offset):
     cli.add_command(group)
 for name, command in build.commands.items():  # the previous release's spellings
     alias = copy.copy(command)

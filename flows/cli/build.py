@@ -45,6 +45,10 @@ def _check_pianoyt(s: PianoBuild) -> None:
 
     _refuse_bad_input(read_pianoyt, s.manifest, s.crop_reference)
     _refuse_bad_input(labeler_options, s.labeler, s.device, s.checkpoint)
+    if s.av_offset:
+        from tasks.training.av_sync import load_net
+
+        _refuse_bad_input(load_net, s.av_offset)  # a checkpoint of another model
 
 
 def _check_violinyt(s: ViolinBuild) -> None:

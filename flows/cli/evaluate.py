@@ -8,7 +8,7 @@ import click
 
 from flows.cli.common import EXIT_OK, prefect_env, print_table, quiet_server
 from flows.cli.options import Refused, make, settings_options
-from flows.settings import FacesEvaluation, PianoOnsetsEvaluation, ViolinPitchEvaluation
+from flows.settings import AvSyncEvaluation, FacesEvaluation, PianoOnsetsEvaluation, ViolinPitchEvaluation
 
 EXAMPLES = """Examples:
 
@@ -23,6 +23,7 @@ EXAMPLES = """Examples:
       --checkpoint runs/violin/student-5/checkpoints/best.ckpt --truth-midi violin-samples/midi --figure figs
   sightsound evaluate faces --data-root D --samples face-samples --checkpoint runs/fabnet/fabnet/checkpoints/best.ckpt \\
       --x2face-checkpoint runs/x2face/checkpoints/best.ckpt --figure figs
+  sightsound evaluate av-sync --data-root D --checkpoint runs/av-sync/checkpoints/best.ckpt
   sightsound audit violin --samples violin-samples --out audit.md
   sightsound audit violin --samples violin-samples --recordings violin-hard --out audit.md --figure audit.png
 """
@@ -164,6 +165,34 @@ def violin_pitch(**params) -> int:
     print_table(out["rows"])
     click.echo(f"written: {out['markdown']} and {out['parquet']}" + (
         f"; figures: {', '.join(out['figures'])}" if out.get("figures") else ""))
+    return EXIT_OK
+
+
+@evaluate.command("av-sync", epilog=EXAMPLES)
+@settings_options(AvSyncEvaluation)
+def av_sync(**params) -> int:
+    """Thesis ch. 7: the sync network's offset curve (fig. 7.3) and each test video's audio-visual offset."""
+    from tasks.datasets.pianoyt import layout
+    from tasks.training.av_sync import load_net
+    from tasks.training.trainer import CheckpointError
+    from tasks.training.windows import split_parts
+
+    settings = make(AvSyncEvaluation, params)
+    try:
+        split_parts(layout(settings.data_root).shards, "test")
+        if len(settings.checkpoint) != 1:
+            raise ValueError("give one --checkpoint of train av-sync")
+        load_net(settings.checkpoint[0])  # a checkpoint of another model is refused here, in one line
+    except (ValueError, CheckpointError) as exc:
+        raise Refused(exc) from None
+    prefect_env(settings.results)
+    from flows.evaluate_av_sync import evaluate_av_sync
+    from flows.tempserver import guard
+
+    guard()  # Prefect's temporary server ends with this process
+    out = evaluate_av_sync(settings=settings)
+    print_table(out["rows"])
+    click.echo(f"written: {out['markdown']}, {out['parquet']} and {out['figure']}")
     return EXIT_OK
 
 

@@ -36,15 +36,30 @@ def samples():
     """Generate a sample set: rendered music or faces, as videos with a manifest."""
 
 
+def _offsets(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        parts = [float(v) for v in str(value).split(",")]
+        if len(parts) not in (1, 2) or (len(parts) == 2 and parts[0] > parts[1]):
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not MS or LOW,HIGH (milliseconds, low <= high)") from None
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
 @samples.command("piano", epilog=EXAMPLES)
 @out_option
 @_videos
 @seed_option
-def piano(out, videos, seconds, seed) -> int:
+@click.option("--av-offset-ms", callback=_offsets, metavar="MS|LOW,HIGH",
+              help="delay each video's audio by MS, or by its own whole ms drawn from LOW..HIGH "
+                   "(positive: the sound after the picture); recorded in OUT/av_offsets.csv")
+def piano(out, videos, seconds, seed, av_offset_ms) -> int:
     """Piano videos (a drawn keyboard playing rendered MIDI) and their PianoYT manifest."""
     from tasks.samples.piano import make_piano_samples
 
-    manifest = make_piano_samples(Path(out), videos=videos, seconds=seconds, seed=seed)
+    manifest = make_piano_samples(Path(out), videos=videos, seconds=seconds, seed=seed, av_offset_ms=av_offset_ms)
     click.echo(f"wrote {videos} piano videos; manifest: {manifest}")
     return EXIT_OK
 

@@ -1,4 +1,4 @@
-"""``sightsound train onsets-frames|piano-onsets|violin-pitch|fabnet|x2face`` and ``sightsound describe ...`` of the same models."""
+"""``sightsound train onsets-frames|piano-onsets|violin-pitch|fabnet|x2face|av-sync`` and ``sightsound describe ...`` of the same models."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import click
 
 from flows.cli.common import EXIT_OK, prefect_env
 from flows.cli.options import Refused, make, settings_options
+from tasks.training.av_sync import SyncSettings
 from tasks.training.onsets_frames import TrainSettings
 from tasks.training.piano_onsets import PianoOnsetsSettings
 from tasks.training.fabnet import FabNetSettings
@@ -30,6 +31,8 @@ EXAMPLES = """Examples:
   sightsound describe fabnet --config paper --sources 3
   sightsound train x2face --data-root D --out runs/x2face --config small --max-minutes 30
   sightsound train x2face --data-root D --out runs/x2face-2 --stage II --identity-weights vgg_face.pth --init runs/x2face/checkpoints/best.ckpt
+  sightsound train av-sync --data-root D --out runs/av-sync --config small --max-minutes 30
+  sightsound describe av-sync --config paper
 """
 
 
@@ -182,6 +185,30 @@ def x2face(**params) -> int:
     return EXIT_OK
 
 
+@train.command("av-sync", epilog=EXAMPLES)
+@settings_options(SyncSettings)
+def av_sync(**params) -> int:
+    """The audio-visual sync network of thesis ch. 7 on a PianoYT build and its audio (flow train-av-sync)."""
+    from tasks.training.av_sync import check_data
+    from tasks.training.trainer import CheckpointError, read_checkpoint
+
+    settings = make(SyncSettings, params)
+    try:  # refuse what would fail before Prefect starts: no shards or audio, a last.ckpt of another network
+        check_data(settings.data_root)
+        last = settings.trainer.last_checkpoint
+        if settings.trainer.resume and last.is_file():
+            read_checkpoint(last, {"config": settings.config, "max_shift": settings.max_shift})
+    except (ValueError, CheckpointError) as exc:
+        raise Refused(exc) from None
+    prefect_env(settings.trainer.run_dir)
+    from flows.tempserver import guard
+    from flows.train_av_sync import train_av_sync
+
+    guard()  # Prefect's temporary server ends with this process
+    click.echo(json.dumps(train_av_sync(settings=settings, strict_gpu_limit=False), indent=1))
+    return EXIT_OK
+
+
 @click.group(epilog=EXAMPLES)
 def describe():
     """Print a model's layers and parameter count."""
@@ -236,4 +263,15 @@ def describe_fabnet(config, sources) -> int:
     from models.fabnet import FabNetConfig, describe as text
 
     click.echo(text(FabNetConfig.named(config, confidence=sources == "3"), int(sources)))
+    return EXIT_OK
+
+
+@describe.command("av-sync", epilog=EXAMPLES)
+@click.option("--config", default="paper", type=click.Choice(["paper", "small"]), show_default=True,
+              help="the thesis sizes (145x800 frames, CREPE-size audio stream), or the small CPU ones")
+def describe_av_sync(config) -> int:
+    """The sync network's two streams: layers, output shapes and parameter counts."""
+    from models.av_sync import SyncConfig, describe as text
+
+    click.echo(text(SyncConfig.named(config)))
     return EXIT_OK

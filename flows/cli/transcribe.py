@@ -90,3 +90,39 @@ def violin(video, crop, checkpoint, out, crop_reference, reference) -> int:
         raise Refused(exc) from None
     click.echo(json.dumps(result, indent=1))
     return EXIT_OK
+
+
+AV_OFFSET_EXAMPLE = """Example:
+
+\b
+  sightsound av-offset piano.mp4 --crop 520,660,0,1280 --checkpoint runs/av-sync/checkpoints/best.ckpt --figure curve.png
+"""
+
+
+@click.command("av-offset", epilog=AV_OFFSET_EXAMPLE)
+@click.argument("video", type=InputPath())
+@click.option("--crop", required=True, type=Crop(), help="the keyboard box, MINY,MAXY,MINX,MAXX")
+@click.option("--checkpoint", required=True, type=InputPath(), help="a checkpoint of train av-sync")
+@click.option("--crop-reference", type=Size(), default="1280x720", show_default=True,
+              help="WIDTHxHEIGHT of the frame the crop refers to")
+@click.option("--max-shift", type=click.FloatRange(0, 10, min_open=True), default=2.0, show_default=True,
+              help="search audio shifts of +- this many seconds")
+@click.option("--figure", type=click.Path(dir_okay=False), help="also draw the video's distance curve (PNG)")
+def av_offset(video, crop, checkpoint, crop_reference, max_shift, figure) -> int:
+    """The audio-visual offset of a piano VIDEO by the sync network (thesis ch. 7): seconds, frames, confidence.
+
+    A positive offset means the sound comes after the picture.
+    """
+    from tasks.evaluation.av_sync import video_offset
+    from tasks.media.decode import MediaError
+    from tasks.training.trainer import CheckpointError
+
+    try:
+        result = video_offset(video, crop, checkpoint, crop_reference=crop_reference, max_shift=max_shift,
+                              figure=figure)
+    except (CheckpointError, MediaError, ValueError) as exc:
+        raise Refused(exc) from None
+    click.echo(f"offset {result['offset_s']:+.3f} s ({result['offset_frames']:+d} frames at {result['fps']:g} fps), "
+               f"confidence {result['confidence']:.3f}")
+    click.echo(json.dumps(result, indent=1))
+    return EXIT_OK

@@ -38,6 +38,9 @@ SCHEMA = pa.schema(
 )
 
 STATUS_EXTRA = [("notes", pa.int64())]
+# With --av-offset: each video's audio-visual offset as the sync network estimated it (the labels moved by it).
+AV_OFFSET_EXTRA = [("av_offset_s", pa.float64()), ("av_offset_frames", pa.int64()),
+                   ("av_offset_confidence", pa.float64())]
 
 
 def layout(data_root) -> Layout:
@@ -63,6 +66,7 @@ def build_frames(
     chunk: int = 32,
     max_part_bytes: int | None = None,
     max_lost: float = MAX_LOST_FRACTION,
+    label_shift: float = 0.0,
 ) -> dict:
     """Decode, crop, label and shard one video; return its counts and part files.
 
@@ -71,10 +75,13 @@ def build_frames(
     did not decode, and frames after the end of the audio ``wav`` (the
     labels' source), are left out and recorded (:func:`tasks.datasets.records.loss_fields`).
     Streams ``chunk`` frames at a time, so memory does not depend on the
-    video's length.
+    video's length.  ``label_shift`` (s) is the sound's delay against the
+    picture (the sync network's estimate, :mod:`tasks.evaluation.av_sync`):
+    every note of ``labels_midi`` moves that much earlier before the frames
+    are labelled (notes that then start before 0 are dropped).
     """
     info = media.probe(video_path)
-    notes = read_midi(labels_midi)
+    notes = shift_notes(read_midi(labels_midi), -label_shift)
     onset, active = frame_labels(notes, info.frames, info.fps)
     box = media.scale_crop(tuple(crop), tuple(crop_reference), info.width, info.height)
     labelled = labelled_frames(info.frames, info.fps, audio_seconds(wav) if wav else None)
@@ -113,6 +120,14 @@ def build_frames(
     }
 
 
+def shift_notes(notes: list, seconds: float) -> list:
+    """``notes`` moved by ``seconds`` (negative: earlier); notes that would start before 0 are dropped."""
+    if not seconds:
+        return notes
+    return [type(n)(n.onset + seconds, n.offset + seconds, n.pitch, n.velocity) for n in notes
+            if n.onset + seconds >= 0]
+
+
 def note_statistics(labels_dir: str, video_ids: list[str]) -> dict:
     pitches, durations, per_sec = [], [], []
     for vid in video_ids:
@@ -138,13 +153,18 @@ def note_statistics(labels_dir: str, video_ids: list[str]) -> dict:
 
 
 def write_status_and_card(layout: Layout, records: list[dict], manifest: str, labeler: str,
-                          label_window_s: float) -> dict:
-    """Write ``status.parquet`` and ``CARD.md``; return the summary rows."""
+                          label_window_s: float, av_offset: str | None = None) -> dict:
+    """Write ``status.parquet`` and ``CARD.md``; return the summary rows.
+
+    ``av_offset`` (the sync checkpoint of a build that estimated each video's
+    offset) adds the :data:`AV_OFFSET_EXTRA` columns and a card section.
+    """
     from tasks.labels.transcribe import OVERLAP_S
 
     how = (f"the audio transcribed {label_window_s:g} s at a time, windows overlapping by {OVERLAP_S:g} s"
            if label_window_s else "the audio transcribed whole")
-    write_table_atomic(status_table(records, STATUS_EXTRA), layout.status)
+    extra = STATUS_EXTRA + (AV_OFFSET_EXTRA if av_offset else [])
+    write_table_atomic(status_table(records, extra), layout.status)
     summary = summary_rows(records, extra=("notes",))
     done_ids = [r["video_id"] for r in records if r["state"] == "done"]
     stats = note_statistics(layout.labels, done_ids)
@@ -166,6 +186,15 @@ def write_status_and_card(layout: Layout, records: list[dict], manifest: str, la
         "",
     ]
     lines += [f"- {k}: {v}" for k, v in stats.items()] or ["- no notes"]
+    if av_offset:
+        built = [r for r in records if r["state"] == "done"]
+        lines += ["", "## Audio-visual offsets", "",
+                  f"Estimated per video by the sync network `{av_offset}` (thesis ch. 7); each video's labels were "
+                  "moved earlier by its offset before the frames were labelled (positive: the sound came after "
+                  "the picture).", ""]
+        lines += [format_table([{"video": r["video_id"], "offset s": r.get("av_offset_s"),
+                                 "frames": r.get("av_offset_frames"), "confidence": r.get("av_offset_confidence")}
+                                for r in built])] if built else ["- no video built"]
     lines += [""] + losses_section(records) + failures_section(records)
     write_text_atomic(layout.card, "\n".join(lines) + "\n")
     return {"summary": summary, "notes": stats}

@@ -83,7 +83,8 @@ def active_keys(pm: pretty_midi.PrettyMIDI, times: np.ndarray) -> np.ndarray:
 
 
 def make_piano_samples(out_dir: str | os.PathLike, videos: int = 3, seconds: float = 20.0, seed: int = 0,
-                       width: int = 1280, height: int = 720, fps: int = 25) -> Path:
+                       width: int = 1280, height: int = 720, fps: int = 25,
+                       av_offset_ms: float | tuple[float, float] | None = None) -> Path:
     """Write ``videos`` sample piano videos and their manifest; return the manifest's path.
 
     Layout under ``out_dir``::
@@ -103,6 +104,15 @@ def make_piano_samples(out_dir: str | os.PathLike, videos: int = 3, seconds: flo
     repeat, with other excerpts, beyond 10 videos), with ``PAD_SECONDS`` of
     silence at the start and at the end, and the audio is the clean
     (SoundFont-reverb only) TimGM6mb rendering.
+
+    ``av_offset_ms`` delays each video's audio against its picture by a known
+    amount (for the sync network of thesis ch. 7): a number (every video), or
+    ``(low, high)`` (each video its own, uniform, whole milliseconds, drawn
+    from ``default_rng([seed, i, 7])`` so the pictures and notes are those of
+    the same call without it).  Positive: the sound comes after the picture
+    (silence in front, the end cut); negative: before it.  The MIDI stays the
+    truth of the picture; ``av_offsets.csv`` (``video_id,offset_ms``) records
+    the delays.
     """
     if videos < 1:
         raise ValueError("videos must be at least 1")
@@ -116,18 +126,55 @@ def make_piano_samples(out_dir: str | os.PathLike, videos: int = 3, seconds: flo
     box = keyboard_box(width, height)
     n_frames = int(round(seconds * fps))
     times = np.arange(n_frames, dtype=np.float64) / fps
-    rows = []
+    rows, offsets = [], []
     for i in range(videos):
         vid = f"sample_{i:03d}"
         rng, pm, data = _excerpt(pieces, seed, i, seconds)
         audio = render_midi(pm, soundfont, SAMPLE_RATE, duration=seconds)
+        if av_offset_ms is not None:
+            delay_ms = _delay_ms(av_offset_ms, seed, i)
+            audio = _delayed(audio, delay_ms)
+            offsets.append((vid, delay_ms))
         roll = active_keys(pm, times)
         renderer = KeyboardRenderer(width, height, rng)
         frames = (renderer.render(roll[j], times[j]) for j in range(n_frames))
         encode_video(frames, audio, SAMPLE_RATE, fps, out_dir / "videos" / f"{vid}.mp4", width, height)
         write_bytes_atomic(out_dir / "midi" / f"{vid}.mid", data)
         rows.append((vid, f"videos/{vid}.mp4", split_code(i, videos), *box))
+    if offsets:
+        write_bytes_atomic(out_dir / "av_offsets.csv",
+                           ("video_id,offset_ms\n" + "".join(f"{v},{d:g}\n" for v, d in offsets)).encode())
     return write_pianoyt(out_dir / "manifest.csv", rows)
+
+
+def _delay_ms(av_offset_ms: float | tuple[float, float], seed: int, i: int) -> float:
+    if isinstance(av_offset_ms, (int, float)):
+        return float(av_offset_ms)
+    low, high = (float(v) for v in av_offset_ms)
+    if low > high:
+        raise ValueError(f"av_offset_ms range {low}..{high}: low is above high")
+    return float(np.rint(np.random.default_rng([seed, i, 7]).uniform(low, high)))
+
+
+def _delayed(audio: np.ndarray, delay_ms: float) -> np.ndarray:
+    """``audio`` delayed by ``delay_ms`` (negative: advanced), the same length, silence where nothing is left."""
+    n = int(round(delay_ms * SAMPLE_RATE / 1000.0))
+    out = np.zeros_like(audio)
+    if 0 <= n < len(audio):
+        out[n:] = audio[:len(audio) - n]
+    elif -len(audio) < n < 0:
+        out[:len(audio) + n] = audio[-n:]
+    return out
+
+
+def read_av_offsets(samples_dir: str | os.PathLike) -> dict[str, float]:
+    """``{video_id: offset in seconds}`` from a sample set's ``av_offsets.csv`` (empty when it has none)."""
+    import csv
+
+    path = Path(samples_dir) / "av_offsets.csv"
+    if not path.is_file():
+        return {}
+    return {r["video_id"]: float(r["offset_ms"]) / 1000.0 for r in csv.DictReader(open(path))}
 
 
 def make_piano_recordings(out_dir: str | os.PathLike, n: int = 4, seconds: float = 20.0, seed: int = 100,

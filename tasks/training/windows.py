@@ -24,6 +24,9 @@ and the fields of its ``labels`` (:class:`WindowLabels`):
         midi     int, the middle frame's pitch label (0: unvoiced)
         target   int64 class ``midi - 55`` (-1 where unvoiced or out of range)
         audio    float32 [n], the audio centred on the middle frame's time (with ``audio_samples=n``)
+    SyncLabels (PianoYT and its audio, for the sync network of ch. 7)
+        time     float, the middle frame's time (s)
+        audio    float32 [n], the build's audio (``audio/<video_id>.wav``) centred on that time
 
 A window exists only where the five rows have consecutive ``frame_index``
 values of one video: a gap (lost frames) breaks the windows across it, and a
@@ -383,11 +386,7 @@ class PitchLabels(WindowLabels):
             raise ValueError("audio windows need the data set's folder (dataset_dir)")
         self.dataset_dir, self.min_midi, self.max_midi = dataset_dir, int(min_midi), int(max_midi)
         self.audio_samples = None if audio_samples is None else int(audio_samples)
-        self.audio_cache = int(audio_cache)
-        self._audio: dict[str, np.ndarray] = {}
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_audio": {}}  # workers read their own audio
+        self.tracks = AudioTracks(dataset_dir, audio_cache) if dataset_dir is not None else None
 
     def rows(self, table) -> np.ndarray:
         out = np.empty(table.num_rows, _PITCH_ROW)
@@ -408,13 +407,43 @@ class PitchLabels(WindowLabels):
                "midi": [int(m) if v else 0 for m, v in zip(mid["midi"], mid["voiced"])],
                "target": [int(c) for c in self.classes(mid["midi"], mid["voiced"])]}
         if self.audio_samples is not None:
-            out["audio"] = [torch.from_numpy(self._segment(str(p), int(a))) for p, a in
+            out["audio"] = [torch.from_numpy(self.tracks.segment(str(p), int(a), self.audio_samples)) for p, a in
                             zip(mid["audio_path"], mid["audio_sample"])]
         return out
 
-    def _segment(self, audio_path: str, centre: int) -> np.ndarray:
-        audio = self._track(audio_path)
-        n = self.audio_samples
+
+class AudioTracks:
+    """Whole audio tracks of a data set's folder, read on demand (the last ``cache`` kept), cut into segments.
+
+    A track is a WAV under ``dataset_dir`` (a path relative to it), mono
+    float32; with ``sample_rate`` it is resampled to that rate (soxr, HQ)
+    when read.  Pickled without its tracks: each loader worker reads its own.
+    """
+
+    def __init__(self, dataset_dir: str, cache: int = 4, sample_rate: int | None = None):
+        self.dataset_dir, self.cache = str(dataset_dir), int(cache)
+        self.sample_rate = None if sample_rate is None else int(sample_rate)
+        self._audio: dict[str, np.ndarray] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_audio": {}}
+
+    def track(self, audio_path: str) -> np.ndarray:
+        if audio_path not in self._audio:
+            if len(self._audio) >= self.cache:
+                self._audio.pop(next(iter(self._audio)))
+            location = storage.join(self.dataset_dir, *PurePosixPath(audio_path).parts)
+            audio, sr = media.read_wav(storage.local_path(location))
+            if self.sample_rate is not None and sr != self.sample_rate:
+                import soxr
+
+                audio = soxr.resample(audio, sr, self.sample_rate, quality="HQ")
+            self._audio[audio_path] = np.ascontiguousarray(audio, dtype=np.float32)
+        return self._audio[audio_path]
+
+    def segment(self, audio_path: str, centre: int, n: int) -> np.ndarray:
+        """``n`` samples of the track centred on sample ``centre`` (starting at ``centre - n // 2``), zero beyond its ends."""
+        audio = self.track(audio_path)
         start = centre - n // 2
         out = np.zeros(n, np.float32)
         lo, hi = max(start, 0), min(start + n, len(audio))
@@ -422,13 +451,45 @@ class PitchLabels(WindowLabels):
             out[lo - start: hi - start] = audio[lo:hi]
         return out
 
-    def _track(self, audio_path: str) -> np.ndarray:
-        if audio_path not in self._audio:
-            if len(self._audio) >= self.audio_cache:
-                self._audio.pop(next(iter(self._audio)))
-            location = storage.join(self.dataset_dir, *PurePosixPath(audio_path).parts)
-            self._audio[audio_path] = media.read_wav(storage.local_path(location))[0]
-        return self._audio[audio_path]
+
+_SYNC_ROW = np.dtype([("time", np.float64), ("video_id", object)])
+
+
+class SyncLabels(WindowLabels):
+    """PianoYT for the sync network (thesis ch. 7): each window's ``time`` and the audio around it.
+
+    ``audio``: float32 [``context_samples``] at ``sample_rate``, centred on the
+    middle frame's time, from the build's ``audio/<video_id>.wav`` (under
+    ``dataset_dir``, the build's ``pianoyt`` folder), zero beyond the track's
+    ends.  Its centre ``audio_samples`` are the matching segment; the
+    training module cuts its non-matching segments from the rest (at least
+    ``audio_samples`` away, so the two do not overlap).  ``offset`` (s) is
+    added to every frame time first: the audio of frame time ``t`` is taken
+    at ``t + offset`` (a known delay of the sound, for tests and evaluation).
+    ``context_samples=0``: ``time`` only, no audio read.
+    """
+
+    columns = ("time",)
+
+    def __init__(self, dataset_dir: str, sample_rate: int = 16000, context_samples: int = 16000,
+                 offset: float = 0.0, audio_cache: int = 4):
+        self.sample_rate, self.context_samples = int(sample_rate), int(context_samples)
+        self.offset = float(offset)
+        self.tracks = AudioTracks(dataset_dir, audio_cache, self.sample_rate)
+
+    def rows(self, table) -> np.ndarray:
+        out = np.empty(table.num_rows, _SYNC_ROW)
+        out["time"] = table.column("time").to_numpy(zero_copy_only=False)
+        out["video_id"] = table.column("video_id").to_pylist()
+        return out
+
+    def windows(self, label: np.ndarray, centres: np.ndarray) -> dict[str, list]:
+        mid = label[np.asarray(centres, np.int64)]
+        if not self.context_samples:  # times only (the evaluation reads each video's track whole)
+            return {"time": [float(t) for t in mid["time"]]}
+        audio = [self.tracks.segment(f"audio/{v}.wav", int(round((t + self.offset) * self.sample_rate)),
+                                     self.context_samples) for t, v in zip(mid["time"], mid["video_id"])]
+        return {"time": [float(t) for t in mid["time"]], "audio": [torch.from_numpy(a) for a in audio]}
 
 # ----------------------------------------------------------------------------- rows of one unit
 
