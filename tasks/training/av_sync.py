@@ -151,11 +151,6 @@ class SyncTask(L.LightningModule):
         self.log_dict({"val_d_positive": d["positive"].mean(), "val_d_same_video": d["same_video"].mean()},
                       sync_dist=True, batch_size=size)
 
-    def on_train_epoch_start(self) -> None:
-        # Lightning calls set_epoch on samplers only; an IterableDataset reshuffles by its own epoch.
-        loader = self.trainer.train_dataloader
-        if hasattr(getattr(loader, "dataset", None), "set_epoch"):
-            loader.dataset.set_epoch(self.current_epoch)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate, betas=(0.9, 0.999))

@@ -48,10 +48,6 @@ class FaceReconstructionTask(L.LightningModule):
         self.val_l1_metric.reset()
         self.val_identity_metric.reset()
 
-    def on_train_epoch_start(self) -> None:
-        loader = self.trainer.train_dataloader
-        if hasattr(getattr(loader, "dataset", None), "set_epoch"):
-            loader.dataset.set_epoch(self.current_epoch)
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.learning_rate, momentum=self.hparams.momentum)

@@ -157,6 +157,35 @@ class PlateauSchedule(L.Callback):
         self.best, self.bad = state.get("best"), int(state.get("bad", 0))
 
 
+class DatasetEpoch(L.Callback):
+    """Give the training set its epoch (``set_epoch``) so that it reshuffles: at each epoch's start, and on resume.
+
+    Lightning calls ``set_epoch`` on samplers only; the shard loaders
+    (:mod:`tasks.training.windows`) are IterableDatasets that permute their
+    units by ``(seed, epoch)`` themselves.  From the second epoch on, the
+    epoch-start hook runs before the epoch's loader iterator is made, so
+    spawned workers (not persistent) get the new epoch with the pickled
+    dataset.  The first iterator of a run is made before any epoch-start
+    hook (``FitLoop.setup_data``), which is why a resumed run sets the
+    checkpoint's epoch in ``on_load_checkpoint``, the hook that sees the
+    checkpoint before that iterator exists: otherwise a run resumed in epoch
+    k would replay epoch 0's order.
+    """
+
+    def __init__(self, dataset=None):
+        self.dataset = dataset
+
+    def _set(self, dataset, epoch: int) -> None:
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(int(epoch))
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self._set(self.dataset, checkpoint.get("epoch", 0))
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._set(getattr(trainer.train_dataloader, "dataset", self.dataset), trainer.current_epoch)
+
+
 class WallClock(L.Callback):
     """Log ``wall_s``, the run's wall time so far (across resumes), with every validation: curves by time."""
 
@@ -289,7 +318,8 @@ def fit(module, train_loader, val_loader, settings: TrainerSettings, callbacks=(
         stop = EarlyStopping(monitor=plateau, mode=plateau_mode, patience=settings.early_stop_patience)
         plateau_rule = [stop, PlateauSchedule(plateau, plateau_mode, settings.plateau_patience,
                                              settings.lr_factor, early_stop=stop)]
-    callbacks = [best, last, *plateau_rule, WallClock(), LastAtEnd(settings.last_checkpoint), *callbacks]
+    callbacks = [best, last, *plateau_rule, DatasetEpoch(getattr(train_loader, "dataset", None)), WallClock(),
+                 LastAtEnd(settings.last_checkpoint), *callbacks]
     timer = None
     if settings.max_minutes:
         timer = Timer(duration={"minutes": settings.max_minutes}, interval="step")

@@ -153,10 +153,6 @@ class _PitchTask(L.LightningModule):
         self.val_rpa_metric.reset()
         self.val_pa_metric.reset()
 
-    def on_train_epoch_start(self) -> None:
-        loader = self.trainer.train_dataloader
-        if hasattr(getattr(loader, "dataset", None), "set_epoch"):
-            loader.dataset.set_epoch(self.current_epoch)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate)
