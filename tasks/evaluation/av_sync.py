@@ -82,21 +82,16 @@ def distance_curves(v: torch.Tensor, a: torch.Tensor, frame_offset: np.ndarray, 
 
 def audio_features(net, track: np.ndarray, sample_rate: int, times: np.ndarray, batch_size: int = 64) -> torch.Tensor:
     """The audio stream's features of the segments of ``track`` centred on ``times`` (s), zero beyond its ends."""
+    from tasks.training.windows import cut_segment
+
     n = net.config.audio_samples
-    pad = np.zeros(n, np.float32)
-    padded = np.concatenate([pad, np.asarray(track, np.float32), pad])
-    starts = np.rint(np.asarray(times) * sample_rate).astype(np.int64) - n // 2 + n
+    track = np.asarray(track, np.float32)
+    centres = np.rint(np.asarray(times) * sample_rate).astype(np.int64)
     out = []
     with torch.no_grad():
-        for b in range(0, len(starts), batch_size):
-            chunk = []
-            for s in starts[b:b + batch_size]:
-                seg = np.zeros(n, np.float32)
-                lo, hi = max(s, 0), min(s + n, len(padded))
-                if hi > lo:
-                    seg[lo - s:hi - s] = padded[lo:hi]
-                chunk.append(seg)
-            out.append(net.audio(torch.from_numpy(np.stack(chunk))))
+        for b in range(0, len(centres), batch_size):
+            chunk = np.stack([cut_segment(track, int(c), n) for c in centres[b:b + batch_size]])
+            out.append(net.audio(torch.from_numpy(chunk)))
     return torch.cat(out) if out else torch.zeros(0, net.config.embedding)
 
 
@@ -174,21 +169,12 @@ def build_curve(net, data_root: str, split: str, video_id: str, *, max_shift: fl
     c = net.config
     track = AudioTracks(lay.root, 1, c.sample_rate).track(f"audio/{video_id}.wav")
     if audio_offset:
-        track = delay(track, audio_offset, c.sample_rate)
+        from tasks.media.decode import delay_audio
+
+        track = delay_audio(track, audio_offset, c.sample_rate)
     windows = video_windows(lay.shards, split, video_id, size=(c.height, c.crop_width),
                             labels=SyncLabels(lay.root, c.sample_rate, context_samples=0))
     return video_curve(net, windows, track, c.sample_rate, video_id, max_shift=max_shift)
-
-
-def delay(track: np.ndarray, seconds: float, sample_rate: int) -> np.ndarray:
-    """``track`` delayed by ``seconds`` (silence in front; negative: its start cut), the same length."""
-    n, size = int(round(seconds * sample_rate)), len(track)
-    out = np.zeros_like(track)
-    if 0 <= n < size:
-        out[n:] = track[:size - n]
-    elif -size < n < 0:
-        out[:size + n] = track[-n:]
-    return out
 
 
 def evaluate_checkpoint(checkpoint, data_root: str, split: str = "test", *, max_shift: float = 2.0,

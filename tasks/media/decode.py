@@ -124,6 +124,17 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return audio.mean(axis=1), sr
 
 
+def delay_audio(samples: np.ndarray, seconds: float, sample_rate: int) -> np.ndarray:
+    """``samples`` delayed by ``seconds`` (silence in front; negative: advanced, silence at the end), the same length."""
+    n, size = int(round(seconds * sample_rate)), len(samples)
+    out = np.zeros_like(samples)
+    if 0 <= n < size:
+        out[n:] = samples[:size - n]
+    elif -size < n < 0:
+        out[:size + n] = samples[-n:]
+    return out
+
+
 def scale_crop(
     crop: tuple[int, int, int, int], reference: tuple[int, int], width: int, height: int
 ) -> tuple[int, int, int, int]:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 
+from tasks.media.decode import delay_audio
 from tasks.store.atomic import write_bytes_atomic
 from tasks.datasets.manifest import write_pianoyt
 
@@ -133,7 +134,7 @@ def make_piano_samples(out_dir: str | os.PathLike, videos: int = 3, seconds: flo
         audio = render_midi(pm, soundfont, SAMPLE_RATE, duration=seconds)
         if av_offset_ms is not None:
             delay_ms = _delay_ms(av_offset_ms, seed, i)
-            audio = _delayed(audio, delay_ms)
+            audio = delay_audio(audio, delay_ms / 1000.0, SAMPLE_RATE)
             offsets.append((vid, delay_ms))
         roll = active_keys(pm, times)
         renderer = KeyboardRenderer(width, height, rng)
@@ -154,17 +155,6 @@ def _delay_ms(av_offset_ms: float | tuple[float, float], seed: int, i: int) -> f
     if low > high:
         raise ValueError(f"av_offset_ms range {low}..{high}: low is above high")
     return float(np.rint(np.random.default_rng([seed, i, 7]).uniform(low, high)))
-
-
-def _delayed(audio: np.ndarray, delay_ms: float) -> np.ndarray:
-    """``audio`` delayed by ``delay_ms`` (negative: advanced), the same length, silence where nothing is left."""
-    n = int(round(delay_ms * SAMPLE_RATE / 1000.0))
-    out = np.zeros_like(audio)
-    if 0 <= n < len(audio):
-        out[n:] = audio[:len(audio) - n]
-    elif -len(audio) < n < 0:
-        out[:len(audio) + n] = audio[-n:]
-    return out
 
 
 def read_av_offsets(samples_dir: str | os.PathLike) -> dict[str, float]:

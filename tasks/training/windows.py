@@ -442,14 +442,18 @@ class AudioTracks:
         return self._audio[audio_path]
 
     def segment(self, audio_path: str, centre: int, n: int) -> np.ndarray:
-        """``n`` samples of the track centred on sample ``centre`` (starting at ``centre - n // 2``), zero beyond its ends."""
-        audio = self.track(audio_path)
-        start = centre - n // 2
-        out = np.zeros(n, np.float32)
-        lo, hi = max(start, 0), min(start + n, len(audio))
-        if hi > lo:
-            out[lo - start: hi - start] = audio[lo:hi]
-        return out
+        """``n`` samples of the track centred on sample ``centre``: :func:`cut_segment`."""
+        return cut_segment(self.track(audio_path), centre, n)
+
+
+def cut_segment(audio: np.ndarray, centre: int, n: int) -> np.ndarray:
+    """``n`` samples of ``audio`` centred on sample ``centre`` (starting at ``centre - n // 2``), zero beyond its ends."""
+    start = centre - n // 2
+    out = np.zeros(n, np.float32)
+    lo, hi = max(start, 0), min(start + n, len(audio))
+    if hi > lo:
+        out[lo - start: hi - start] = audio[lo:hi]
+    return out
 
 
 _SYNC_ROW = np.dtype([("time", np.float64), ("video_id", object)])
