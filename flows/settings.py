@@ -209,6 +209,22 @@ class ViolinPitchEvaluation(EvaluationSettings):
         return _absolute(value)
 
 
+class AvMlpEvaluation(EvaluationSettings):
+    """Flow ``evaluate-av-mlp``: table 2 of thesis ch. 6, note onsets from noisy audio (``piano-noisy``)."""
+
+    data_root: str = Field(description="the pianoyt data root the MLP was trained on (its test split is scored)")
+    checkpoint: list[str] = Field(description="a checkpoint of train av-mlp", json_schema_extra={"input": True})
+    reference_midi: str | None = Field(
+        None, description="a folder of true MIDI files <video id>.mid (the sample set's midi/): the MIDI test set",
+        json_schema_extra={"input": True})
+    results: str = Field("RESULTS", description="folder the table is written to (piano-noisy.md and .parquet)")
+
+    @field_validator("reference_midi", "results")
+    @classmethod
+    def _path(cls, value):
+        return _absolute(value)
+
+
 class AvSyncEvaluation(EvaluationSettings):
     """Flow ``evaluate-av-sync``: the sync network's offset curve (thesis fig. 7.3) and each test video's offset."""
 

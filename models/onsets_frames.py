@@ -309,6 +309,13 @@ class OnsetsAndFrames(nn.Module):
         frame = self.combined_fc(self.combined_lstm(combined))
         return {"onset": onset, "offset": offset, "frame": frame, "velocity": velocity, "activation": activation}
 
+    def onset_features(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, onset logits)``: the onset stack's BiLSTM output, ``(batch, frames, 2 * onset_lstm_units)``,
+        the model's last layer before the onset head (512-d at paper size: the "final feature vector" the thesis's
+        audio-visual MLP of ch. 6 table 2 takes), and the onset head's logits on it."""
+        features = self.onset_lstm(self.onset_stack(mel))
+        return features, self.onset_fc(features)
+
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -59,23 +59,33 @@ def event_media(n: int, rng, delay_s: float = 0.0) -> tuple[np.ndarray, np.ndarr
     return bright, ev, y.astype(np.float32)
 
 
-def make_sync_build(root: Path, videos: dict[str, tuple[str, int]], seed: int = 0, delay_s: float = 0.0) -> dict:
+def make_sync_build(root: Path, videos: dict[str, tuple[str, int]], seed: int = 0, delay_s: float = 0.0,
+                    onset_key: int | None = None) -> dict:
     """A pianoyt build's shards and audio (:func:`event_media`: a bar in the picture and a tone burst in the
-    sound at each event); returns each video's event frames."""
+    sound at each event); returns each video's event frames.  With ``onset_key`` (0-87) each event is also a
+    labelled onset of that key: in the shards' ``onset`` column and in ``labels/<video>.mid``."""
+    from tasks.labels.transcribe import Note, write_midi
+
     rng = np.random.default_rng(seed)
     shards, audio_dir = root / "pianoyt" / "shards", root / "pianoyt" / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     events = {}
     for vid, (split, n) in videos.items():
         bright, events[vid], y = event_media(n, rng, delay_s)
+        onset = np.zeros((n, 88), np.uint8)
+        if onset_key is not None:
+            onset[events[vid], onset_key] = 1
+            write_midi([Note(e / FPS, (e + 3) / FPS, 21 + onset_key, 90) for e in events[vid]],
+                       root / "pianoyt" / "labels" / f"{vid}.mid")
         with VideoShardWriter(shards, vid, split, SCHEMA) as writer:
             for a in range(0, n, 32):
                 idx = list(range(a, min(n, a + 32)))
                 zeros = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(len(idx) * 88, np.uint8)), 88)
+                onsets = pa.FixedSizeListArray.from_arrays(pa.array(onset[idx].reshape(-1)), 88)
                 writer.write(pa.record_batch([
                     pa.array([vid] * len(idx), pa.string()), pa.array(idx, pa.int32()),
                     pa.array(np.asarray(idx) / FPS, pa.float64()),
-                    pa.array([_png(bright[i], i) for i in idx], pa.binary()), zeros, zeros], schema=SCHEMA))
+                    pa.array([_png(bright[i], i) for i in idx], pa.binary()), onsets, zeros], schema=SCHEMA))
             writer.commit()
         soundfile.write(str(audio_dir / f"{vid}.wav"), y, SR)
     return events

@@ -128,3 +128,19 @@ def test_av_sync_deployments_validate_into_their_settings():
     ev = d["evaluate-av-sync"]
     flow = load_entrypoint(ev["entrypoint"])
     assert flow.name == "evaluate-av-sync" and len(flow.validate_parameters(ev["parameters"])["settings"].checkpoint) == 1
+
+
+def test_av_mlp_deployments_validate_into_their_settings():
+    config = yaml.safe_load((ROOT / "deploy" / "prefect.yaml").read_text())
+    d = {d["name"]: d for d in config["deployments"]}
+    gpu = d["train-av-mlp"]
+    flow = load_entrypoint(gpu["entrypoint"])
+    params = flow.validate_parameters(gpu["parameters"])
+    assert flow.name == "train-av-mlp" and params["settings"].snr == 1.0 and params["strict_gpu_limit"] is True
+    assert gpu["work_pool"]["name"] == "sightsound-gpu" and params["settings"].trainer.accelerator == "cuda"
+    cpu = d["train-av-mlp-sample"]
+    params = load_entrypoint(cpu["entrypoint"]).validate_parameters(cpu["parameters"])
+    assert params["settings"].trainer.max_minutes == 10 and cpu["work_pool"]["name"] == "sightsound-cpu"
+    ev = d["evaluate-av-mlp"]
+    flow = load_entrypoint(ev["entrypoint"])
+    assert flow.name == "evaluate-av-mlp" and len(flow.validate_parameters(ev["parameters"])["settings"].checkpoint) == 1

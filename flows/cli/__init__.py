@@ -4,10 +4,11 @@
   samples  piano | violin | faces | piano-audio     flows/cli/samples.py
   build    pianoyt | violinyt | voxceleb            flows/cli/build.py
   label    piano | violin                           flows/cli/label.py
-  evaluate pianoyt-labels | voxceleb-crops | transcription | piano-onsets | violin-pitch | faces | av-sync,
+  evaluate pianoyt-labels | voxceleb-crops | transcription | piano-onsets | violin-pitch | faces | av-sync |
+           av-mlp,
            and audit
                                                     flows/cli/evaluate.py
-  train    onsets-frames | piano-onsets | violin-pitch | fabnet | x2face | av-sync, and describe
+  train    onsets-frames | piano-onsets | violin-pitch | fabnet | x2face | av-sync | av-mlp, and describe
                                                     flows/cli/train.py
   transcribe video | violin, and av-offset          flows/cli/transcribe.py
   drive    x2face                                   flows/cli/drive.py

@@ -8,7 +8,7 @@ import click
 
 from flows.cli.common import EXIT_OK, prefect_env, print_table, quiet_server
 from flows.cli.options import Refused, make, settings_options
-from flows.settings import AvSyncEvaluation, FacesEvaluation, PianoOnsetsEvaluation, ViolinPitchEvaluation
+from flows.settings import AvMlpEvaluation, AvSyncEvaluation, FacesEvaluation, PianoOnsetsEvaluation, ViolinPitchEvaluation
 
 EXAMPLES = """Examples:
 
@@ -24,6 +24,7 @@ EXAMPLES = """Examples:
   sightsound evaluate faces --data-root D --samples face-samples --checkpoint runs/fabnet/fabnet/checkpoints/best.ckpt \\
       --x2face-checkpoint runs/x2face/checkpoints/best.ckpt --figure figs
   sightsound evaluate av-sync --data-root D --checkpoint runs/av-sync/checkpoints/best.ckpt
+  sightsound evaluate av-mlp --data-root D --checkpoint runs/av-mlp/checkpoints/best.ckpt --reference-midi samples/midi
   sightsound audit violin --samples violin-samples --out audit.md
   sightsound audit violin --samples violin-samples --recordings violin-hard --out audit.md --figure audit.png
 """
@@ -168,24 +169,31 @@ def violin_pitch(**params) -> int:
     return EXIT_OK
 
 
+def _one_pianoyt_checkpoint(settings, model: str, load) -> None:
+    """Refuse, in one line, a data root without a pianoyt test split, other than one ``--checkpoint``, or a
+    checkpoint ``load`` does not take (one of another model); then point Prefect at the results folder."""
+    from tasks.datasets.pianoyt import layout
+    from tasks.training.trainer import CheckpointError
+    from tasks.training.windows import split_parts
+
+    try:
+        split_parts(layout(settings.data_root).shards, "test")
+        if len(settings.checkpoint) != 1:
+            raise ValueError(f"give one --checkpoint of train {model}")
+        load(settings.checkpoint[0])
+    except (ValueError, CheckpointError) as exc:
+        raise Refused(exc) from None
+    prefect_env(settings.results)
+
+
 @evaluate.command("av-sync", epilog=EXAMPLES)
 @settings_options(AvSyncEvaluation)
 def av_sync(**params) -> int:
     """Thesis ch. 7: the sync network's offset curve (fig. 7.3) and each test video's audio-visual offset."""
-    from tasks.datasets.pianoyt import layout
     from tasks.training.av_sync import load_net
-    from tasks.training.trainer import CheckpointError
-    from tasks.training.windows import split_parts
 
     settings = make(AvSyncEvaluation, params)
-    try:
-        split_parts(layout(settings.data_root).shards, "test")
-        if len(settings.checkpoint) != 1:
-            raise ValueError("give one --checkpoint of train av-sync")
-        load_net(settings.checkpoint[0])  # a checkpoint of another model is refused here, in one line
-    except (ValueError, CheckpointError) as exc:
-        raise Refused(exc) from None
-    prefect_env(settings.results)
+    _one_pianoyt_checkpoint(settings, "av-sync", load_net)
     from flows.evaluate_av_sync import evaluate_av_sync
     from flows.tempserver import guard
 
@@ -193,6 +201,24 @@ def av_sync(**params) -> int:
     out = evaluate_av_sync(settings=settings)
     print_table(out["rows"])
     click.echo(f"written: {out['markdown']}, {out['parquet']} and {out['figure']}")
+    return EXIT_OK
+
+
+@evaluate.command("av-mlp", epilog=EXAMPLES)
+@settings_options(AvMlpEvaluation)
+def av_mlp(**params) -> int:
+    """Thesis ch. 6 table 2: note onsets from noisy audio, Onsets and Frames alone against the audio-visual MLP."""
+    from tasks.training.av_mlp import load_task
+
+    settings = make(AvMlpEvaluation, params)
+    _one_pianoyt_checkpoint(settings, "av-mlp", load_task)
+    from flows.evaluate_av_mlp import evaluate_av_mlp
+    from flows.tempserver import guard
+
+    guard()  # Prefect's temporary server ends with this process
+    out = evaluate_av_mlp(settings=settings)
+    print_table(out["rows"])
+    click.echo(f"written: {out['markdown']} and {out['parquet']}")
     return EXIT_OK
 
 

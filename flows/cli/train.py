@@ -1,4 +1,4 @@
-"""``sightsound train onsets-frames|piano-onsets|violin-pitch|fabnet|x2face|av-sync`` and ``sightsound describe ...`` of the same models."""
+"""``sightsound train onsets-frames|piano-onsets|violin-pitch|fabnet|x2face|av-sync|av-mlp`` and ``sightsound describe ...`` of the same models."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import click
 
 from flows.cli.common import EXIT_OK, prefect_env
 from flows.cli.options import Refused, make, settings_options
+from tasks.training.av_mlp import AvMlpSettings
 from tasks.training.av_sync import SyncSettings
 from tasks.training.onsets_frames import TrainSettings
 from tasks.training.piano_onsets import PianoOnsetsSettings
@@ -33,6 +34,8 @@ EXAMPLES = """Examples:
   sightsound train x2face --data-root D --out runs/x2face-2 --stage II --identity-weights vgg_face.pth --init runs/x2face/checkpoints/best.ckpt
   sightsound train av-sync --data-root D --out runs/av-sync --config small --max-minutes 30
   sightsound describe av-sync --config paper
+  sightsound train av-mlp --data-root D --out runs/av-mlp --onsets-frames runs/of/checkpoints/best.ckpt \\
+      --visual runs/slope/checkpoints/best.ckpt --batch-size 256
 """
 
 
@@ -206,6 +209,30 @@ def av_sync(**params) -> int:
 
     guard()  # Prefect's temporary server ends with this process
     click.echo(json.dumps(train_av_sync(settings=settings, strict_gpu_limit=False), indent=1))
+    return EXIT_OK
+
+
+@train.command("av-mlp", epilog=EXAMPLES)
+@settings_options(AvMlpSettings)
+def av_mlp(**params) -> int:
+    """The audio-visual MLP of thesis ch. 6 table 2 on noisy mixtures of a PianoYT build (flow train-av-mlp)."""
+    from tasks.training.av_mlp import check_settings
+    from tasks.training.trainer import CheckpointError, read_checkpoint
+
+    settings = make(AvMlpSettings, params)
+    try:  # refuse what would fail before Prefect starts: checkpoints of other models, no shards, a foreign last.ckpt
+        check_settings(settings)
+        last = settings.trainer.last_checkpoint
+        if settings.trainer.resume and last.is_file():
+            read_checkpoint(last, {"snr": settings.snr, "mix_seed": settings.mix_seed})
+    except (ValueError, CheckpointError) as exc:
+        raise Refused(exc) from None
+    prefect_env(settings.trainer.run_dir)
+    from flows.tempserver import guard
+    from flows.train_av_mlp import train_av_mlp
+
+    guard()  # Prefect's temporary server ends with this process
+    click.echo(json.dumps(train_av_mlp(settings=settings, strict_gpu_limit=False), indent=1))
     return EXIT_OK
 
 

@@ -58,7 +58,35 @@ def validation_videos(video_ids, fraction: float) -> set[str]:
     return set(ids[: max(1, round(fraction * len(ids)))])
 
 
-class PianoOnsetsTask(L.LightningModule):
+class OnsetValidation:
+    """The onset models' validation (a LightningModule mixin: the visual model's and the audio-visual MLP's):
+    ``val_loss`` (class-balanced BCE) and window-level onset P/R at the evaluation's fixed thresholds (synced
+    over DDP ranks), ``val_f1`` the best of them.  With the class-balanced loss the outputs sit high (see
+    :data:`tasks.evaluation.piano_onsets.THRESHOLDS`), so F1 at 0.5 says little."""
+
+    def init_validation(self) -> None:
+        from torchmetrics.classification import BinaryPrecisionRecallCurve
+
+        from tasks.evaluation.piano_onsets import THRESHOLDS
+
+        self.val_curve = BinaryPrecisionRecallCurve(thresholds=torch.tensor(THRESHOLDS))
+
+    def validate_logits(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        self.log("val_loss", balanced_bce(logits, target), prog_bar=True, sync_dist=True, batch_size=len(target))
+        self.val_curve.update(torch.sigmoid(logits).flatten().float(), target.flatten().int())
+
+    def on_validation_epoch_end(self) -> None:
+        precision, recall, thresholds = self.val_curve.compute()
+        # The last point is torchmetrics' (1, 0) end; a threshold nothing passes has precision NaN.
+        precision, recall = torch.nan_to_num(precision[:-1], nan=0.0), recall[:-1]
+        f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
+        best = int(torch.argmax(f1))
+        self.log_dict({"val_f1": f1[best], "val_precision": precision[best], "val_recall": recall[best],
+                       "val_threshold": thresholds[best]}, prog_bar=True)
+        self.val_curve.reset()
+
+
+class PianoOnsetsTask(OnsetValidation, L.LightningModule):
     """Losses, optimiser and validation metrics of the visual onset model; its network in ``self.net``."""
 
     monitor = ("val_f1", "max")  # the best checkpoint
@@ -73,13 +101,7 @@ class PianoOnsetsTask(L.LightningModule):
         self.net = PianoOnsets(PianoOnsetsConfig.named(config, variant))
         if init_from:
             load_torchvision_init(self.net, init_from)
-        from torchmetrics.classification import BinaryPrecisionRecallCurve
-
-        # Window-level onset P/R at the evaluation's fixed thresholds (synced over DDP ranks); val_f1 is the best
-        # of them.  With the class-balanced loss the outputs sit high (see THRESHOLDS), so F1 at 0.5 says little.
-        from tasks.evaluation.piano_onsets import THRESHOLDS
-
-        self.val_curve = BinaryPrecisionRecallCurve(thresholds=torch.tensor(THRESHOLDS))
+        self.init_validation()
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -95,20 +117,7 @@ class PianoOnsetsTask(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        logits = self(batch["frames"])
-        target = batch["target"]
-        self.log("val_loss", balanced_bce(logits, target), prog_bar=True, sync_dist=True, batch_size=len(target))
-        self.val_curve.update(torch.sigmoid(logits).flatten().float(), target.flatten().int())
-
-    def on_validation_epoch_end(self) -> None:
-        precision, recall, thresholds = self.val_curve.compute()
-        # The last point is torchmetrics' (1, 0) end; a threshold nothing passes has precision NaN.
-        precision, recall = torch.nan_to_num(precision[:-1], nan=0.0), recall[:-1]
-        f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
-        best = int(torch.argmax(f1))
-        self.log_dict({"val_f1": f1[best], "val_precision": precision[best], "val_recall": recall[best],
-                       "val_threshold": thresholds[best]}, prog_bar=True)
-        self.val_curve.reset()
+        self.validate_logits(self(batch["frames"]), batch["target"])
 
 
     def configure_optimizers(self):

@@ -280,12 +280,15 @@ def seed(settings: TrainerSettings) -> None:
 
 def make_loader(dataset, settings: TrainerSettings, shuffle: bool):
     """The DataLoader of a training (``shuffle``: drop the last partial batch) or validation pass."""
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, IterableDataset
 
     # Spawned, not forked, workers: a fork of a Prefect flow run inherits its threads and its exit handlers
     # (the temporary server's guard among them), and such a worker exited with code 1 when a loader was
     # shut down at the end of a pass.  Not persistent, so each pass's workers get the dataset's new epoch.
+    # An IterableDataset (the shard windows) shuffles itself by seed and epoch; a map-style one (the AV MLP's
+    # features) is shuffled by the loader, from the generator the trainer's seed sets.
     return DataLoader(dataset, batch_size=settings.batch_size, num_workers=settings.num_workers,
+                      shuffle=shuffle and not isinstance(dataset, IterableDataset),
                       persistent_workers=False, drop_last=shuffle,
                       multiprocessing_context="spawn" if settings.num_workers else None)
 
