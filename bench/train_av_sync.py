@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import items_per_second, print_header, step_rate_and_flops  # noqa: E402
 
 BATCH = 24
 
@@ -45,17 +46,12 @@ def step_rate(config: str, steps: int) -> tuple[float, float, float, float]:
         task._loss(task.pair_distances(batch)).backward()
         opt.step()
 
-    with FlopCounterMode(display=False) as counter:
-        step()
+    rate, flops = step_rate_and_flops(step, steps)
     with FlopCounterMode(display=False) as visual, torch.no_grad():
         task.net.visual(batch["frames"])
     with FlopCounterMode(display=False) as audio, torch.no_grad():
         task.net.audio(batch["audio"][:, :c.audio_samples])
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (steps / (time.perf_counter() - start), float(counter.get_total_flops()),
-            float(visual.get_total_flops()), float(audio.get_total_flops()))
+    return rate, flops, float(visual.get_total_flops()), float(audio.get_total_flops())
 
 
 def loader_rate(data_root: str, config: str, windows: int = 300) -> float:
@@ -65,12 +61,7 @@ def loader_rate(data_root: str, config: str, windows: int = 300) -> float:
 
     task = SyncTask(config)
     ds = sync_windows(data_root, task, shard_videos(data_root, "train"), train=True, seed_value=0, buffer_size=64)
-    start, n = time.perf_counter(), 0
-    for _ in ds:
-        n += 1
-        if n >= windows:
-            break
-    return n / (time.perf_counter() - start)
+    return items_per_second(ds, windows)
 
 
 def main() -> int:
@@ -82,15 +73,15 @@ def main() -> int:
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| config | batch | steps/s | s/step | GFLOP/step | GFLOP visual fwd | GFLOP audio fwd | windows/s (net) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print_header("config", "batch", "steps/s", "s/step", "GFLOP/step", "GFLOP visual fwd", "GFLOP audio fwd",
+                 "windows/s (net)")
     for config, steps in (("small", args.steps), ("paper", args.paper_steps)):
         rate, flops, visual, audio = step_rate(config, steps)
         print(f"| {config} | {BATCH} | {rate:.3f} | {1 / rate:.2f} | {flops / 1e9:.1f} | {visual / 1e9:.1f} | "
               f"{audio / 1e9:.1f} | {rate * BATCH:.1f} |", flush=True)
     if args.data_root:
-        print("\n| loader | config | windows/s, one process |")
-        print("| --- | --- | --- |")
+        print()
+        print_header("loader", "config", "windows/s, one process")
         for config in ("small", "paper"):
             print(f"| sync windows | {config} | {loader_rate(args.data_root, config):.1f} |", flush=True)
     return 0

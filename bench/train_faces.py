@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import items_per_second, print_header, step_rate_and_flops  # noqa: E402
 
 # (name, sources, batch, curriculum)
 NETWORKS = (("fabnet", 1, 8, False), ("fabnet-curriculum", 1, 32, True), ("fabnet-curriculum-3src", 3, 32, True),
@@ -31,7 +32,6 @@ NETWORKS = (("fabnet", 1, 8, False), ("fabnet-curriculum", 1, 32, True), ("fabne
 def step_rate(name: str, sources: int, batch: int, curriculum: bool, config: str, steps: int) -> tuple[float, float]:
     """(steps per second, FLOPs of one training step)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from models.fabnet import CURRICULUM_WINDOWS, FabNet, FabNetConfig, curriculum_loss, l1_loss
     from models.x2face import X2Face, X2FaceConfig
@@ -51,24 +51,15 @@ def step_rate(name: str, sources: int, batch: int, curriculum: bool, config: str
         loss.backward()
         opt.step()
 
-    with FlopCounterMode(display=False) as counter:
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps / (time.perf_counter() - start), float(counter.get_total_flops())
+    return step_rate_and_flops(step, steps)
 
 
 def loader_rate(data_root: str, sources: int, size: int, examples: int = 400) -> float:
     """Examples per second of the shuffled ``train`` face pairs in this process."""
     from tasks.training.windows import FacePairs
 
-    start, n = time.perf_counter(), 0
-    for _ in FacePairs.from_root(data_root, "train", sources=sources, size=size, shuffle=True, buffer_size=64):
-        n += 1
-        if n >= examples:
-            break
-    return n / (time.perf_counter() - start)
+    pairs = FacePairs.from_root(data_root, "train", sources=sources, size=size, shuffle=True, buffer_size=64)
+    return items_per_second(pairs, examples)
 
 
 def main() -> int:
@@ -80,16 +71,15 @@ def main() -> int:
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| network | config | batch | steps/s | s/step | GFLOP/step | examples/s (net) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print_header("network", "config", "batch", "steps/s", "s/step", "GFLOP/step", "examples/s (net)")
     for config, steps in (("small", args.steps), ("paper", args.paper_steps)):
         for name, sources, batch, curriculum in NETWORKS:
             rate, flops = step_rate(name, sources, batch, curriculum, config, steps)
             print(f"| {name} | {config} | {batch} | {rate:.3f} | {1 / rate:.2f} | {flops / 1e9:.1f} | "
                   f"{rate * batch:.1f} |", flush=True)
     if args.data_root:
-        print("\n| loader | size | sources | examples/s, one process |")
-        print("| --- | --- | --- | --- |")
+        print()
+        print_header("loader", "size", "sources", "examples/s, one process")
         for size in (64, 256):
             for sources in (1, 3):
                 print(f"| face pairs | {size} | {sources} | {loader_rate(args.data_root, sources, size):.1f} |",

@@ -24,12 +24,13 @@ import io
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import items_per_second, step_rate_and_flops  # noqa: E402
 
 
 def make_shards(root: Path, fmt: str, frames: int) -> Path:
@@ -68,16 +69,12 @@ def loader_rate(shards: Path, augment: bool, size=(145, 800)) -> float:
 
     ds = FrameWindows(str(shards), "train", shuffle=augment, augment=augment, buffer_size=64, size=size,
                       rank=0, world_size=1)
-    start, n = time.perf_counter(), 0
-    for _ in ds:
-        n += 1
-    return n / (time.perf_counter() - start)
+    return items_per_second(ds)
 
 
 def step_rate(variant: str, config: str, steps: int) -> tuple[float, float]:
     """(steps per second at batch 24, FLOPs of one training step)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from models.piano_onsets import PianoOnsets, PianoOnsetsConfig, balanced_bce
 
@@ -92,12 +89,7 @@ def step_rate(variant: str, config: str, steps: int) -> tuple[float, float]:
         balanced_bce(net(x), y).backward()
         opt.step()
 
-    with FlopCounterMode(display=False) as counter:
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps / (time.perf_counter() - start), float(counter.get_total_flops())
+    return step_rate_and_flops(step, steps)
 
 
 def _load() -> str:

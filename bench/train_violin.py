@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import items_per_second, print_header, step_rate_and_flops  # noqa: E402
 
 BATCH = {"teacher": 64, "student-1": 64, "student-5": 24}
 
@@ -30,7 +31,6 @@ def step_rate(name: str, config: str, steps: int) -> tuple[float, float]:
     """(steps per second at the thesis's batch, FLOPs of one training step)."""
     import torch
     import torch.nn.functional as F
-    from torch.utils.flop_counter import FlopCounterMode
 
     from models.violin_pitch import PitchStudent, PitchTeacher, ViolinPitchConfig, distillation_loss
 
@@ -58,12 +58,7 @@ def step_rate(name: str, config: str, steps: int) -> tuple[float, float]:
         loss.backward()
         opt.step()
 
-    with FlopCounterMode(display=False) as counter:
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps / (time.perf_counter() - start), float(counter.get_total_flops())
+    return step_rate_and_flops(step, steps)
 
 
 def loader_rate(data_root: str, name: str, config: str, windows: int = 400) -> float:
@@ -81,12 +76,7 @@ def loader_rate(data_root: str, name: str, config: str, windows: int = 400) -> f
         c = ViolinPitchConfig.named(config, "student", int(name[-1]))
         ds = FrameWindows(lay.shards, "train", labels=labels, color="rgb", frames=c.frames, size=(c.height, c.width),
                           shuffle=True, augment=True, buffer_size=64)
-    start, n = time.perf_counter(), 0
-    for _ in ds:
-        n += 1
-        if n >= windows:
-            break
-    return n / (time.perf_counter() - start)
+    return items_per_second(ds, windows)
 
 
 def main() -> int:
@@ -98,16 +88,15 @@ def main() -> int:
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| network | config | batch | steps/s | s/step | GFLOP/step | windows/s (net) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print_header("network", "config", "batch", "steps/s", "s/step", "GFLOP/step", "windows/s (net)")
     for config, steps in (("small", args.steps), ("paper", args.paper_steps)):
         for name in BATCH:
             rate, flops = step_rate(name, config, steps)
             print(f"| {name} | {config} | {BATCH[name]} | {rate:.3f} | {1 / rate:.2f} | {flops / 1e9:.1f} | "
                   f"{rate * BATCH[name]:.1f} |", flush=True)
     if args.data_root:
-        print("\n| loader for | config | windows/s, one process |")
-        print("| --- | --- | --- |")
+        print()
+        print_header("loader for", "config", "windows/s, one process")
         for config in ("small", "paper"):
             for name in BATCH:
                 print(f"| {name} | {config} | {loader_rate(args.data_root, name, config):.1f} |", flush=True)
