@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning.pytorch as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
@@ -56,3 +58,15 @@ def test_each_epoch_and_a_resumed_epoch_get_their_own_shuffle(tmp_path):
     assert _run(tmp_path, 6).passes == [0, 1, 2]  # two steps an epoch
     # Resumed from last.ckpt (step 6, saved at the start of epoch 3): the first pass is epoch 3's, not epoch 0's.
     assert _run(tmp_path, 8).passes[0] == 3
+
+
+def test_the_summary_gives_both_checkpoints_as_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = TrainerSettings(run_dir="run", max_steps=2, val_every=2, log_every=1, batch_size=2, num_workers=0,
+                               progress_bar=False, accelerator="cpu")
+    summary = fit(Toy(), DataLoader(EpochRecorder(), batch_size=2), DataLoader(EpochRecorder(), batch_size=2),
+                  settings)
+    for key in ("best_checkpoint", "last_checkpoint"):
+        path = Path(summary[key])
+        assert path.is_absolute() and path.is_file(), (key, path)
+    assert Path(summary["last_checkpoint"]) == tmp_path / "run" / "checkpoints" / "last.ckpt"

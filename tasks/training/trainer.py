@@ -352,7 +352,9 @@ def fit(module, train_loader, val_loader, settings: TrainerSettings, callbacks=(
         "steps": int(trainer.global_step), "wall_s": round(time.monotonic() - start, 1),
         "resumed_from": str(resume) if resume else None, "stopped_by": stopped_by,
         "monitor": monitor, "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
-        "best_checkpoint": best.best_model_path or None, "last_checkpoint": str(settings.last_checkpoint),
+        # both paths absolute, whatever run_dir was given as
+        "best_checkpoint": str(Path(best.best_model_path).resolve()) if best.best_model_path else None,
+        "last_checkpoint": str(settings.last_checkpoint.resolve()),
         "metrics_csv": str(run / "metrics.csv"), "devices": settings.devices, "accelerator": accelerator,
     }
     if trainer.is_global_zero:
