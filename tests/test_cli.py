@@ -73,6 +73,8 @@ def test_missing_files_and_bad_values_are_one_line_without_a_traceback(tmp_path)
          "unknown task runner"),
         (["train", "onsets-frames", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--batch-size", "0"],
          "--batch-size: Input should be greater than or equal to 1"),
+        (["samples", "piano", "--out", str(tmp_path / "s"), "--seconds", "2"], "seconds must exceed 2.0"),
+        (["demo", "--out", str(tmp_path / "d"), "--seconds", "1.5"], "seconds must exceed 2.0"),
     ]
     for argv, expected in cases:
         proc = subprocess.run([sys.executable, "-m", "flows.cli", *argv], capture_output=True, text=True, cwd=ROOT)

@@ -76,7 +76,10 @@ def demo(out, videos, seconds, seed, device) -> int:
 
     use_runner(None)  # a bad $SIGHTSOUND_RUNNER is refused before any work
     out = Path(out).resolve()
-    manifest = make_piano_samples(out / "samples", videos=videos, seconds=seconds, seed=seed)
+    try:
+        manifest = make_piano_samples(out / "samples", videos=videos, seconds=seconds, seed=seed)
+    except ValueError as exc:
+        raise Refused(exc) from None
     click.echo(f"sample set: {manifest}")
     settings = PianoBuild(manifest=str(manifest), data_root=str(out / "data"), device=device)
     return run_build("build_pianoyt", "build-pianoyt", settings, None)

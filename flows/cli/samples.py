@@ -59,7 +59,11 @@ def piano(out, videos, seconds, seed, av_offset_ms) -> int:
     """Piano videos (a drawn keyboard playing rendered MIDI) and their PianoYT manifest."""
     from tasks.samples.piano import make_piano_samples
 
-    manifest = make_piano_samples(Path(out), videos=videos, seconds=seconds, seed=seed, av_offset_ms=av_offset_ms)
+    try:
+        manifest = make_piano_samples(Path(out), videos=videos, seconds=seconds, seed=seed,
+                                      av_offset_ms=av_offset_ms)
+    except ValueError as exc:  # too short for the silent pads, say
+        raise Refused(exc) from None
     click.echo(f"wrote {videos} piano videos; manifest: {manifest}")
     return EXIT_OK
 
