@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # A temporary server's first start migrates a new database: on a busy 2-core
@@ -131,3 +132,77 @@ def tiny_violin(tmp_path_factory) -> Path:
 
     return make_violin_samples(tmp_path_factory.mktemp("tiny-violin"), videos=2, seconds=3, seed=5,
                                width=640, height=360)
+
+
+# ---------------------------------------------------------------- synthetic face shards (face model tests)
+
+FACE_SIDE = 64  # stored crops of the synthetic face shards (the real shards: 256); the small models' input
+
+
+def synthetic_face(dx: float, dy: float, identity: int, side: int = FACE_SIDE) -> np.ndarray:
+    """An RGB face-like picture (oval, eyes, mouth) moved by (dx, dy) pixels; its shape and tint by ``identity``.
+
+    The eyes' centres are at ``(side / 2 + dx -+ 6, side / 2 + dy - 5)`` and the mouth's at
+    ``(side / 2 + dx, side / 2 + dy + 9)`` (pixels, x right, y down): :func:`synthetic_face_points`.
+    """
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    img = 0.2 + 0.35 * (yy[..., None] / side) * np.array([1.0, 0.9, 0.8], np.float32)
+    cx, cy = side / 2 + dx, side / 2 + dy
+    rx, ry = 14 + 3 * identity, 20 - identity
+
+    def blob(x, y, ax, ay):
+        return np.exp(-(((xx - x) / ax) ** 2 + ((yy - y) / ay) ** 2))[..., None]
+
+    head = blob(cx, cy, rx, ry)
+    img = img * (1 - head) + head * np.array([0.95, 0.72 - 0.1 * identity, 0.55 + 0.1 * identity], np.float32)
+    for ex in (-6, 6):
+        img = img - 0.6 * blob(cx + ex, cy - 5, 2.5, 2.0)
+    img = img - 0.5 * blob(cx, cy + 9, 6, 2.0)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def synthetic_face_points(dx: float, dy: float, side: int = FACE_SIDE):
+    """``[3, 2]`` pixel positions (x, y) of the left eye, the right eye and the mouth of :func:`synthetic_face`."""
+    c = np.array([side / 2 + dx, side / 2 + dy])
+    return np.stack([c + (-6, -5), c + (6, -5), c + (0, 9)]).astype(np.float32)
+
+
+def write_face_root(root: Path, tracks, frames: int, seed: int = 0, move: float = 6.0) -> dict:
+    """A build-voxceleb data root of :func:`synthetic_face` tracks under ``root``; returns each row's (dx, dy).
+
+    ``tracks``: ``(split, who, identity, utterances)`` tuples; each utterance is
+    a face track of ``frames`` frames moved by uniform offsets in
+    ``[-move, move]`` pixels.  The returned dict maps
+    ``(identity, utterance, frame_index)`` to the frame's ``(dx, dy)``.
+    """
+    import pyarrow as pa
+
+    from tasks.datasets.voxceleb import SCHEMA
+    from tasks.media import decode as media
+    from tasks.store.shards import VideoShardWriter
+
+    shards = root / "voxceleb" / "shards"
+    rng = np.random.default_rng(seed)
+    moves_of = {}
+    for split, who, identity, utterances in tracks:
+        video = f"vid{identity}xx"[:11]
+        for t in range(utterances):
+            utt = f"{t + 1:05d}"
+            moves = rng.uniform(-move, move, size=(frames, 2))
+            jpegs = [media.encode_image(synthetic_face(dx, dy, who)[..., ::-1].copy(), "jpeg") for dx, dy in moves]
+            n = frames
+            batch = pa.record_batch([
+                pa.array([identity] * n, pa.string()), pa.array([video] * n, pa.string()),
+                pa.array([utt] * n, pa.string()), pa.array(range(n), pa.int32()), pa.array(range(n), pa.int32()),
+                pa.array([j / 25 for j in range(n)]), pa.array(jpegs, pa.binary()),
+                pa.array([[0.0, 0.0, 100.0, 100.0]] * n, pa.list_(pa.float32(), 4)),
+                pa.array([[0.0, 0.0, 100.0, 100.0]] * n, pa.list_(pa.float32(), 4)),
+                pa.array([[0.0] * 136] * n, pa.list_(pa.float32(), 136)),
+                pa.array(["dlib-hog"] * n, pa.string()), pa.array([0.9] * n, pa.float32()),
+            ], schema=SCHEMA)
+            with VideoShardWriter(shards, f"{identity}-{video}-{utt}", split, SCHEMA) as writer:
+                writer.write(batch)
+                writer.commit()
+            for j, (dx, dy) in enumerate(moves):
+                moves_of[(identity, utt, j)] = (float(dx), float(dy))
+    return moves_of

@@ -144,3 +144,16 @@ def test_av_mlp_deployments_validate_into_their_settings():
     ev = d["evaluate-av-mlp"]
     flow = load_entrypoint(ev["entrypoint"])
     assert flow.name == "evaluate-av-mlp" and len(flow.validate_parameters(ev["parameters"])["settings"].checkpoint) == 1
+
+
+def test_keypoint_deployments_validate_into_their_settings():
+    config = yaml.safe_load((ROOT / "deploy" / "prefect.yaml").read_text())
+    d = {d["name"]: d for d in config["deployments"]}
+    gpu = d["train-keypoints"]
+    flow = load_entrypoint(gpu["entrypoint"])
+    params = flow.validate_parameters(gpu["parameters"])
+    assert flow.name == "train-keypoints" and params["settings"].config == "paper" and params["strict_gpu_limit"]
+    assert gpu["work_pool"]["name"] == "sightsound-gpu" and params["settings"].trainer.accelerator == "cuda"
+    cpu = d["train-keypoints-sample"]
+    params = load_entrypoint(cpu["entrypoint"]).validate_parameters(cpu["parameters"])
+    assert params["settings"].config == "small" and cpu["work_pool"]["name"] == "sightsound-cpu"

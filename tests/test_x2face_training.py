@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import soundfile
 import torch
@@ -15,61 +14,19 @@ import torch
 from models.face_identity import CAFFE_NAMES, FaceIdentityConfig, FaceIdentityNet, content_l1
 from models.fabnet import l1_loss
 from models.x2face import X2Face
-from tasks.datasets.voxceleb import SCHEMA
-from tasks.media import decode as media
-from tasks.store.shards import VideoShardWriter
 from tasks.training import x2face as T
 from tasks.training.trainer import CheckpointError, TrainerSettings
 from tasks.training.windows import FacePairs
+from tests.conftest import FACE_SIDE, write_face_root
 
-SIDE = 64  # the stored crops (the real shards: 256) and the small model's input
-
-
-def _face(dx: float, dy: float, identity: int) -> np.ndarray:
-    """An RGB face-like picture (oval, eyes, mouth) moved by (dx, dy) pixels; its shape and tint by ``identity``."""
-    yy, xx = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32)
-    img = 0.2 + 0.35 * (yy[..., None] / SIDE) * np.array([1.0, 0.9, 0.8], np.float32)
-    cx, cy = 32 + dx, 32 + dy
-    rx, ry = 14 + 3 * identity, 20 - identity
-
-    def blob(x, y, ax, ay):
-        return np.exp(-(((xx - x) / ax) ** 2 + ((yy - y) / ay) ** 2))[..., None]
-
-    head = blob(cx, cy, rx, ry)
-    img = img * (1 - head) + head * np.array([0.95, 0.72 - 0.1 * identity, 0.55 + 0.1 * identity], np.float32)
-    for ex in (-6, 6):
-        img = img - 0.6 * blob(cx + ex, cy - 5, 2.5, 2.0)
-    img = img - 0.5 * blob(cx, cy + 9, 6, 2.0)
-    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
-
-
-def _track(identity: str, who: int, video: str, utt: str, n: int, rng) -> pa.RecordBatch:
-    moves = rng.uniform(-6, 6, size=(n, 2))
-    jpegs = [media.encode_image(_face(dx, dy, who)[..., ::-1].copy(), "jpeg") for dx, dy in moves]
-    return pa.record_batch([
-        pa.array([identity] * n, pa.string()), pa.array([video] * n, pa.string()), pa.array([utt] * n, pa.string()),
-        pa.array(range(n), pa.int32()), pa.array(range(n), pa.int32()), pa.array([j / 25 for j in range(n)]),
-        pa.array(jpegs, pa.binary()),
-        pa.array([[0.0, 0.0, 100.0, 100.0]] * n, pa.list_(pa.float32(), 4)),
-        pa.array([[0.0, 0.0, 100.0, 100.0]] * n, pa.list_(pa.float32(), 4)),
-        pa.array([[0.0] * 136] * n, pa.list_(pa.float32(), 136)),
-        pa.array(["dlib-hog"] * n, pa.string()), pa.array([0.9] * n, pa.float32()),
-    ], schema=SCHEMA)
+SIDE = FACE_SIDE  # the stored crops (the real shards: 256) and the small model's input
 
 
 @pytest.fixture(scope="module")
 def face_root(tmp_path_factory):
     """A build-voxceleb data root: 2 train identities x 2 utterances, 1 val identity x 2, 8 frames a track."""
     root = tmp_path_factory.mktemp("x2face")
-    shards = root / "voxceleb" / "shards"
-    rng = np.random.default_rng(0)
-    for split, who, identity in (("train", 0, "id10001"), ("train", 1, "id10002"), ("val", 2, "id10003")):
-        video = f"vid{identity}xx"[:11]
-        for t in range(2):
-            utt = f"{t + 1:05d}"
-            with VideoShardWriter(shards, f"{identity}-{video}-{utt}", split, SCHEMA) as writer:
-                writer.write(_track(identity, who, video, utt, 8, rng))
-                writer.commit()
+    write_face_root(root, [("train", 0, "id10001", 2), ("train", 1, "id10002", 2), ("val", 2, "id10003", 2)], 8)
     return root
 
 

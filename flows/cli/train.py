@@ -1,4 +1,4 @@
-"""``sightsound train onsets-frames|piano-onsets|violin-pitch|fabnet|x2face|av-sync|av-mlp`` and ``sightsound describe ...`` of the same models."""
+"""``sightsound train onsets-frames|piano-onsets|violin-pitch|fabnet|x2face|keypoints|av-sync|av-mlp`` and ``sightsound describe ...`` of the same models."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tasks.training.av_sync import SyncSettings
 from tasks.training.onsets_frames import TrainSettings
 from tasks.training.piano_onsets import PianoOnsetsSettings
 from tasks.training.fabnet import FabNetSettings
+from tasks.training.keypoints import KeypointSettings
 from tasks.training.violin_pitch import ViolinPitchSettings
 from tasks.training.x2face import X2FaceSettings
 
@@ -32,6 +33,8 @@ EXAMPLES = """Examples:
   sightsound describe fabnet --config paper --sources 3
   sightsound train x2face --data-root D --out runs/x2face --config small --max-minutes 30
   sightsound train x2face --data-root D --out runs/x2face-2 --stage II --identity-weights vgg_face.pth --init runs/x2face/checkpoints/best.ckpt
+  sightsound train keypoints --data-root D --out runs/keypoints-10 --keypoints 10 --max-minutes 30
+  sightsound train keypoints --data-root D --out runs/keypoints-30 --keypoints 30 --loss perceptual --perceptual-weights vgg19.pth
   sightsound train av-sync --data-root D --out runs/av-sync --config small --max-minutes 30
   sightsound describe av-sync --config paper
   sightsound train av-mlp --data-root D --out runs/av-mlp --onsets-frames runs/of/checkpoints/best.ckpt \\
@@ -188,6 +191,34 @@ def x2face(**params) -> int:
     return EXIT_OK
 
 
+@train.command("keypoints", epilog=EXAMPLES)
+@settings_options(KeypointSettings)
+def keypoints(**params) -> int:
+    """Jakab et al.'s keypoint bottleneck on a VoxCeleb build (flow train-keypoints)."""
+    from tasks.training.faces import check_shards
+    from tasks.training.keypoints import load_perceptual
+    from tasks.training.trainer import CheckpointError, read_checkpoint
+
+    try:  # refuse what would fail before Prefect starts: no face shards, bad VGG weights, a foreign last.ckpt
+        settings = make(KeypointSettings, params)
+        check_shards(settings.data_root)
+        if settings.perceptual_weights:
+            load_perceptual(settings.perceptual_weights)
+        last = settings.trainer.last_checkpoint
+        if settings.trainer.resume and last.is_file():
+            read_checkpoint(last, {"model": "keypoints", "config": settings.config, "keypoints": settings.keypoints,
+                                   "loss": settings.loss})
+    except (ValueError, CheckpointError) as exc:
+        raise Refused(exc) from None
+    prefect_env(settings.trainer.run_dir)
+    from flows.tempserver import guard
+    from flows.train_keypoints import train_keypoints
+
+    guard()  # Prefect's temporary server ends with this process
+    click.echo(json.dumps(train_keypoints(settings=settings, strict_gpu_limit=False), indent=1))
+    return EXIT_OK
+
+
 @train.command("av-sync", epilog=EXAMPLES)
 @settings_options(SyncSettings)
 def av_sync(**params) -> int:
@@ -290,6 +321,18 @@ def describe_fabnet(config, sources) -> int:
     from models.fabnet import FabNetConfig, describe as text
 
     click.echo(text(FabNetConfig.named(config, confidence=sources == "3"), int(sources)))
+    return EXIT_OK
+
+
+@describe.command("keypoints", epilog=EXAMPLES)
+@click.option("--config", default="paper", type=click.Choice(["paper", "small"]), show_default=True,
+              help="the paper's sizes (128x128 frames, first block 32 channels), or the small CPU ones")
+@click.option("--keypoints", default=10, type=click.IntRange(1), show_default=True, help="K")
+def describe_keypoints(config, keypoints) -> int:
+    """The keypoint bottleneck's layers, output shapes and parameter counts."""
+    from models.keypoints import KeypointConfig, describe as text
+
+    click.echo(text(KeypointConfig.named(config, keypoints)))
     return EXIT_OK
 
 
