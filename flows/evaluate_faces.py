@@ -1,11 +1,15 @@
-"""Flow ``evaluate-faces``: FAb-Net's linear probes and X2Face's reconstruction and pose on the test split.
+"""Flow ``evaluate-faces``: FAb-Net's linear probes, X2Face's reconstruction and pose, and the landmark table.
 
 Writes ``<results>/fabnet.md|.parquet`` (landmark error in % of the
 inter-ocular distance, pose MAE, mouth-open accuracy and AUC; rows per
 FAb-Net variant, the untrained encoder and dlib's points) and, with X2Face
 checkpoints, ``<results>/x2face.md|.parquet`` (test L1 with 1 and 3 sources
 beside the identity warp's, pose from the driving vector); see
-:mod:`tasks.evaluation.faces`.
+:mod:`tasks.evaluation.faces`.  With keypoint checkpoints,
+``<results>/landmarks.md|.parquet`` (landmarks regressed from Jakab et al.'s
+keypoints and the class embedding's probe beside FAb-Net's) and
+``keypoints-following.md`` (whether each point follows a landmark); see
+:mod:`tasks.evaluation.landmarks`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from prefect.artifacts import create_table_artifact
 from flows.settings import FacesEvaluation
 from tasks.evaluation.faces import (audio_strip, evaluate_fabnet, evaluate_x2face, fabnet_figure, pose_sweep,
                                     x2face_grid)
+from tasks.evaluation.landmarks import (correlation_rows, evaluate_class_embeddings, evaluate_keypoints,
+                                        keypoint_figure, warp_figure)
 from tasks.evaluation.results import provenance, write_results
 
 FABNET_NOTES = """Linear probes (BatchNorm + Linear without bias, Adam 1e-3, early stop on the validation loss) on
@@ -40,6 +46,22 @@ test (pitch constant, not scored). Audio: log-mel energies (5 windows of 40 ms, 
 frame; the thesis's 256-d lip-reading features are not available) to the driving vector by ridge least squares
 (fitted on train, the ridge chosen on val); R^2 of the test driving vectors against the train mean. Intervals: 95% bootstrap over test utterances. The thesis's numbers are
 on VoxCeleb at 256 x 256 and AFLW, for scale only."""
+
+
+LANDMARK_NOTES = """Landmarks regressed from each network's output by the same linear probe (BatchNorm + Linear
+without bias, Adam 1e-3, early stop on the validation loss), fitted on the build's train split and scored on its
+test split: from the 2K coordinates of Jakab et al.'s K discovered keypoints (the paper's "linear regressor from
+our unsupervised keypoints"; the BatchNorm's shift acts as a bias), from the class-embedding network's 256-d
+embedding (that paper's "lin" rows), and from FAb-Net's embedding (its rows of fabnet.md). "untrained
+class-embedding" is that network as the seed draws it. Error: mean over the 68 points in % of the outer-eye-corner distance. "untrained keypoints-K": the
+keypoint network as the seed draws it before training. The loss each keypoint run trained with is in its name
+(no suffix: l2 pixels, the sample runs' loss; "-perceptual": VGG-19 features from the user's weights). Intervals:
+95% bootstrap over test utterances. The truth is the face sample generator's; the papers' numbers (MAFL and 300-W
+after CelebA or VoxCeleb training) are beside ours for scale only."""
+
+FOLLOWING_NOTES = """Do the discovered points follow the face? For each keypoint, the true landmark whose x and y
+its own x and y follow best over the test frames (the landmark maximising the smaller of the two Pearson r), and
+those r; a point "follows" when both are at least 0.8."""
 
 
 def _rounded(rows: list[dict], digits: int = 4) -> list[dict]:
@@ -69,6 +91,18 @@ def x2face_task(settings: FacesEvaluation) -> dict:
     out.pop("nets")
     out.pop("extras")
     return {**out, "figures": figures}
+
+
+@task(name="evaluate-keypoints")
+def keypoints_task(settings: FacesEvaluation) -> dict:
+    return evaluate_keypoints(settings.keypoints_checkpoint, settings.data_root, settings.samples,
+                              margin=settings.margin, seed=settings.seed, log=get_run_logger().info)
+
+
+@task(name="evaluate-class-embedding")
+def class_embedding_task(settings: FacesEvaluation) -> dict:
+    return evaluate_class_embeddings(settings.class_embedding_checkpoint, settings.data_root, settings.samples,
+                                     margin=settings.margin, seed=settings.seed, log=get_run_logger().info)
 
 
 @flow(name="evaluate-faces")
@@ -103,5 +137,30 @@ def evaluate_faces(settings: FacesEvaluation) -> dict:
         out["figures"] += x2["figures"]
         out["pose_maps"] = x2["pose_maps"]
         create_table_artifact(key="x2face", table=x2["rows"], description=f"X2Face: {out['x2face']}")
+    if settings.keypoints_checkpoint or settings.class_embedding_checkpoint:
+        kp = keypoints_task(settings) if settings.keypoints_checkpoint else None
+        ce = class_embedding_task(settings) if settings.class_embedding_checkpoint else None
+        prov = {**prov, "checkpoints": settings.keypoints_checkpoint + settings.class_embedding_checkpoint
+                + settings.checkpoint, "wall_s": round(time.monotonic() - start, 1)}
+        fab_landmarks = [{**r, "paper": r.get("paper", "")} for r in fab["rows"] if r["target"] == "landmarks"
+                         and not r["features"].startswith("dlib")]
+        rows = _rounded((kp["rows"] if kp else []) + (ce["rows"] if ce else []) + fab_landmarks)
+        out["landmarks"], _ = write_results(settings.results, "landmarks", "Landmarks: Jakab et al.'s keypoints and "
+                                            "FAb-Net's embedding through one linear regressor", rows, prov,
+                                            LANDMARK_NOTES)
+        out["landmark_rows"] = rows
+        create_table_artifact(key="landmarks", table=rows, description=f"landmarks: {out['landmarks']}")
+        if kp:
+            following = _rounded(correlation_rows(kp["correlations"]))
+            out["following"], _ = write_results(settings.results, "keypoints-following", "Do the discovered "
+                                                "keypoints follow a fixed landmark? (test frames)", following, prov,
+                                                FOLLOWING_NOTES)
+            out["following_rows"] = following
+        if settings.figure and kp:
+            out["figures"].append(keypoint_figure(kp["figure"], Path(settings.figure) / "keypoints.png"))
+        if settings.figure and ce:
+            for i, net in enumerate(ce["nets"].values()):
+                out["figures"].append(warp_figure(net, settings.data_root,
+                                                  Path(settings.figure) / f"class-embedding-warps-{i}.png"))
     get_run_logger().info("evaluate-faces: %s", out.get("fabnet"))
     return out

@@ -251,17 +251,25 @@ class FacesEvaluation(EvaluationSettings):
     x2face_checkpoint: list[str] = Field(default_factory=list,
                                          description="a checkpoint of train x2face (repeat: stage I, stage II)",
                                          json_schema_extra={"input": True})
+    keypoints_checkpoint: list[str] = Field(
+        default_factory=list, description="a checkpoint of train keypoints (repeat: K = 10, K = 30): the landmark "
+                                          "table landmarks.md beside FAb-Net's", json_schema_extra={"input": True})
+    class_embedding_checkpoint: list[str] = Field(
+        default_factory=list, description="a checkpoint of train class-embedding: its embedding's landmark probe "
+                                          "in landmarks.md", json_schema_extra={"input": True})
     margin: float = Field(0.4, gt=0, description="the build's crop margin (build voxceleb --margin)")
     seed: int = Field(0, description="seed of the probes, the untrained encoder and the bootstrap")
-    results: str = Field("RESULTS", description="folder the tables go to (fabnet.md, x2face.md and .parquet)")
-    figure: str | None = Field(None, description="also draw the landmark and X2Face figures, PNGs in this folder")
+    results: str = Field("RESULTS", description="folder the tables go to (fabnet.md, x2face.md, landmarks.md and "
+                                                ".parquet)")
+    figure: str | None = Field(None, description="also draw the landmark, keypoint and X2Face figures, PNGs in "
+                                                 "this folder")
 
     @field_validator("samples", "results", "figure")
     @classmethod
     def _path(cls, value):
         return _absolute(value)
 
-    @field_validator("x2face_checkpoint")
+    @field_validator("x2face_checkpoint", "keypoints_checkpoint", "class_embedding_checkpoint")
     @classmethod
     def _x2face(cls, value: list[str]) -> list[str]:
         return [_absolute(v) for v in value]

@@ -157,3 +157,16 @@ def test_keypoint_deployments_validate_into_their_settings():
     cpu = d["train-keypoints-sample"]
     params = load_entrypoint(cpu["entrypoint"]).validate_parameters(cpu["parameters"])
     assert params["settings"].config == "small" and cpu["work_pool"]["name"] == "sightsound-cpu"
+
+
+def test_class_embedding_deployments_validate_into_their_settings():
+    config = yaml.safe_load((ROOT / "deploy" / "prefect.yaml").read_text())
+    d = {d["name"]: d for d in config["deployments"]}
+    gpu = d["train-class-embedding"]
+    flow = load_entrypoint(gpu["entrypoint"])
+    params = flow.validate_parameters(gpu["parameters"])
+    assert flow.name == "train-class-embedding" and params["settings"].config == "paper" and params["strict_gpu_limit"]
+    assert gpu["work_pool"]["name"] == "sightsound-gpu" and params["settings"].trainer.accelerator == "cuda"
+    cpu = d["train-class-embedding-sample"]
+    params = load_entrypoint(cpu["entrypoint"]).validate_parameters(cpu["parameters"])
+    assert params["settings"].config == "small" and cpu["work_pool"]["name"] == "sightsound-cpu"

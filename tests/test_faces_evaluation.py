@@ -21,7 +21,7 @@ def trained(tmp_path_factory):
     pytest.importorskip("dlib")
     from tasks.datasets.voxceleb import build_utterance, layout, read_metadata
     from tasks.samples.faces import make_face_samples
-    from tasks.training import fabnet, x2face
+    from tasks.training import class_embedding, fabnet, keypoints, x2face
 
     root = tmp_path_factory.mktemp("faces-eval")
     samples, data = root / "samples", root / "data"
@@ -41,8 +41,13 @@ def trained(tmp_path_factory):
                  log=lambda *a: None)
     x2face.train(x2face.X2FaceSettings(data_root=str(data), trainer=trainer("x2f"), paper_batches=False),
                  log=lambda *a: None)
+    keypoints.train(keypoints.KeypointSettings(data_root=str(data), trainer=trainer("kp"), paper_batches=False),
+                    log=lambda *a: None)
+    class_embedding.train(class_embedding.ClassEmbeddingSettings(data_root=str(data), trainer=trainer("ce")),
+                          log=lambda *a: None)
     torch.set_num_threads(threads)
-    return samples, data, root / "fab" / "checkpoints" / "last.ckpt", root / "x2f" / "checkpoints" / "last.ckpt"
+    return (samples, data, root / "fab" / "checkpoints" / "last.ckpt", root / "x2f" / "checkpoints" / "last.ckpt",
+            root / "kp" / "checkpoints" / "last.ckpt", root / "ce" / "checkpoints" / "last.ckpt")
 
 
 def _cli(*args):
@@ -51,9 +56,11 @@ def _cli(*args):
 
 
 def test_evaluate_faces_writes_both_tables_and_figures(trained, tmp_path):
-    samples, data, fab, x2f = trained
+    samples, data, fab, x2f, kp, ce = trained
     proc = _cli("evaluate", "faces", "--data-root", data, "--samples", samples, "--checkpoint", fab,
-                "--x2face-checkpoint", x2f, "--results", tmp_path / "RESULTS", "--figure", tmp_path / "figs")
+                "--x2face-checkpoint", x2f, "--keypoints-checkpoint", kp, "--class-embedding-checkpoint", ce,
+                "--results", tmp_path / "RESULTS",
+                "--figure", tmp_path / "figs")
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (tmp_path / "RESULTS" / "fabnet.md").read_text()
     for text in ("fabnet-curriculum", "untrained encoder", "dlib points", "dlib points (direct)", "error_iod_pct",
@@ -68,7 +75,15 @@ def test_evaluate_faces_writes_both_tables_and_figures(trained, tmp_path):
     assert any(r["metric"].startswith("pose from the driving vector, mae_mean") for r in x2)
     assert "Stage I only" in (tmp_path / "RESULTS" / "x2face.md").read_text()
     assert any(r["metric"].startswith("audio -> driving vector") for r in x2)
-    for png in ("fabnet-landmarks.png", "x2face-grid-0.png", "x2face-pose-sweep-0.png", "x2face-audio-0.png"):
+    landmarks = pq.read_table(tmp_path / "RESULTS" / "landmarks.parquet").to_pylist()
+    assert {r["features"] for r in landmarks} >= {"keypoints-10", "untrained keypoints-10", "fabnet-curriculum",
+                                                  "class-embedding", "untrained class-embedding"}
+    assert all(r["target"] == "landmarks" and r["value"] > 0 for r in landmarks)
+    assert "MAFL 3.19" in (tmp_path / "RESULTS" / "landmarks.md").read_text()
+    following = pq.read_table(tmp_path / "RESULTS" / "keypoints-following.parquet").to_pylist()
+    assert {r["features"]: r["points"] for r in following} == {"keypoints-10": 10, "untrained keypoints-10": 10}
+    for png in ("fabnet-landmarks.png", "x2face-grid-0.png", "x2face-pose-sweep-0.png", "x2face-audio-0.png",
+                "keypoints.png", "class-embedding-warps-0.png"):
         assert (tmp_path / "figs" / png).stat().st_size > 10_000
     # drive x2face: by another frame, and by a pose through the maps the evaluation fitted
     import json
@@ -102,9 +117,15 @@ def test_evaluate_faces_writes_both_tables_and_figures(trained, tmp_path):
 
 
 def test_evaluate_faces_refuses_bad_input_in_one_line(trained, tmp_path):
-    samples, data, fab, x2f = trained
+    samples, data, fab, x2f, kp, ce = trained
     proc = _cli("evaluate", "faces", "--data-root", data, "--samples", samples, "--checkpoint", x2f)
     assert proc.returncode == 2 and "not a FAb-Net checkpoint" in proc.stderr and proc.stderr.count("\n") == 1
+    proc = _cli("evaluate", "faces", "--data-root", data, "--samples", samples, "--checkpoint", fab,
+                "--keypoints-checkpoint", fab)
+    assert proc.returncode == 2 and "not a keypoint-bottleneck" in proc.stderr and proc.stderr.count("\n") == 1
+    proc = _cli("evaluate", "faces", "--data-root", data, "--samples", samples, "--checkpoint", fab,
+                "--class-embedding-checkpoint", kp)
+    assert proc.returncode == 2 and "not a class-embedding" in proc.stderr and proc.stderr.count("\n") == 1
     proc = _cli("evaluate", "faces", "--data-root", data, "--samples", tmp_path, "--checkpoint", fab)
     assert proc.returncode == 2 and "no truth.json" in proc.stderr and proc.stderr.count("\n") == 1
     proc = _cli("evaluate", "faces", "--data-root", tmp_path, "--samples", samples, "--checkpoint", fab)

@@ -183,3 +183,20 @@ def test_describe_prints_the_layers_and_parameter_counts():
     total = sum(p.numel() for p in KeypointBottleneck(config).parameters())
     assert f"{total:,}" in text and "[1, 10, 16, 16]" in text and "[1, 256, 16, 16]" in text
     assert "keypoint_encoder Encoder" in text  # the name fits its column
+
+
+def test_point_correlations_find_the_landmark_a_point_follows():
+    import numpy as np
+
+    from tasks.evaluation.landmarks import correlation_rows, point_correlations
+
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 256, size=(200, 68, 2))
+    points = np.stack([0.01 * truth[:, 30] - 1 + rng.normal(0, 0.01, (200, 2)),  # follows landmark 30 (scaled)
+                       rng.uniform(-1, 1, (200, 2))], axis=1)  # follows nothing
+    points[:, 1, 0] = 0.25  # and does not move in x
+    found = point_correlations(points, truth)
+    assert found[0]["landmark"] == 30 and found[0]["r_x"] > 0.99 and found[0]["r_y"] > 0.99
+    assert found[1]["r_x"] == 0.0
+    row = correlation_rows({"net": found})[0]
+    assert row["points"] == 2 and row["following (r >= 0.8)"] == 1 and row["share"] == 0.5

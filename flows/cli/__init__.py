@@ -8,8 +8,8 @@
            av-mlp,
            and audit
                                                     flows/cli/evaluate.py
-  train    onsets-frames | piano-onsets | violin-pitch | fabnet | x2face | keypoints | av-sync | av-mlp,
-           and describe
+  train    onsets-frames | piano-onsets | violin-pitch | fabnet | x2face | keypoints | class-embedding |
+           av-sync | av-mlp, and describe
                                                     flows/cli/train.py
   transcribe video | violin, and av-offset          flows/cli/transcribe.py
   drive    x2face                                   flows/cli/drive.py

@@ -22,7 +22,8 @@ EXAMPLES = """Examples:
   sightsound evaluate violin-pitch --data-root D --checkpoint runs/violin/teacher/checkpoints/best.ckpt \\
       --checkpoint runs/violin/student-5/checkpoints/best.ckpt --truth-midi violin-samples/midi --figure figs
   sightsound evaluate faces --data-root D --samples face-samples --checkpoint runs/fabnet/fabnet/checkpoints/best.ckpt \\
-      --x2face-checkpoint runs/x2face/checkpoints/best.ckpt --figure figs
+      --x2face-checkpoint runs/x2face/checkpoints/best.ckpt --keypoints-checkpoint runs/keypoints-10/checkpoints/best.ckpt \\
+      --class-embedding-checkpoint runs/class-embedding/checkpoints/best.ckpt --figure figs
   sightsound evaluate av-sync --data-root D --checkpoint runs/av-sync/checkpoints/best.ckpt
   sightsound evaluate av-mlp --data-root D --checkpoint runs/av-mlp/checkpoints/best.ckpt --reference-midi samples/midi
   sightsound audit violin --samples violin-samples --out audit.md
@@ -228,6 +229,8 @@ def faces(**params) -> int:
     """FAb-Net's linear probes (landmarks, pose, mouth) and X2Face's test L1 and pose on a face build's test split."""
     from tasks.training.fabnet import load_net
     from tasks.training.faces import check_shards
+    from tasks.training.class_embedding import load_net as load_class_embedding
+    from tasks.training.keypoints import load_net as load_keypoints
     from tasks.training.trainer import CheckpointError
     from tasks.training.x2face import load_net as load_x2face
 
@@ -240,6 +243,10 @@ def faces(**params) -> int:
             load_net(checkpoint)  # a checkpoint of another model is refused here, in one line
         for checkpoint in settings.x2face_checkpoint:
             load_x2face(checkpoint)
+        for checkpoint in settings.keypoints_checkpoint:
+            load_keypoints(checkpoint)
+        for checkpoint in settings.class_embedding_checkpoint:
+            load_class_embedding(checkpoint)
     except (ValueError, CheckpointError) as exc:
         raise Refused(exc) from None
     prefect_env(settings.results)
@@ -249,9 +256,10 @@ def faces(**params) -> int:
     guard()  # Prefect's temporary server ends with this process
     out = evaluate_faces(settings=settings)
     print_table(out["fabnet_rows"])
-    if out.get("x2face_rows"):
-        print_table(out["x2face_rows"])
-    written = [out["fabnet"]] + ([out["x2face"]] if out.get("x2face") else [])
+    for key in ("x2face_rows", "landmark_rows", "following_rows"):
+        if out.get(key):
+            print_table(out[key])
+    written = [out["fabnet"]] + [out[k] for k in ("x2face", "landmarks", "following") if out.get(k)]
     click.echo(f"written: {', '.join(written)}" + (f"; figures: {', '.join(out['figures'])}" if out["figures"] else ""))
     return EXIT_OK
 

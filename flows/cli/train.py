@@ -1,4 +1,5 @@
-"""``sightsound train onsets-frames|piano-onsets|violin-pitch|fabnet|x2face|keypoints|av-sync|av-mlp`` and ``sightsound describe ...`` of the same models."""
+"""``sightsound train onsets-frames|piano-onsets|violin-pitch|fabnet|x2face|keypoints|class-embedding|av-sync|
+av-mlp`` and ``sightsound describe ...`` of the same models."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tasks.training.av_sync import SyncSettings
 from tasks.training.onsets_frames import TrainSettings
 from tasks.training.piano_onsets import PianoOnsetsSettings
 from tasks.training.fabnet import FabNetSettings
+from tasks.training.class_embedding import ClassEmbeddingSettings
 from tasks.training.keypoints import KeypointSettings
 from tasks.training.violin_pitch import ViolinPitchSettings
 from tasks.training.x2face import X2FaceSettings
@@ -35,6 +37,7 @@ EXAMPLES = """Examples:
   sightsound train x2face --data-root D --out runs/x2face-2 --stage II --identity-weights vgg_face.pth --init runs/x2face/checkpoints/best.ckpt
   sightsound train keypoints --data-root D --out runs/keypoints-10 --keypoints 10 --max-minutes 30
   sightsound train keypoints --data-root D --out runs/keypoints-30 --keypoints 30 --loss perceptual --perceptual-weights vgg19.pth
+  sightsound train class-embedding --data-root D --out runs/class-embedding --max-minutes 30
   sightsound train av-sync --data-root D --out runs/av-sync --config small --max-minutes 30
   sightsound describe av-sync --config paper
   sightsound train av-mlp --data-root D --out runs/av-mlp --onsets-frames runs/of/checkpoints/best.ckpt \\
@@ -219,6 +222,30 @@ def keypoints(**params) -> int:
     return EXIT_OK
 
 
+@train.command("class-embedding", epilog=EXAMPLES)
+@settings_options(ClassEmbeddingSettings)
+def class_embedding(**params) -> int:
+    """The class-embedding network's hierarchical warp on a VoxCeleb build (flow train-class-embedding)."""
+    from tasks.training.faces import check_shards
+    from tasks.training.trainer import CheckpointError, read_checkpoint
+
+    try:  # refuse what would fail before Prefect starts: no face shards, a foreign last.ckpt
+        settings = make(ClassEmbeddingSettings, params)
+        check_shards(settings.data_root)
+        last = settings.trainer.last_checkpoint
+        if settings.trainer.resume and last.is_file():
+            read_checkpoint(last, {"model": "class-embedding", "config": settings.config, "loss": settings.loss})
+    except (ValueError, CheckpointError) as exc:
+        raise Refused(exc) from None
+    prefect_env(settings.trainer.run_dir)
+    from flows.tempserver import guard
+    from flows.train_class_embedding import train_class_embedding
+
+    guard()  # Prefect's temporary server ends with this process
+    click.echo(json.dumps(train_class_embedding(settings=settings, strict_gpu_limit=False), indent=1))
+    return EXIT_OK
+
+
 @train.command("av-sync", epilog=EXAMPLES)
 @settings_options(SyncSettings)
 def av_sync(**params) -> int:
@@ -333,6 +360,17 @@ def describe_keypoints(config, keypoints) -> int:
     from models.keypoints import KeypointConfig, describe as text
 
     click.echo(text(KeypointConfig.named(config, keypoints)))
+    return EXIT_OK
+
+
+@describe.command("class-embedding", epilog=EXAMPLES)
+@click.option("--config", default="paper", type=click.Choice(["paper", "small"]), show_default=True,
+              help="the paper's sizes (256x256 frames, levels 32/64/128), or the small CPU ones")
+def describe_class_embedding(config) -> int:
+    """The class-embedding network's layers, output shapes and parameter counts."""
+    from models.class_embedding import ClassEmbeddingConfig, describe as text
+
+    click.echo(text(ClassEmbeddingConfig.named(config)))
     return EXIT_OK
 
 
