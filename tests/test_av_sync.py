@@ -19,7 +19,7 @@ from tasks.evaluation import av_sync as E
 from tasks.store.shards import VideoShardWriter
 from tasks.training import av_sync as T
 from tasks.training.trainer import CheckpointError, TrainerSettings
-from tasks.training.windows import FrameWindows, SyncLabels, video_windows
+from tasks.training.windows import SyncLabels, video_windows
 
 H, W, FPS, SR = 48, 264, 25.0, 16000
 

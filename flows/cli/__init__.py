@@ -24,7 +24,6 @@ are one line on stderr and exit code 2; see :data:`EXIT_CODES`.
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import click

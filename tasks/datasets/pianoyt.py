@@ -8,7 +8,6 @@ notes of the pseudo-label MIDI at each frame's time.
 from __future__ import annotations
 
 import datetime as _dt
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa

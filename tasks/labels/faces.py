@@ -28,7 +28,6 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import pyarrow as pa
 
 from tasks.media import decode as media
 
