@@ -13,7 +13,7 @@
                                                     flows/cli/train.py
   transcribe video | violin, and av-offset          flows/cli/transcribe.py
   drive    x2face                                   flows/cli/drive.py
-  demo, env                                         here
+  demo, env, regenerate                             here
 
 ``build-pianoyt``, ``build-violinyt`` and ``build-voxceleb`` (the spellings
 of the previous release) still work, hidden from ``--help``; they go in the
@@ -30,7 +30,7 @@ import click
 
 from flows.cli.build import build
 from flows.cli.drive import drive
-from flows.cli.common import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_SOME_FAILED, echo_err, run_build
+from flows.cli.common import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_SOME_FAILED, echo_err, prefect_env, run_build
 from flows.cli.evaluate import audit, evaluate
 from flows.cli.label import label
 from flows.cli.options import Refused
@@ -83,6 +83,39 @@ def demo(out, videos, seconds, seed, device) -> int:
     click.echo(f"sample set: {manifest}")
     settings = PianoBuild(manifest=str(manifest), data_root=str(out / "data"), device=device)
     return run_build("build_pianoyt", "build-pianoyt", settings, None)
+
+
+@cli.command(epilog="Examples:\n\n\b\n  sightsound regenerate --profile sample --out R\n"
+                    "  sightsound regenerate --profile sample --only piano-onsets --out R\n")
+@click.option("--profile", type=click.Choice(["sample", "tiny"]), default="sample", show_default=True,
+              help="sample: the sample sets and small configs (this CPU); tiny: seconds, for tests")
+@click.option("--only", "only", multiple=True, metavar="TABLE", help="regenerate this table only (repeat)")
+@click.option("--out", default="RESULTS", show_default=True, type=click.Path(file_okay=False),
+              help="folder the tables go to")
+@click.option("--work", type=click.Path(file_okay=False), help="folder for data and runs (default OUT/work)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of every training")
+def regenerate(profile, only, out, work, seed) -> int:
+    """Every results table: build the data, train (reusing unchanged runs), evaluate (flow regenerate-benchmarks)."""
+    from tasks.benchmarks import select
+
+    try:
+        select(list(only))
+    except ValueError as exc:
+        raise Refused(exc) from None
+    out = Path(out).resolve()
+    prefect_env(Path(work).resolve() if work else out / "work")
+    from flows.regenerate import regenerate_benchmarks
+    from flows.tempserver import guard
+
+    guard()  # Prefect's temporary server ends with this process
+    report = regenerate_benchmarks(profile=profile, out=str(out), only=list(only), seed=seed,
+                                   work=str(Path(work).resolve()) if work else None)
+    for table, info in report["tables"].items():
+        reused = sum(t["reused"] for t in info["trainings"].values())
+        click.echo(f"{table}: {info['markdown']} ({reused} of {len(info['trainings'])} trainings reused, "
+                   f"{info['wall_s']} s)")
+    click.echo(f"regenerated in {report['wall_s']} s; {out / 'regenerate.json'}")
+    return EXIT_OK
 
 
 @cli.command()

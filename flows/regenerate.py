@@ -1,0 +1,152 @@
+"""Flow ``regenerate-benchmarks``: every results table from one command, reusing what has not changed.
+
+For each benchmark of the registry (:mod:`tasks.benchmarks`) and the chosen
+profile, in order:
+
+1. **Data.** The sample set is generated into ``WORK/data/<name>/samples``
+   (skipped when its manifest is there: the generators are deterministic)
+   and built by the build flow into ``WORK/data/<name>/root`` (the build's
+   own caching makes a rebuild a no-op).  ``<name>`` is derived from the
+   arguments, so entries that ask for the same data share one build.
+2. **Trainings.** Each in ``WORK/runs/<table>/<run>``.  Its *key*
+   (:func:`tasks.benchmarks.training_key`: settings, budget, the build's
+   shard digest, the digest of the code under ``models/`` and ``tasks/``,
+   the seed) is written to ``inputs.json`` when it starts; a finished run
+   with the same key is reused and not trained again; an unfinished one with
+   the same key resumes from its ``last.ckpt``; a run folder made from other
+   inputs is cleared first, so a stale checkpoint is never resumed.
+3. **Evaluation.** The model's evaluation flow writes ``OUT/<table>.md`` and
+   ``.parquet``, the papers' numbers beside ours, with provenance.
+
+The runs are in-process here; running each training as a deployment run on
+the GPU pool is the next step (issue 19).  Returns, per table, the paths
+written and, per training, whether it was reused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from tasks.benchmarks import (Benchmark, SampleData, Training, code_digest, record_inputs, reusable, select,
+                              training_key)
+
+
+def _sample_set(data: SampleData, folder: Path) -> Path:
+    """Generate the sample set once; return its manifest."""
+    manifest = folder / "manifest.csv"
+    if manifest.is_file():
+        return manifest
+    if data.generator == "piano":
+        from tasks.samples.piano import make_piano_samples
+
+        return make_piano_samples(folder, **data.args)
+    raise ValueError(f"no sample generator {data.generator!r} in regenerate-benchmarks yet")
+
+
+def _build(data: SampleData, manifest: Path, root: Path) -> list:
+    """Build the sample set (cached by the build flow); return the shard files it holds."""
+    from tasks.training.windows import split_parts
+
+    if data.build == "pianoyt":
+        from flows.build_pianoyt import build_pianoyt
+        from flows.settings import PianoBuild
+        from tasks.datasets.pianoyt import layout
+
+        build_pianoyt(settings=PianoBuild(manifest=str(manifest), data_root=str(root), **data.build_args))
+        shards = layout(str(root)).shards
+    else:
+        raise ValueError(f"no build {data.build!r} in regenerate-benchmarks yet")
+    return [p for split in ("train", "test") for p in split_parts(shards, split)]
+
+
+def _train(training: Training, data_root: str, run_dir: Path, seed: int) -> dict:
+    from tasks.training.trainer import TrainerSettings
+
+    trainer = TrainerSettings(run_dir=str(run_dir), seed=seed, progress_bar=False, **training.trainer)
+    if training.model == "piano-onsets":
+        from flows.train_piano_onsets import train_piano_onsets
+        from tasks.training.piano_onsets import PianoOnsetsSettings
+
+        return train_piano_onsets(settings=PianoOnsetsSettings(data_root=data_root, trainer=trainer,
+                                                               **training.settings), strict_gpu_limit=False)
+    raise ValueError(f"no training {training.model!r} in regenerate-benchmarks yet")
+
+
+def _evaluate(bench: Benchmark, data_root: str, samples: Path, checkpoints: list[str], out: Path) -> dict:
+    if bench.evaluation == "piano-onsets":
+        from flows.evaluate_piano_onsets import evaluate_piano_onsets
+        from flows.settings import PianoOnsetsEvaluation
+
+        midi = str(samples / "midi") if bench.evaluation_args.get("reference_midi") else None
+        result = evaluate_piano_onsets(settings=PianoOnsetsEvaluation(
+            data_root=data_root, checkpoint=checkpoints, reference_midi=midi, results=str(out)))
+        return {"markdown": result["markdown"], "parquet": result["parquet"]}
+    raise ValueError(f"no evaluation {bench.evaluation!r} in regenerate-benchmarks yet")
+
+
+def _one_training(training: Training, data_root: str, run_dir: Path, digest: str, code: str, seed: int) -> dict:
+    """Reuse, resume or start one training; return its summary with ``reused``."""
+    log = get_run_logger()
+    key = training_key(training, digest, code, seed)
+    done = reusable(run_dir, key)
+    if done is not None:
+        log.info("regenerate: %s reused (inputs unchanged, key %s)", run_dir, key)
+        return {**done, "reused": True, "key": key}
+    inputs = run_dir / "inputs.json"
+    if run_dir.exists():
+        try:
+            old = json.loads(inputs.read_text()).get("key") if inputs.is_file() else None
+        except ValueError:
+            old = None
+        if old != key:  # made from other inputs (or unknown ones): never resume its checkpoints
+            log.info("regenerate: %s was made from other inputs; starting it again", run_dir)
+            shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    inputs.write_text(json.dumps({"key": key, "finished": False}) + "\n")
+    summary = _train(training, data_root, run_dir, seed)
+    record_inputs(run_dir, key, training, digest, code, seed)
+    return {**summary, "reused": False, "key": key}
+
+
+@flow(name="regenerate-benchmarks")
+def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: list[str] | None = None,
+                          seed: int = 0, work: str | None = None) -> dict:
+    """Build, train (or reuse) and evaluate every benchmark of ``only`` (all when empty) in ``profile``."""
+    from tasks.evaluation.results import shards_digest
+
+    log = get_run_logger()
+    out_dir = Path(out).resolve()
+    work_dir = Path(work).resolve() if work else out_dir / "work"
+    code = code_digest()
+    report: dict = {"profile": profile, "seed": seed, "code_digest": code, "tables": {}}
+    start = time.monotonic()
+    for bench in select(only):
+        if profile not in bench.data:
+            raise ValueError(f"{bench.table}: no {profile!r} profile (it has {', '.join(bench.data)})")
+        t0 = time.monotonic()
+        data = bench.data[profile]
+        folder = work_dir / "data" / data.name
+        manifest = _sample_set(data, folder / "samples")
+        files = _build(data, manifest, folder / "root")
+        data_root, digest = str(folder / "root"), shards_digest(files)
+        runs = {}
+        for training in bench.trainings[profile]:
+            runs[training.name] = _one_training(training, data_root, work_dir / "runs" / bench.table / training.name,
+                                                digest, code, seed)
+        checkpoints = [r.get("best_checkpoint") or r["last_checkpoint"] for r in runs.values()]
+        written = _evaluate(bench, data_root, folder / "samples", checkpoints, out_dir)
+        report["tables"][bench.table] = {
+            **written, "data_root": data_root, "data_digest": digest,
+            "trainings": {n: {"reused": r["reused"], "key": r["key"], "steps": r.get("steps"),
+                              "wall_s": r.get("wall_s")} for n, r in runs.items()},
+            "wall_s": round(time.monotonic() - t0, 1)}
+        log.info("regenerate: %s written (%s)", bench.table, written["markdown"])
+    report["wall_s"] = round(time.monotonic() - start, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "regenerate.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report

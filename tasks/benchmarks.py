@@ -1,0 +1,142 @@
+"""The registry of benchmarks: each results table's data, trainings, evaluation, in one place (issue 19).
+
+A :class:`Benchmark` says what one results table needs, per *profile*:
+
+* **data**: a :class:`SampleData` (which sample generator, with which
+  arguments, built by which build flow), or a user's published manifest;
+* **trainings**: :class:`Training` entries (a model's train function, its
+  settings as plain values, a time and step budget);
+* **evaluation**: the evaluation flow that writes the table from the
+  trained checkpoints (the papers' numbers are that flow's: every table
+  already prints them beside ours).
+
+``regenerate-benchmarks`` (:mod:`flows.regenerate`) walks the registry:
+builds what data is missing, trains what is not trained yet (a training
+whose inputs are unchanged is reused: :func:`training_key`), and evaluates.
+Adding a model is adding one entry to :data:`BENCHMARKS`; nothing here
+imports Prefect.
+
+Profiles
+    ``sample``: the generated sample sets and ``small`` configs, trainings
+    of a few minutes each: the whole registry runs on a 2-core CPU.
+    ``tiny``: the same path in seconds (a few steps, a few short videos),
+    for tests of the machinery; its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROFILES = ("tiny", "sample")
+ROOT = Path(__file__).resolve().parents[1]
+CODE_DIRS = ("models", "tasks")  # a change in these retrains (flows/ only orchestrates)
+
+
+@dataclass(frozen=True)
+class SampleData:
+    """A generated sample set and its build: ``generator`` ("piano", ...) with ``args``, built by ``build``."""
+
+    generator: str
+    args: dict
+    build: str  # "pianoyt" | "violinyt" | "voxceleb"
+    build_args: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """A folder name unique to the arguments (so two profiles or entries that agree share one build)."""
+        text = json.dumps({"generator": self.generator, "args": self.args, "build": self.build,
+                           "build_args": self.build_args}, sort_keys=True)
+        return f"{self.generator}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
+@dataclass(frozen=True)
+class Training:
+    """One training of a benchmark: ``model`` ("piano-onsets", ...), its run ``name``, settings and budget."""
+
+    model: str
+    name: str
+    settings: dict  # the model's settings as plain values, without data_root and trainer
+    trainer: dict  # the shared trainer's settings (without run_dir): budget, batch, validation cadence
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One results table and what makes it, per profile."""
+
+    table: str  # the evaluation's table name (RESULTS/<table>.md)
+    title: str
+    data: dict  # profile -> SampleData
+    trainings: dict  # profile -> tuple[Training, ...]
+    evaluation: str  # the evaluation's name in flows.regenerate.EVALUATIONS
+    evaluation_args: dict = field(default_factory=dict)
+
+
+def _piano_onsets() -> Benchmark:
+    variants = ("resnet", "aggregation", "slope")
+
+    def runs(trainer: dict) -> tuple[Training, ...]:
+        return tuple(Training("piano-onsets", v, {"variant": v, "config": "small"}, trainer) for v in variants)
+
+    return Benchmark(
+        table="piano-onsets", title="Visual piano onsets (thesis ch. 6, table 1)",
+        data={"sample": SampleData("piano", {"videos": 12, "seconds": 30, "seed": 11}, "pianoyt"),
+              "tiny": SampleData("piano", {"videos": 4, "seconds": 4, "seed": 11}, "pianoyt")},
+        trainings={"sample": runs({"max_minutes": 10, "max_steps": 100000, "val_every": 200, "num_workers": 0}),
+                   "tiny": runs({"max_steps": 4, "val_every": 2, "batch_size": 4, "num_workers": 0})},
+        evaluation="piano-onsets", evaluation_args={"reference_midi": True})
+
+
+BENCHMARKS: dict[str, Benchmark] = {b.table: b for b in (_piano_onsets(),)}
+
+
+def select(only: list[str] | None = None) -> list[Benchmark]:
+    """The benchmarks named in ``only`` (all when empty); ValueError naming an unknown one."""
+    if not only:
+        return list(BENCHMARKS.values())
+    unknown = [t for t in only if t not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown table(s) {', '.join(unknown)}: one of {', '.join(BENCHMARKS)}")
+    return [BENCHMARKS[t] for t in only]
+
+
+def code_digest(root: Path = ROOT) -> str:
+    """SHA-256 (16 hex) over the paths and contents of every ``.py`` file under :data:`CODE_DIRS`."""
+    h = hashlib.sha256()
+    for d in CODE_DIRS:
+        for path in sorted((root / d).rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def training_key(training: Training, data_digest: str, code: str, seed: int) -> str:
+    """What decides whether a training must run again: its settings, budget, data, code and seed."""
+    text = json.dumps({"model": training.model, "name": training.name, "settings": training.settings,
+                       "trainer": training.trainer, "data": data_digest, "code": code, "seed": seed},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def reusable(run_dir: Path, key: str) -> dict | None:
+    """The summary of a finished training in ``run_dir`` made from the same inputs (``key``), else None."""
+    inputs, summary = run_dir / "inputs.json", run_dir / "summary.json"
+    if not (inputs.is_file() and summary.is_file()):
+        return None
+    try:
+        if json.loads(inputs.read_text()).get("key") != key:
+            return None
+        done = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return None
+    best = done.get("best_checkpoint") or done.get("last_checkpoint")
+    return done if best and Path(best).is_file() else None
+
+
+def record_inputs(run_dir: Path, key: str, training: Training, data_digest: str, code: str, seed: int) -> None:
+    """Write ``run_dir/inputs.json`` after a training finished: what :func:`reusable` compares next time."""
+    (run_dir / "inputs.json").write_text(json.dumps(
+        {"key": key, "model": training.model, "name": training.name, "settings": training.settings,
+         "trainer": training.trainer, "data_digest": data_digest, "code_digest": code, "seed": seed},
+        indent=1, sort_keys=True) + "\n")

@@ -1,0 +1,82 @@
+"""tasks.benchmarks and flow regenerate-benchmarks: every table from one command, unchanged trainings reused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tasks import benchmarks as B
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_registry_declares_every_profile_of_each_table():
+    for bench in B.BENCHMARKS.values():
+        assert set(bench.data) == set(B.PROFILES) == set(bench.trainings), bench.table
+        assert all(bench.trainings[p] for p in B.PROFILES)
+    assert [b.table for b in B.select(["piano-onsets"])] == ["piano-onsets"]
+    with pytest.raises(ValueError, match="unknown table"):
+        B.select(["nope"])
+
+
+def test_a_training_is_reused_only_when_its_inputs_are_unchanged(tmp_path):
+    t = B.Training("piano-onsets", "slope", {"variant": "slope", "config": "small"}, {"max_steps": 4})
+    key = B.training_key(t, "data1", "code1", 0)
+    assert key == B.training_key(t, "data1", "code1", 0)
+    others = {B.training_key(t, "data2", "code1", 0), B.training_key(t, "data1", "code2", 0),
+              B.training_key(t, "data1", "code1", 1),
+              B.training_key(B.Training("piano-onsets", "slope", {"variant": "slope", "config": "small"},
+                                        {"max_steps": 5}), "data1", "code1", 0)}
+    assert key not in others and len(others) == 4
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "best.ckpt"
+    ckpt.write_bytes(b"x")
+    assert B.reusable(run, key) is None  # no summary, no inputs
+    (run / "summary.json").write_text(json.dumps({"best_checkpoint": str(ckpt), "steps": 4}))
+    assert B.reusable(run, key) is None  # not recorded as finished from these inputs
+    B.record_inputs(run, key, t, "data1", "code1", 0)
+    assert B.reusable(run, key)["steps"] == 4
+    assert B.reusable(run, B.training_key(t, "data1", "code2", 0)) is None
+    ckpt.unlink()
+    assert B.reusable(run, key) is None  # its checkpoint is gone
+
+
+def test_code_digest_follows_the_code(tmp_path):
+    for d in B.CODE_DIRS:
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "a.py").write_text("x = 1\n")
+    first = B.code_digest(tmp_path)
+    (tmp_path / "tasks" / "a.py").write_text("x = 2\n")
+    assert B.code_digest(tmp_path) != first
+
+
+def _regenerate(out: Path, work: Path):
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "regenerate", "--profile", "tiny", "--only",
+                           "piano-onsets", "--out", str(out), "--work", str(work)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / "regenerate.json").read_text())
+
+
+def test_regenerate_writes_the_table_then_reuses_every_training(tmp_path):
+    out, work = tmp_path / "R", tmp_path / "work"
+    first = _regenerate(out, work)
+    info = first["tables"]["piano-onsets"]
+    assert set(info["trainings"]) == {"resnet", "aggregation", "slope"}
+    assert not any(t["reused"] for t in info["trainings"].values())
+    md = (out / "piano-onsets.md").read_text()
+    assert "git_commit" in md and "shards_digest" in md and "66.63" in md  # provenance; the thesis beside ours
+    rows = pq.read_table(out / "piano-onsets.parquet").to_pylist()
+    assert {r["model"] for r in rows} == {"ResNet", "ResNet + aggregation", "ResNet + aggregation + slope"}
+    second = _regenerate(out, work)
+    again = second["tables"]["piano-onsets"]
+    assert all(t["reused"] for t in again["trainings"].values())
+    assert {n: t["key"] for n, t in again["trainings"].items()} == {n: t["key"] for n, t in info["trainings"].items()}
+    assert again["data_digest"] == info["data_digest"]
+    assert second["wall_s"] < first["wall_s"]
