@@ -37,15 +37,19 @@ from tasks.benchmarks import (Benchmark, SampleData, Training, code_digest, reco
 
 
 def _sample_set(data: SampleData, folder: Path) -> Path:
-    """Generate the sample set once; return its manifest."""
-    manifest = folder / "manifest.csv"
-    if manifest.is_file():
-        return manifest
+    """Generate the sample set once (the generators are deterministic); return its manifest."""
+    done = folder / "regenerate-manifest.txt"
+    if done.is_file():
+        return Path(done.read_text().strip())
     if data.generator == "piano":
-        from tasks.samples.piano import make_piano_samples
-
-        return make_piano_samples(folder, **data.args)
-    raise ValueError(f"no sample generator {data.generator!r} in regenerate-benchmarks yet")
+        from tasks.samples.piano import make_piano_samples as make
+    elif data.generator == "faces":
+        from tasks.samples.faces import make_face_samples as make
+    else:
+        raise ValueError(f"no sample generator {data.generator!r} in regenerate-benchmarks yet")
+    manifest = make(folder, **data.args)
+    done.write_text(f"{manifest}\n")
+    return Path(manifest)
 
 
 def _build(data: SampleData, manifest: Path, root: Path) -> list:
@@ -58,34 +62,95 @@ def _build(data: SampleData, manifest: Path, root: Path) -> list:
         from tasks.datasets.pianoyt import layout
 
         build_pianoyt(settings=PianoBuild(manifest=str(manifest), data_root=str(root), **data.build_args))
-        shards = layout(str(root)).shards
+    elif data.build == "voxceleb":
+        from flows.build_voxceleb import build_voxceleb
+        from flows.settings import VoxCelebBuild
+        from tasks.datasets.voxceleb import layout
+
+        build_voxceleb(settings=VoxCelebBuild(metadata=str(manifest), data_root=str(root), **data.build_args))
     else:
         raise ValueError(f"no build {data.build!r} in regenerate-benchmarks yet")
-    return [p for split in ("train", "test") for p in split_parts(shards, split)]
+    shards, files = layout(str(root)).shards, []
+    for split in ("train", "val", "test"):  # (a piano build holds its validation videos in train)
+        try:
+            files += split_parts(shards, split)
+        except ValueError:
+            pass
+    return files
+
+
+# model -> (settings class, flow); the flow takes settings= and strict_gpu_limit=
+def _trainers() -> dict:
+    from flows.train_av_sync import train_av_sync
+    from flows.train_class_embedding import train_class_embedding
+    from flows.train_fabnet import train_fabnet
+    from flows.train_keypoints import train_keypoints
+    from flows.train_piano_onsets import train_piano_onsets
+    from flows.train_x2face import train_x2face
+    from tasks.training.av_sync import SyncSettings
+    from tasks.training.class_embedding import ClassEmbeddingSettings
+    from tasks.training.fabnet import FabNetSettings
+    from tasks.training.keypoints import KeypointSettings
+    from tasks.training.piano_onsets import PianoOnsetsSettings
+    from tasks.training.x2face import X2FaceSettings
+
+    return {"piano-onsets": (PianoOnsetsSettings, train_piano_onsets), "av-sync": (SyncSettings, train_av_sync),
+            "fabnet": (FabNetSettings, train_fabnet), "x2face": (X2FaceSettings, train_x2face),
+            "keypoints": (KeypointSettings, train_keypoints),
+            "class-embedding": (ClassEmbeddingSettings, train_class_embedding)}
+
+
+def _summary_of(result: dict) -> dict:
+    """The trainer's summary from a training flow's return: itself, or the one run of ``{name: summary}``."""
+    if "steps" in result:
+        return result
+    (summary,) = result.values()
+    if "error" in summary:
+        raise RuntimeError(summary["error"])
+    return summary
 
 
 def _train(training: Training, data_root: str, run_dir: Path, seed: int) -> dict:
     from tasks.training.trainer import TrainerSettings
 
+    trainers = _trainers()
+    if training.model not in trainers:
+        raise ValueError(f"no training {training.model!r} in regenerate-benchmarks yet")
+    settings_class, train_flow = trainers[training.model]
     trainer = TrainerSettings(run_dir=str(run_dir), seed=seed, progress_bar=False, **training.trainer)
-    if training.model == "piano-onsets":
-        from flows.train_piano_onsets import train_piano_onsets
-        from tasks.training.piano_onsets import PianoOnsetsSettings
-
-        return train_piano_onsets(settings=PianoOnsetsSettings(data_root=data_root, trainer=trainer,
-                                                               **training.settings), strict_gpu_limit=False)
-    raise ValueError(f"no training {training.model!r} in regenerate-benchmarks yet")
+    settings = settings_class(data_root=data_root, trainer=trainer, **training.settings)
+    return _summary_of(train_flow(settings=settings, strict_gpu_limit=False))
 
 
-def _evaluate(bench: Benchmark, data_root: str, samples: Path, checkpoints: list[str], out: Path) -> dict:
+def _evaluate(bench: Benchmark, data_root: str, samples: Path, checkpoints: dict, out: Path) -> dict:
+    """Run the benchmark's evaluation flow on ``checkpoints`` (``{training name: (model, path)}``)."""
+    paths = [p for _, p in checkpoints.values()]
     if bench.evaluation == "piano-onsets":
         from flows.evaluate_piano_onsets import evaluate_piano_onsets
         from flows.settings import PianoOnsetsEvaluation
 
         midi = str(samples / "midi") if bench.evaluation_args.get("reference_midi") else None
         result = evaluate_piano_onsets(settings=PianoOnsetsEvaluation(
-            data_root=data_root, checkpoint=checkpoints, reference_midi=midi, results=str(out)))
-        return {"markdown": result["markdown"], "parquet": result["parquet"]}
+            data_root=data_root, checkpoint=paths, reference_midi=midi, results=str(out)))
+        return {"markdown": [result["markdown"]]}
+    if bench.evaluation == "av-sync":
+        from flows.evaluate_av_sync import evaluate_av_sync
+        from flows.settings import AvSyncEvaluation
+
+        result = evaluate_av_sync(settings=AvSyncEvaluation(data_root=data_root, checkpoint=paths, results=str(out)))
+        return {"markdown": [result["markdown"]]}
+    if bench.evaluation == "faces":
+        from flows.evaluate_faces import evaluate_faces
+        from flows.settings import FacesEvaluation
+
+        of = {m: [p for model, p in checkpoints.values() if model == m]
+              for m in ("fabnet", "x2face", "keypoints", "class-embedding")}
+        result = evaluate_faces(settings=FacesEvaluation(
+            data_root=data_root, samples=str(samples), checkpoint=of["fabnet"], x2face_checkpoint=of["x2face"],
+            keypoints_checkpoint=of["keypoints"], class_embedding_checkpoint=of["class-embedding"],
+            results=str(out), figure=str(out / "figures")))
+        return {"markdown": [result[k] for k in ("fabnet", "x2face", "landmarks", "following") if result.get(k)],
+                "figures": result["figures"]}
     raise ValueError(f"no evaluation {bench.evaluation!r} in regenerate-benchmarks yet")
 
 
@@ -138,14 +203,15 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
         for training in bench.trainings[profile]:
             runs[training.name] = _one_training(training, data_root, work_dir / "runs" / bench.table / training.name,
                                                 digest, code, seed)
-        checkpoints = [r.get("best_checkpoint") or r["last_checkpoint"] for r in runs.values()]
+        models = {t.name: t.model for t in bench.trainings[profile]}
+        checkpoints = {n: (models[n], r.get("best_checkpoint") or r["last_checkpoint"]) for n, r in runs.items()}
         written = _evaluate(bench, data_root, folder / "samples", checkpoints, out_dir)
         report["tables"][bench.table] = {
             **written, "data_root": data_root, "data_digest": digest,
             "trainings": {n: {"reused": r["reused"], "key": r["key"], "steps": r.get("steps"),
                               "wall_s": r.get("wall_s")} for n, r in runs.items()},
             "wall_s": round(time.monotonic() - t0, 1)}
-        log.info("regenerate: %s written (%s)", bench.table, written["markdown"])
+        log.info("regenerate: %s written (%s)", bench.table, ", ".join(written["markdown"]))
     report["wall_s"] = round(time.monotonic() - start, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "regenerate.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -74,6 +74,16 @@ class Benchmark:
     evaluation_args: dict = field(default_factory=dict)
 
 
+PIANO = {"sample": SampleData("piano", {"videos": 12, "seconds": 30, "seed": 11}, "pianoyt"),
+         "tiny": SampleData("piano", {"videos": 4, "seconds": 4, "seed": 11}, "pianoyt")}
+FACES = {"sample": SampleData("faces", {"identities": 20, "utterances": 4, "seconds": 6, "seed": 3}, "voxceleb",
+                              {"per_second": 10}),
+         "tiny": SampleData("faces", {"identities": 3, "utterances": 1, "seconds": 2, "seed": 3}, "voxceleb",
+                            {"per_second": 5})}
+SAMPLE_BUDGET = {"max_minutes": 10, "max_steps": 100000, "num_workers": 0}
+TINY_BUDGET = {"max_steps": 4, "val_every": 2, "batch_size": 4, "num_workers": 0}
+
+
 def _piano_onsets() -> Benchmark:
     variants = ("resnet", "aggregation", "slope")
 
@@ -82,14 +92,39 @@ def _piano_onsets() -> Benchmark:
 
     return Benchmark(
         table="piano-onsets", title="Visual piano onsets (thesis ch. 6, table 1)",
-        data={"sample": SampleData("piano", {"videos": 12, "seconds": 30, "seed": 11}, "pianoyt"),
-              "tiny": SampleData("piano", {"videos": 4, "seconds": 4, "seed": 11}, "pianoyt")},
-        trainings={"sample": runs({"max_minutes": 10, "max_steps": 100000, "val_every": 200, "num_workers": 0}),
-                   "tiny": runs({"max_steps": 4, "val_every": 2, "batch_size": 4, "num_workers": 0})},
+        data=PIANO, trainings={"sample": runs({**SAMPLE_BUDGET, "val_every": 200}), "tiny": runs(TINY_BUDGET)},
         evaluation="piano-onsets", evaluation_args={"reference_midi": True})
 
 
-BENCHMARKS: dict[str, Benchmark] = {b.table: b for b in (_piano_onsets(),)}
+def _av_sync() -> Benchmark:
+    def runs(trainer: dict) -> tuple[Training, ...]:
+        return (Training("av-sync", "av-sync", {"config": "small"}, trainer),)
+
+    return Benchmark(table="av-sync", title="Audio-visual offsets (thesis ch. 7, fig. 7.3)", data=PIANO,
+                     trainings={"sample": runs({**SAMPLE_BUDGET, "val_every": 100}), "tiny": runs(TINY_BUDGET)},
+                     evaluation="av-sync")
+
+
+def _faces() -> Benchmark:
+    def runs(trainer: dict) -> tuple[Training, ...]:
+        fab = {"config": "small", "paper_batches": False}
+        return (Training("fabnet", "fabnet", {**fab, "sources": 1, "curriculum": False}, trainer),
+                Training("fabnet", "fabnet-curriculum", {**fab, "sources": 1, "curriculum": True}, trainer),
+                Training("fabnet", "fabnet-curriculum-3src", {**fab, "sources": 3, "curriculum": True}, trainer),
+                Training("x2face", "x2face-stage1", {"config": "small", "paper_batches": False}, trainer),
+                Training("keypoints", "keypoints-10", {"config": "small", "keypoints": 10, "paper_batches": False},
+                         trainer),
+                Training("keypoints", "keypoints-30", {"config": "small", "keypoints": 30, "paper_batches": False},
+                         trainer),
+                Training("class-embedding", "class-embedding", {"config": "small"}, trainer))
+
+    return Benchmark(table="faces", title="Faces: FAb-Net probes, X2Face, the landmark table", data=FACES,
+                     trainings={"sample": runs({**SAMPLE_BUDGET, "val_every": 100, "batch_size": 16}),
+                                "tiny": runs(TINY_BUDGET)},
+                     evaluation="faces")
+
+
+BENCHMARKS: dict[str, Benchmark] = {b.table: b for b in (_piano_onsets(), _av_sync(), _faces())}
 
 
 def select(only: list[str] | None = None) -> list[Benchmark]:

@@ -57,16 +57,23 @@ def test_code_digest_follows_the_code(tmp_path):
 
 
 def _regenerate(out: Path, work: Path):
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "regenerate", "--profile", "tiny", "--only",
-                           "piano-onsets", "--out", str(out), "--work", str(work)],
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "regenerate", "--profile", "tiny", "--out", str(out),
+                           "--work", str(work)],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "regenerate.json").read_text())
 
 
-def test_regenerate_writes_the_table_then_reuses_every_training(tmp_path):
+def test_regenerate_writes_every_table_then_reuses_every_training(tmp_path):
+    """The whole registry at the tiny profile, twice: the second run trains nothing."""
     out, work = tmp_path / "R", tmp_path / "work"
     first = _regenerate(out, work)
+    assert set(first["tables"]) == set(B.BENCHMARKS)
+    for name in ("av-sync", "fabnet", "x2face", "landmarks", "keypoints-following"):
+        assert "git_commit" in (out / f"{name}.md").read_text(), name
+    assert (out / "figures" / "keypoints.png").is_file()
+    # piano-onsets and av-sync ask for the same data: one build
+    assert first["tables"]["av-sync"]["data_root"] == first["tables"]["piano-onsets"]["data_root"]
     info = first["tables"]["piano-onsets"]
     assert set(info["trainings"]) == {"resnet", "aggregation", "slope"}
     assert not any(t["reused"] for t in info["trainings"].values())
@@ -75,8 +82,8 @@ def test_regenerate_writes_the_table_then_reuses_every_training(tmp_path):
     rows = pq.read_table(out / "piano-onsets.parquet").to_pylist()
     assert {r["model"] for r in rows} == {"ResNet", "ResNet + aggregation", "ResNet + aggregation + slope"}
     second = _regenerate(out, work)
+    assert all(t["reused"] for table in second["tables"].values() for t in table["trainings"].values())
     again = second["tables"]["piano-onsets"]
-    assert all(t["reused"] for t in again["trainings"].values())
     assert {n: t["key"] for n, t in again["trainings"].items()} == {n: t["key"] for n, t in info["trainings"].items()}
     assert again["data_digest"] == info["data_digest"]
     assert second["wall_s"] < first["wall_s"]
