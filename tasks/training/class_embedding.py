@@ -32,7 +32,6 @@ Chosen here (the paper is silent)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -42,8 +41,8 @@ from pydantic.dataclasses import dataclass
 
 from models.class_embedding import (ClassEmbeddingConfig, ClassEmbeddingNet, cyclic_loss, laplace_loss,
                                     photometric_loss)
-from tasks.training.faces import FaceReconstructionTask, check_shards, load_net_state, pairs
-from tasks.training.trainer import CheckpointError, TrainerSettings, fit, read_checkpoint, seed
+from tasks.training.faces import FaceReconstructionTask, fit_face_model, load_net_state
+from tasks.training.trainer import CheckpointError, TrainerSettings, read_checkpoint
 
 
 @dataclass
@@ -134,21 +133,8 @@ def load_net(checkpoint: str | Path) -> ClassEmbeddingNet:
 
 def train(settings: ClassEmbeddingSettings, log=print, callbacks=()) -> dict:
     """Train one class-embedding network under ``settings.trainer.run_dir``; return the trainer's summary."""
-    from tasks.training.trainer import make_loader
-
-    check_shards(settings.data_root)
-    run = Path(settings.trainer.run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    seed(settings.trainer)  # the initial weights follow --seed
-    module = ClassEmbeddingTask(settings.config, settings.loss, settings.cyclic_weight, settings.learning_rate)
-    data_seed = settings.trainer.seed
-    train_set = pairs(settings.data_root, "train", module, train=True, seed=data_seed, buffer_size=settings.buffer_size)
-    val_set = pairs(settings.data_root, "val", module, train=False, seed=data_seed)
-    log(f"{run_name(settings)}/{settings.config}: {train_set.units} train and {val_set.units} validation face "
-        f"tracks, batch {settings.trainer.batch_size}")
-    (run / "run_settings.json").write_text(json.dumps(
-        {"class_embedding": {k: v for k, v in vars(settings).items() if k != "trainer"},
-         "trainer": vars(settings.trainer)}, indent=1, default=str) + "\n")
-    summary = fit(module, make_loader(train_set, settings.trainer, True), make_loader(val_set, settings.trainer, False),
-                  settings.trainer, callbacks)
+    summary = fit_face_model(settings, lambda: ClassEmbeddingTask(settings.config, settings.loss,
+                                                                  settings.cyclic_weight, settings.learning_rate),
+                             run_name(settings), log, callbacks, "class_embedding")
+    module = summary.pop("module")
     return {**summary, "run": run_name(settings), "config": settings.config, "levels": int(module.active_levels)}

@@ -38,7 +38,6 @@ Chosen here (the paper is silent or loose)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -47,8 +46,8 @@ from pydantic import Field, field_validator
 from pydantic.dataclasses import dataclass
 
 from models.fabnet import CURRICULUM_WINDOWS, FabNet, FabNetConfig, curriculum_loss, l1_loss
-from tasks.training.faces import FaceReconstructionTask, check_shards, load_net_state, pairs
-from tasks.training.trainer import CheckpointError, TrainerSettings, fit, read_checkpoint, seed
+from tasks.training.faces import FaceReconstructionTask, fit_face_model, load_net_state
+from tasks.training.trainer import CheckpointError, TrainerSettings, read_checkpoint
 
 
 @dataclass
@@ -173,26 +172,12 @@ def paper_batch(settings: FabNetSettings) -> FabNetSettings:
 
 def train(settings: FabNetSettings, log=print, callbacks=()) -> dict:
     """Train one FAb-Net variant under ``settings.trainer.run_dir``; return the trainer's summary."""
-    from tasks.training.trainer import make_loader
-
     if settings.every_variant:
         raise ValueError("every_variant is several runs: train each of variant_settings(settings)")
     settings = paper_batch(settings)
-    check_shards(settings.data_root)
-    run = Path(settings.trainer.run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    seed(settings.trainer)  # the initial weights follow --seed
-    module = FabNetTask(settings.config, settings.sources, settings.curriculum, settings.learning_rate,
-                        settings.momentum)
-    data_seed = settings.trainer.seed
-    train_set = pairs(settings.data_root, "train", module, train=True, seed=data_seed, buffer_size=settings.buffer_size)
-    val_set = pairs(settings.data_root, "val", module, train=False, seed=data_seed)
-    log(f"fabnet {variant_name(settings.sources, settings.curriculum)}/{settings.config}: {train_set.units} train "
-        f"and {val_set.units} validation face tracks, batch {settings.trainer.batch_size}")
-    (run / "run_settings.json").write_text(json.dumps(
-        {"fabnet": {k: v for k, v in vars(settings).items() if k != "trainer"},
-         "trainer": vars(settings.trainer)}, indent=1, default=str) + "\n")
-    summary = fit(module, make_loader(train_set, settings.trainer, True), make_loader(val_set, settings.trainer, False),
-                  settings.trainer, callbacks)
-    return {**summary, "variant": variant_name(settings.sources, settings.curriculum), "config": settings.config,
-            "curriculum_stage": int(module.curriculum_stage)}
+    name = variant_name(settings.sources, settings.curriculum)
+    summary = fit_face_model(settings, lambda: FabNetTask(settings.config, settings.sources, settings.curriculum,
+                                                          settings.learning_rate, settings.momentum),
+                             f"fabnet {name}", log, callbacks, "fabnet")
+    module = summary.pop("module")
+    return {**summary, "variant": name, "config": settings.config, "curriculum_stage": int(module.curriculum_stage)}

@@ -83,6 +83,40 @@ def check_shards(data_root: str, splits=("train", "val")) -> None:
             raise ValueError(f"{part}: not a face shard of build-voxceleb (no {', '.join(sorted(missing))} column)")
 
 
+def fit_face_model(settings, make_module, name: str, log=print, callbacks=(), settings_key: str | None = None,
+                   extra: dict | None = None, note: str = "") -> dict:
+    """Train a face model of ``settings`` (data_root, trainer, config, buffer_size) on the shared trainer.
+
+    What the face models' ``train()`` share: refuse a root without face
+    shards, make the run folder, seed (so the initial weights follow
+    ``--seed``), build the module (``make_module()``, after the seed), the
+    shuffled train pairs and the fixed validation pairs, one log line,
+    ``run_settings.json`` (the settings under ``settings_key``, ``extra``
+    added) and the fit.  Returns the trainer's summary.
+    """
+    import json
+
+    from tasks.training.trainer import fit, make_loader, seed
+
+    check_shards(settings.data_root)
+    run = Path(settings.trainer.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    seed(settings.trainer)  # the initial weights follow --seed
+    module = make_module()
+    data_seed = settings.trainer.seed
+    train_set = pairs(settings.data_root, "train", module, train=True, seed=data_seed, buffer_size=settings.buffer_size)
+    val_set = pairs(settings.data_root, "val", module, train=False, seed=data_seed)
+    log(f"{name}/{settings.config}: {train_set.units} train and {val_set.units} validation face tracks, "
+        f"batch {settings.trainer.batch_size}{note}")
+    mine = {k: v for k, v in vars(settings).items() if k != "trainer"}
+    (run / "run_settings.json").write_text(json.dumps(
+        {settings_key or name: {**mine, **(extra or {})}, "trainer": vars(settings.trainer)}, indent=1,
+        default=str) + "\n")
+    summary = fit(module, make_loader(train_set, settings.trainer, True), make_loader(val_set, settings.trainer, False),
+                  settings.trainer, callbacks)
+    return {**summary, "module": module}
+
+
 def pairs(data_root: str, split: str, module: FaceReconstructionTask, *, train: bool, seed: int,
           buffer_size: int = 256):
     """The :class:`FacePairs` of ``split`` that ``module`` trains (shuffled) or validates (fixed pairs) on."""

@@ -44,7 +44,6 @@ Chosen here (the paper is silent or it does not apply)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -54,8 +53,8 @@ from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from models.keypoints import KeypointBottleneck, KeypointConfig, PerceptualLoss, vgg19_features
-from tasks.training.faces import FaceReconstructionTask, check_shards, load_net_state, pairs
-from tasks.training.trainer import CheckpointError, TrainerSettings, fit, read_checkpoint, seed
+from tasks.training.faces import FaceReconstructionTask, fit_face_model, load_net_state
+from tasks.training.trainer import CheckpointError, TrainerSettings, read_checkpoint
 
 PAPER_BATCH = 16  # Jakab et al. 2020's batch (the 2018 paper gives none)
 KEYPOINTS = (10, 30)  # the paper's K for faces (it also tries 50)
@@ -236,23 +235,9 @@ def make_module(settings: KeypointSettings) -> KeypointTask:
 
 def train(settings: KeypointSettings, log=print, callbacks=()) -> dict:
     """Train one keypoint bottleneck under ``settings.trainer.run_dir``; return the trainer's summary."""
-    from tasks.training.trainer import make_loader
-
     settings = paper_batch(settings)
-    check_shards(settings.data_root)
-    run = Path(settings.trainer.run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    seed(settings.trainer)  # the initial weights follow --seed
-    module = make_module(settings)
-    data_seed = settings.trainer.seed
-    train_set = pairs(settings.data_root, "train", module, train=True, seed=data_seed, buffer_size=settings.buffer_size)
-    val_set = pairs(settings.data_root, "val", module, train=False, seed=data_seed)
-    log(f"{run_name(settings)}/{settings.config}: {train_set.units} train and {val_set.units} validation face "
-        f"tracks, batch {settings.trainer.batch_size}, loss {settings.loss}")
-    (run / "run_settings.json").write_text(json.dumps(
-        {"keypoints": {k: v for k, v in vars(settings).items() if k != "trainer"},
-         "trainer": vars(settings.trainer)}, indent=1, default=str) + "\n")
-    summary = fit(module, make_loader(train_set, settings.trainer, True), make_loader(val_set, settings.trainer, False),
-                  settings.trainer, callbacks)
+    summary = fit_face_model(settings, lambda: make_module(settings), run_name(settings), log, callbacks,
+                             "keypoints", note=f", loss {settings.loss}")
+    summary.pop("module")
     return {**summary, "run": run_name(settings), "config": settings.config, "keypoints": settings.keypoints,
             "loss": settings.loss}

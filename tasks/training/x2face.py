@@ -89,7 +89,6 @@ Driving by audio (thesis §4.2; :func:`audio_features`, :func:`fit_audio_map`)
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass as plain_dataclass
@@ -105,8 +104,8 @@ from pydantic.dataclasses import dataclass
 from models.face_identity import CAFFE_NAMES, CONV_INDEX, CONV_LAYERS, FaceIdentityConfig, FaceIdentityNet, content_l1
 from models.fabnet import l1_loss
 from models.x2face import PoseFromVector, VectorFromPose, X2Face, X2FaceConfig, drive_with_pose
-from tasks.training.trainer import CheckpointError, TrainerSettings, fit, read_checkpoint, seed
-from tasks.training.faces import FaceReconstructionTask, check_shards, load_net_state, pairs
+from tasks.training.trainer import CheckpointError, TrainerSettings, read_checkpoint
+from tasks.training.faces import FaceReconstructionTask, fit_face_model, load_net_state
 
 STAGE_LR = {"I": 1e-3, "II": 1e-4}  # the thesis's starting learning rate of each stage
 PAPER_BATCH = 16
@@ -397,24 +396,10 @@ def make_module(settings: X2FaceSettings, log=print) -> X2FaceTask:
 
 def train(settings: X2FaceSettings, log=print, callbacks=()) -> dict:
     """Train one X2Face stage under ``settings.trainer.run_dir``; return the trainer's summary."""
-    from tasks.training.trainer import make_loader
-
     settings = paper_batch(settings)
-    check_shards(settings.data_root)
-    run = Path(settings.trainer.run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    seed(settings.trainer)  # the initial weights follow --seed
-    module = make_module(settings, log)
-    data_seed = settings.trainer.seed
-    train_set = pairs(settings.data_root, "train", module, train=True, seed=data_seed, buffer_size=settings.buffer_size)
-    val_set = pairs(settings.data_root, "val", module, train=False, seed=data_seed)
-    log(f"x2face {run_name(settings)}/{settings.config}: {train_set.units} train and {val_set.units} validation "
-        f"face tracks, batch {settings.trainer.batch_size}, lr {settings.lr:g}")
-    (run / "run_settings.json").write_text(json.dumps(
-        {"x2face": {**{k: v for k, v in vars(settings).items() if k != "trainer"}, "lr": settings.lr},
-         "trainer": vars(settings.trainer)}, indent=1, default=str) + "\n")
-    summary = fit(module, make_loader(train_set, settings.trainer, True), make_loader(val_set, settings.trainer, False),
-                  settings.trainer, callbacks)
+    summary = fit_face_model(settings, lambda: make_module(settings, log), f"x2face {run_name(settings)}", log,
+                             callbacks, "x2face", {"lr": settings.lr}, f", lr {settings.lr:g}")
+    summary.pop("module")
     return {**summary, "run": run_name(settings), "stage": settings.stage, "sources": settings.sources,
             "config": settings.config}
 
