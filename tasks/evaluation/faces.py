@@ -59,7 +59,7 @@ def _embeddings(net, images: np.ndarray) -> np.ndarray:
     return FP.embed_frames(net.embed, images)
 
 
-def _split_data(data_root: str, samples_dir: str, size: int, margin: float) -> dict:
+def split_data(data_root: str, samples_dir: str, size: int, margin: float) -> dict:
     """Per split: the frames (images at ``size``) and the generator's truth in stored-crop pixels."""
     out = {}
     for split in SPLITS:
@@ -73,7 +73,8 @@ def _targets(data: dict) -> dict:
             for s, d in data.items()}
 
 
-def _groups(data: dict) -> dict:
+def split_groups(data: dict) -> dict:
+    """Per split of :func:`split_data`'s output, each frame's face track: the bootstrap's groups."""
     return {s: d["frames"]["track"] for s, d in data.items()}
 
 
@@ -105,8 +106,8 @@ def evaluate_fabnet(checkpoints: list[str], data_root: str, samples_dir: str, *,
         raise ValueError(f"the checkpoints are of configs {sorted(config_names)}: evaluate one config at a time")
     config_name = config_names.pop()
     size = FabNetConfig.named(config_name).image_size
-    data = _split_data(data_root, samples_dir, size, margin)
-    targets, groups = _targets(data), _groups(data)
+    data = split_data(data_root, samples_dir, size, margin)
+    targets, groups = _targets(data), split_groups(data)
     log("faces: " + ", ".join(f"{s} {len(d['frames']['track'])} frames" for s, d in data.items()))
     L.seed_everything(seed, verbose=False)  # the untrained encoder: what --seed draws before training
     untrained = FabNet(FabNetConfig.named(config_name, confidence=False)).eval()  # as FabNetTask builds it
@@ -206,7 +207,7 @@ def evaluate_x2face(checkpoints: list[str], data_root: str, samples_dir: str | N
                          "n_groups": len(set(groups)), "paper": ""})
             log(f"faces: {name}, {k} source(s): L1 {l1.mean():.4f} vs identity warp {ident.mean():.4f}")
         if samples_dir:
-            data = _split_data(data_root, samples_dir, net.config.image_size, margin)
+            data = split_data(data_root, samples_dir, net.config.image_size, margin)
             vectors = {s: _driving_vectors(net, data[s]["frames"]["images"]) for s in SPLITS}
             poses = {s: data[s]["truth"]["pose"] for s in SPLITS}
             maps = fit_pose_maps(vectors["train"], poses["train"], seed=seed)

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from tasks.evaluation import face_probes as FP
+from tasks.evaluation.faces import split_data, split_groups
 
 SPLITS = ("train", "val", "test")
 
@@ -88,14 +89,6 @@ def _landmark_targets(data: dict) -> dict:
     return {s: {"landmarks": d["truth"]["landmarks"]} for s, d in data.items()}
 
 
-def _face_data(data_root: str, samples_dir: str, size: int, margin: float) -> dict:
-    """Per split: the frames at ``size`` and the sample generator's truth in stored-crop pixels."""
-    data = {s: {"frames": FP.split_frames(data_root, s, size)} for s in SPLITS}
-    for s in SPLITS:
-        data[s]["truth"] = FP.crop_truth(samples_dir, data[s]["frames"], margin=margin)
-    return data
-
-
 def evaluate_keypoints(checkpoints: list[str], data_root: str, samples_dir: str, *, margin: float = 0.4,
                        seed: int = 0, n_boot: int = 1000, probe_kw: dict | None = None, log=print) -> dict:
     """Landmark rows of every keypoint checkpoint and of each K's untrained network.
@@ -125,9 +118,9 @@ def evaluate_keypoints(checkpoints: list[str], data_root: str, samples_dir: str,
                          "time")
     config_name = config_names.pop()
     size = KeypointConfig.named(config_name).image_size
-    data = _face_data(data_root, samples_dir, size, margin)
+    data = split_data(data_root, samples_dir, size, margin)
     targets = _landmark_targets(data)
-    groups = {s: d["frames"]["track"] for s, d in data.items()}
+    groups = split_groups(data)
     untrained = {}
     for net in nets.values():
         k = net.config.keypoints
@@ -176,9 +169,9 @@ def evaluate_class_embeddings(checkpoints: list[str], data_root: str, samples_di
         raise ValueError(f"the class-embedding checkpoints are of configs {sorted(config_names)}: evaluate one "
                          "config at a time")
     config = ClassEmbeddingConfig.named(config_names.pop())
-    data = _face_data(data_root, samples_dir, config.image_size, margin)
+    data = split_data(data_root, samples_dir, config.image_size, margin)
     targets = _landmark_targets(data)
-    groups = {s: d["frames"]["track"] for s, d in data.items()}
+    groups = split_groups(data)
     L.seed_everything(seed, verbose=False)  # what --seed draws before training
     untrained = ClassEmbeddingNet(config).eval()
     rows, curves = [], {}

@@ -168,11 +168,6 @@ class VideoFeatures:
             return cls(**{k: (z[k].item() if z[k].ndim == 0 else z[k]) for k in cls.__dataclass_fields__})
 
 
-def _fingerprint(path: str) -> str:
-    st = Path(path).stat()
-    return f"{Path(path).resolve()}:{st.st_size}:{int(st.st_mtime)}"
-
-
 class FeatureExtractor:
     """Both frozen networks over one pianoyt build; :meth:`features` gives a video's :class:`VideoFeatures`."""
 
@@ -180,6 +175,7 @@ class FeatureExtractor:
         from models import onsets_frames as of
         from tasks.datasets.pianoyt import layout
         from tasks.evaluation.piano_onsets import load_module
+        from tasks.store.cache import file_fingerprint
         from tasks.training.windows import AudioTracks
 
         self.layout, self.snr = layout(data_root), float(snr)
@@ -188,7 +184,7 @@ class FeatureExtractor:
         self.rate = of.FRAMES_PER_SECOND
         self.tracks = AudioTracks(self.layout.root, cache=8, sample_rate=of.SAMPLE_RATE)
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self._stamp = f"{_fingerprint(onsets_frames)}|{_fingerprint(visual)}|snr={self.snr:g}"
+        self._stamp = f"{file_fingerprint(onsets_frames)}|{file_fingerprint(visual)}|snr={self.snr:g}"
 
     def track(self, video_id: str) -> np.ndarray:
         from tasks.store import storage
