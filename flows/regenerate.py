@@ -17,6 +17,13 @@ profile, in order:
    inputs is cleared first, so a stale checkpoint is never resumed.
 3. **Evaluation.** The model's evaluation flow writes ``OUT/<table>.md`` and
    ``.parquet``, the papers' numbers beside ours, with provenance.
+4. **Report.** ``OUT/README.md`` (and ``.html``): every table, ours against
+   the paper, each evaluation's figures and a training curve per run
+   (:mod:`tasks.evaluation.report`); also the flow run's markdown artifact,
+   and a table artifact per results table.
+5. **Check** (``check=OLD``): every number that moved beyond its interval
+   from the tables in ``OLD`` (:mod:`tasks.evaluation.compare`), in
+   ``OUT/check.md``.
 
 The runs are in-process here; running each training as a deployment run on
 the GPU pool is the next step (issue 19).  Returns, per table, the paths
@@ -138,7 +145,7 @@ def _evaluate(bench: Benchmark, data_root: str, samples: Path, checkpoints: dict
         from flows.settings import AvSyncEvaluation
 
         result = evaluate_av_sync(settings=AvSyncEvaluation(data_root=data_root, checkpoint=paths, results=str(out)))
-        return {"markdown": [result["markdown"]]}
+        return {"markdown": [result["markdown"]], "figures": [result["figure"]] if result.get("figure") else []}
     if bench.evaluation == "faces":
         from flows.evaluate_faces import evaluate_faces
         from flows.settings import FacesEvaluation
@@ -178,17 +185,37 @@ def _one_training(training: Training, data_root: str, run_dir: Path, digest: str
     return {**summary, "reused": False, "key": key}
 
 
+def _publish(out_dir: Path, report_md: str, tables: dict) -> None:
+    """The report as the flow run's markdown artifact, and each results table as a table artifact."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    from tasks.evaluation.compare import read_rows
+
+    create_markdown_artifact(key="results-report", markdown=Path(report_md).read_text(),
+                             description=f"{out_dir}/README.md")
+    for info in tables.values():
+        for md in info["markdown"]:
+            parquet = Path(md).with_suffix(".parquet")
+            if parquet.is_file():
+                key = "results-" + "".join(c if c.isalnum() else "-" for c in parquet.stem.lower())
+                create_table_artifact(key=key, table=read_rows(parquet), description=str(parquet))
+
+
 @flow(name="regenerate-benchmarks")
 def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: list[str] | None = None,
-                          seed: int = 0, work: str | None = None) -> dict:
-    """Build, train (or reuse) and evaluate every benchmark of ``only`` (all when empty) in ``profile``."""
-    from tasks.evaluation.results import shards_digest
+                          seed: int = 0, work: str | None = None, check: str | None = None) -> dict:
+    """Build, train (or reuse) and evaluate every benchmark of ``only`` (all when empty) in ``profile``; write the
+    report; with ``check``, compare the tables with those in that folder."""
+    from tasks.evaluation.compare import compare_folders, format_check
+    from tasks.evaluation.report import write_report
+    from tasks.evaluation.results import git_commit, shards_digest
 
     log = get_run_logger()
     out_dir = Path(out).resolve()
     work_dir = Path(work).resolve() if work else out_dir / "work"
     code = code_digest()
-    report: dict = {"profile": profile, "seed": seed, "code_digest": code, "tables": {}}
+    report: dict = {"profile": profile, "seed": seed, "code_digest": code, "git_commit": git_commit(),
+                    "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "tables": {}}
     start = time.monotonic()
     for bench in select(only):
         if profile not in bench.data:
@@ -209,10 +236,18 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
         report["tables"][bench.table] = {
             **written, "data_root": data_root, "data_digest": digest,
             "trainings": {n: {"reused": r["reused"], "key": r["key"], "steps": r.get("steps"),
-                              "wall_s": r.get("wall_s")} for n, r in runs.items()},
+                              "wall_s": r.get("wall_s"), "metrics_csv": r.get("metrics_csv")}
+                          for n, r in runs.items()},
             "wall_s": round(time.monotonic() - t0, 1)}
         log.info("regenerate: %s written (%s)", bench.table, ", ".join(written["markdown"]))
     report["wall_s"] = round(time.monotonic() - start, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "regenerate.json").write_text(json.dumps(report, indent=1) + "\n")
+    report["report"] = write_report(out_dir)
+    _publish(out_dir, report["report"], report["tables"])
+    if check:
+        moved, tables = compare_folders(check, out_dir)
+        (out_dir / "check.md").write_text(format_check(moved, tables, check, out_dir))
+        report["check"] = {"moved": len(moved), "markdown": str(out_dir / "check.md")}
+        log.info("regenerate: %d numbers moved against %s (%s)", len(moved), check, out_dir / "check.md")
     return report

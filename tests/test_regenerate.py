@@ -56,11 +56,11 @@ def test_code_digest_follows_the_code(tmp_path):
     assert B.code_digest(tmp_path) != first
 
 
-def _regenerate(out: Path, work: Path):
+def _regenerate(out: Path, work: Path, *extra: str):
     proc = subprocess.run([sys.executable, "-m", "flows.cli", "regenerate", "--profile", "tiny", "--out", str(out),
-                           "--work", str(work)],
+                           "--work", str(work), *extra],
                           capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return json.loads((out / "regenerate.json").read_text())
 
 
@@ -81,7 +81,17 @@ def test_regenerate_writes_every_table_then_reuses_every_training(tmp_path):
     assert "git_commit" in md and "shards_digest" in md and "66.63" in md  # provenance; the thesis beside ours
     rows = pq.read_table(out / "piano-onsets.parquet").to_pylist()
     assert {r["model"] for r in rows} == {"ResNet", "ResNet + aggregation", "ResNet + aggregation + slope"}
-    second = _regenerate(out, work)
+    report = (out / "README.md").read_text()
+    for name in ("piano-onsets", "av-sync", "fabnet", "x2face", "landmarks"):
+        assert f"[{name}.md]({name}.md)" in report, name
+    assert "Ours against the paper" in report and "<details><summary>Provenance" in report
+    for png in ("figures/keypoints.png", "figures/curve-piano-onsets-slope.png", "av-sync-curve.png"):
+        assert f"]({png})" in report and (out / png).is_file(), png
+    assert "<table>" in (out / "README.html").read_text()
+    # the second run (another OUT, the same work folder) reuses every training and checks against the first
+    out2 = tmp_path / "R2"
+    second = _regenerate(out2, work, "--check", str(out))
+    assert "No number moved" in (out2 / "check.md").read_text()
     assert all(t["reused"] for table in second["tables"].values() for t in table["trainings"].values())
     again = second["tables"]["piano-onsets"]
     assert {n: t["key"] for n, t in again["trainings"].items()} == {n: t["key"] for n, t in info["trainings"].items()}

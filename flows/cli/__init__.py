@@ -86,7 +86,10 @@ def demo(out, videos, seconds, seed, device) -> int:
 
 
 @cli.command(epilog="Examples:\n\n\b\n  sightsound regenerate --profile sample --out R\n"
-                    "  sightsound regenerate --profile sample --only piano-onsets --out R\n")
+                    "  sightsound regenerate --profile sample --only piano-onsets --out R\n"
+                    "  sightsound regenerate --profile sample --out R2 --check R\n\n"
+                    "Exit status: 0 done; 2 refused before any work; 3 (with --check) a number moved beyond its "
+                    "interval.")
 @click.option("--profile", type=click.Choice(["sample", "tiny"]), default="sample", show_default=True,
               help="sample: the sample sets and small configs (this CPU); tiny: seconds, for tests")
 @click.option("--only", "only", multiple=True, metavar="TABLE", help="regenerate this table only (repeat)")
@@ -94,7 +97,10 @@ def demo(out, videos, seconds, seed, device) -> int:
               help="folder the tables go to")
 @click.option("--work", type=click.Path(file_okay=False), help="folder for data and runs (default OUT/work)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of every training")
-def regenerate(profile, only, out, work, seed) -> int:
+@click.option("--check", "check", type=click.Path(file_okay=False), metavar="OLD_RESULTS",
+              help="then compare every table with those in OLD_RESULTS: each number that moved beyond its interval "
+                   "goes to OUT/check.md")
+def regenerate(profile, only, out, work, seed, check) -> int:
     """Every results table: build the data, train (reusing unchanged runs), evaluate (flow regenerate-benchmarks)."""
     from tasks.benchmarks import select
 
@@ -103,18 +109,29 @@ def regenerate(profile, only, out, work, seed) -> int:
     except ValueError as exc:
         raise Refused(exc) from None
     out = Path(out).resolve()
+    if check:
+        old = Path(check).resolve()
+        if old == out:
+            raise Refused(f"--check {check}: the old results must be another folder than --out")
+        if not old.is_dir() or not any(old.glob("*.parquet")):
+            raise Refused(f"--check {check}: no results tables (*.parquet) there")
     prefect_env(Path(work).resolve() if work else out / "work")
     from flows.regenerate import regenerate_benchmarks
     from flows.tempserver import guard
 
     guard()  # Prefect's temporary server ends with this process
     report = regenerate_benchmarks(profile=profile, out=str(out), only=list(only), seed=seed,
-                                   work=str(Path(work).resolve()) if work else None)
+                                   work=str(Path(work).resolve()) if work else None,
+                                   check=str(Path(check).resolve()) if check else None)
     for table, info in report["tables"].items():
         reused = sum(t["reused"] for t in info["trainings"].values())
         click.echo(f"{table}: {info['markdown']} ({reused} of {len(info['trainings'])} trainings reused, "
                    f"{info['wall_s']} s)")
-    click.echo(f"regenerated in {report['wall_s']} s; {out / 'regenerate.json'}")
+    click.echo(f"regenerated in {report['wall_s']} s; report {report['report']}; {out / 'regenerate.json'}")
+    if check:
+        click.echo(f"check against {check}: {report['check']['moved']} numbers moved "
+                   f"({report['check']['markdown']})")
+        return EXIT_SOME_FAILED if report["check"]["moved"] else EXIT_OK
     return EXIT_OK
 
 
