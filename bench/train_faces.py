@@ -1,4 +1,4 @@
-"""Training speed of the face networks (FAb-Net, X2Face stage I), in one run on this machine.
+"""Training speed of the face networks (FAb-Net, X2Face stage I, keypoints, class embedding), in one run here.
 
     .venv/bin/python bench/train_faces.py [--steps 3] [--paper-steps 1] [--data-root D]
 
@@ -9,6 +9,10 @@ Prints, measured now on this machine:
   ``paper`` (256 x 256) sizes, on random frames of the right shapes:
   forward, the L1 loss (through the curriculum's window where it applies),
   backward and the SGD step; and each step's FLOPs (torch's FlopCounterMode);
+- the same for Jakab et al.'s keypoint bottleneck (K = 10, batch 16, the l2
+  loss; 64 x 64 small, 128 x 128 paper) and the class embedding (batch 24,
+  every warp level active with the cyclic loss: its costliest stage), each
+  through its LightningModule's own ``training_step`` and Adam;
 - with ``--data-root`` (a build-voxceleb build), the face-pair loader's
   examples per second in one process at each size and source count, to
   compare with what a step needs (``batch`` examples).
@@ -26,7 +30,7 @@ from bench.common import items_per_second, print_header, step_rate_and_flops  # 
 
 # (name, sources, batch, curriculum)
 NETWORKS = (("fabnet", 1, 8, False), ("fabnet-curriculum", 1, 32, True), ("fabnet-curriculum-3src", 3, 32, True),
-            ("x2face", 1, 16, False))
+            ("x2face", 1, 16, False), ("keypoints-10", 1, 16, False), ("class-embedding", 1, 24, False))
 
 
 def step_rate(name: str, sources: int, batch: int, curriculum: bool, config: str, steps: int) -> tuple[float, float]:
@@ -36,6 +40,8 @@ def step_rate(name: str, sources: int, batch: int, curriculum: bool, config: str
     from models.fabnet import CURRICULUM_WINDOWS, FabNet, FabNetConfig, curriculum_loss, l1_loss
     from models.x2face import X2Face, X2FaceConfig
 
+    if name in ("keypoints-10", "class-embedding"):
+        return task_step_rate(name, batch, config, steps)
     if name.startswith("fabnet"):
         net = FabNet(FabNetConfig.named(config, confidence=sources > 1))
     else:
@@ -48,6 +54,35 @@ def step_rate(name: str, sources: int, batch: int, curriculum: bool, config: str
         opt.zero_grad()
         per = l1_loss(net(src, tgt).generated, tgt)
         loss = curriculum_loss(per, *CURRICULUM_WINDOWS[0]) if curriculum else per.mean()
+        loss.backward()
+        opt.step()
+
+    return step_rate_and_flops(step, steps)
+
+
+def task_step_rate(name: str, batch: int, config: str, steps: int) -> tuple[float, float]:
+    """(steps per second, FLOPs of one step) of a face model's LightningModule ``training_step`` and its optimiser."""
+    import warnings
+
+    import torch
+
+    from tasks.training.class_embedding import ClassEmbeddingTask
+    from tasks.training.keypoints import KeypointTask
+
+    if name == "keypoints-10":
+        task = KeypointTask(config, keypoints=10)
+    else:
+        task = ClassEmbeddingTask(config)
+        task.active_levels = task.net.config.levels
+    s = task.net.config.image_size
+    data = {"sources": torch.rand(batch, 1, 3, s, s), "target": torch.rand(batch, 3, s, s)}
+    opt = task.configure_optimizers()
+
+    def step():
+        opt.zero_grad()
+        with warnings.catch_warnings():  # self.log outside a Trainer warns and does nothing
+            warnings.simplefilter("ignore")
+            loss = task.training_step(data, 0)
         loss.backward()
         opt.step()
 
