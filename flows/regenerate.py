@@ -10,8 +10,8 @@ profile, in order:
    arguments, so entries that ask for the same data share one build.
 2. **Trainings.** Each in ``WORK/runs/<table>/<run>``.  Its *key*
    (:func:`tasks.benchmarks.training_key`: settings, budget, the build's
-   shard digest, the digest of the code under ``models/`` and ``tasks/``,
-   the seed) is written to ``inputs.json`` when it starts; a finished run
+   shard digest, the digest of the code under ``models/`` and ``tasks/``
+   but ``tasks/evaluation/``, the seed, the keys of the trainings it needs) is written to ``inputs.json`` when it starts; a finished run
    with the same key is reused and not trained again; an unfinished one with
    the same key resumes from its ``last.ckpt``; a run folder made from other
    inputs is cleared first, so a stale checkpoint is never resumed.
@@ -25,13 +25,17 @@ profile, in order:
    from the tables in ``OLD`` (:mod:`tasks.evaluation.compare`), in
    ``OUT/check.md``.
 
-The runs are in-process here; running each training as a deployment run on
-the GPU pool is the next step (issue 19).  Returns, per table, the paths
+The runs are in-process here (the flow itself runs as a deployment:
+``regenerate-benchmarks/sample`` and the scheduled
+``regenerate-benchmarks/retrain-weekly`` of ``deploy/prefect.yaml``);
+running each training as its own deployment run on the GPU pool is the
+next step (issue 19).  Returns, per table, the paths
 written and, per training, whether it was reused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -39,8 +43,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from tasks.benchmarks import (Benchmark, SampleData, Training, code_digest, record_inputs, reusable, select,
-                              training_key)
+from tasks.benchmarks import (Benchmark, SampleData, Training, code_digest, find_training, record_inputs, reusable,
+                              select, training_key)
 
 
 def _sample_set(data: SampleData, folder: Path) -> Path:
@@ -52,6 +56,10 @@ def _sample_set(data: SampleData, folder: Path) -> Path:
         from tasks.samples.piano import make_piano_samples as make
     elif data.generator == "faces":
         from tasks.samples.faces import make_face_samples as make
+    elif data.generator == "violin":
+        from tasks.samples.violin import make_violin_samples as make
+    elif data.generator == "piano-audio":
+        from tasks.samples.piano_audio import make_piano_audio as make
     else:
         raise ValueError(f"no sample generator {data.generator!r} in regenerate-benchmarks yet")
     manifest = make(folder, **data.args)
@@ -59,16 +67,30 @@ def _sample_set(data: SampleData, folder: Path) -> Path:
     return Path(manifest)
 
 
+def _maestro_files(root) -> list[str]:
+    from tasks.datasets.maestro import read_maestro
+
+    return sorted(str(p) for r in read_maestro(root) for p in (r.audio, r.midi))
+
+
 def _build(data: SampleData, manifest: Path, root: Path) -> list:
     """Build the sample set (cached by the build flow); return the shard files it holds."""
     from tasks.training.windows import split_parts
 
+    if data.build == "none":  # the sample set itself is the data (MAESTRO's layout): its files are the digest's
+        return _maestro_files(manifest)
     if data.build == "pianoyt":
         from flows.build_pianoyt import build_pianoyt
         from flows.settings import PianoBuild
         from tasks.datasets.pianoyt import layout
 
         build_pianoyt(settings=PianoBuild(manifest=str(manifest), data_root=str(root), **data.build_args))
+    elif data.build == "violinyt":
+        from flows.build_violinyt import build_violinyt
+        from flows.settings import ViolinBuild
+        from tasks.datasets.violinyt import layout
+
+        build_violinyt(settings=ViolinBuild(manifest=str(manifest), data_root=str(root), **data.build_args))
     elif data.build == "voxceleb":
         from flows.build_voxceleb import build_voxceleb
         from flows.settings import VoxCelebBuild
@@ -88,23 +110,28 @@ def _build(data: SampleData, manifest: Path, root: Path) -> list:
 
 # model -> (settings class, flow); the flow takes settings= and strict_gpu_limit=
 def _trainers() -> dict:
+    from flows.train_av_mlp import train_av_mlp
     from flows.train_av_sync import train_av_sync
     from flows.train_class_embedding import train_class_embedding
     from flows.train_fabnet import train_fabnet
     from flows.train_keypoints import train_keypoints
     from flows.train_piano_onsets import train_piano_onsets
+    from flows.train_violin_pitch import train_violin_pitch
     from flows.train_x2face import train_x2face
+    from tasks.training.av_mlp import AvMlpSettings
     from tasks.training.av_sync import SyncSettings
     from tasks.training.class_embedding import ClassEmbeddingSettings
     from tasks.training.fabnet import FabNetSettings
     from tasks.training.keypoints import KeypointSettings
     from tasks.training.piano_onsets import PianoOnsetsSettings
+    from tasks.training.violin_pitch import ViolinPitchSettings
     from tasks.training.x2face import X2FaceSettings
 
     return {"piano-onsets": (PianoOnsetsSettings, train_piano_onsets), "av-sync": (SyncSettings, train_av_sync),
             "fabnet": (FabNetSettings, train_fabnet), "x2face": (X2FaceSettings, train_x2face),
             "keypoints": (KeypointSettings, train_keypoints),
-            "class-embedding": (ClassEmbeddingSettings, train_class_embedding)}
+            "class-embedding": (ClassEmbeddingSettings, train_class_embedding),
+            "violin-pitch": (ViolinPitchSettings, train_violin_pitch), "av-mlp": (AvMlpSettings, train_av_mlp)}
 
 
 def _summary_of(result: dict) -> dict:
@@ -120,6 +147,14 @@ def _summary_of(result: dict) -> dict:
 def _train(training: Training, data_root: str, run_dir: Path, seed: int) -> dict:
     from tasks.training.trainer import TrainerSettings
 
+    if training.model == "onsets-frames":  # its own settings (MAESTRO data, its LR decay), same trainer underneath
+        from flows.train_onsets_frames import train_onsets_frames
+        from tasks.training.onsets_frames import TrainSettings
+
+        names = {"val_every": "validate_every"}
+        budget = {names.get(k, k): v for k, v in training.trainer.items()}
+        return train_onsets_frames(settings=TrainSettings(data=data_root, out_dir=str(run_dir), seed=seed,
+                                                          progress_bar=False, **training.settings, **budget))
     trainers = _trainers()
     if training.model not in trainers:
         raise ValueError(f"no training {training.model!r} in regenerate-benchmarks yet")
@@ -146,6 +181,41 @@ def _evaluate(bench: Benchmark, data_root: str, samples: Path, checkpoints: dict
 
         result = evaluate_av_sync(settings=AvSyncEvaluation(data_root=data_root, checkpoint=paths, results=str(out)))
         return {"markdown": [result["markdown"]], "figures": [result["figure"]] if result.get("figure") else []}
+    if bench.evaluation == "transcription":
+        from tasks.evaluation.results import provenance, write_results
+        from tasks.evaluation.transcription import NOTES, transcribe_split, transcription_rows
+
+        t0 = time.monotonic()
+        from tasks.store.cache import file_fingerprint
+
+        (ckpt,) = paths
+        # transcriptions are kept per checkpoint (its content), so a retrained network transcribes again
+        folder = Path(data_root).parent / "transcriptions" / file_fingerprint(ckpt).replace(":", "-")[:24]
+        ref, ests = transcribe_split(data_root, {
+            "onsets-frames": ("onsets-frames", {"checkpoint": ckpt, "device": "auto"}),
+            "transkun": ("transkun", {"device": "auto"})}, folder, log=get_run_logger().info)
+        rows = transcription_rows(ref, ests)
+        from tasks.labels.transcribe import pick_device
+
+        prov = provenance(data_root, _maestro_files(data_root), checkpoints=paths, split="test",
+                          wall_s=round(time.monotonic() - t0, 1), device=pick_device("auto"))
+        md, _ = write_results(out, "transcription", bench.title, rows, prov, NOTES)
+        return {"markdown": [md]}
+    if bench.evaluation == "piano-noisy":
+        from flows.evaluate_av_mlp import evaluate_av_mlp
+        from flows.settings import AvMlpEvaluation
+
+        result = evaluate_av_mlp(settings=AvMlpEvaluation(data_root=data_root, checkpoint=paths,
+                                                          reference_midi=str(samples / "midi"), results=str(out)))
+        return {"markdown": [result["markdown"]]}
+    if bench.evaluation == "violin-pitch":
+        from flows.evaluate_violin_pitch import evaluate_violin_pitch
+        from flows.settings import ViolinPitchEvaluation
+
+        result = evaluate_violin_pitch(settings=ViolinPitchEvaluation(
+            data_root=data_root, checkpoint=paths, truth_midi=str(samples / "midi"), results=str(out),
+            figure=str(out / "figures")))
+        return {"markdown": [result["markdown"]], "figures": result.get("figures", [])}
     if bench.evaluation == "faces":
         from flows.evaluate_faces import evaluate_faces
         from flows.settings import FacesEvaluation
@@ -161,10 +231,11 @@ def _evaluate(bench: Benchmark, data_root: str, samples: Path, checkpoints: dict
     raise ValueError(f"no evaluation {bench.evaluation!r} in regenerate-benchmarks yet")
 
 
-def _one_training(training: Training, data_root: str, run_dir: Path, digest: str, code: str, seed: int) -> dict:
-    """Reuse, resume or start one training; return its summary with ``reused``."""
+def _one_training(training: Training, settings: dict, key: str, data_root: str, run_dir: Path, digest: str,
+                  code: str, seed: int) -> dict:
+    """Reuse, resume or start one training (``settings``: its own, the checkpoints it needs filled in); return its
+    summary with ``reused`` and ``key``."""
     log = get_run_logger()
-    key = training_key(training, digest, code, seed)
     done = reusable(run_dir, key)
     if done is not None:
         log.info("regenerate: %s reused (inputs unchanged, key %s)", run_dir, key)
@@ -180,9 +251,51 @@ def _one_training(training: Training, data_root: str, run_dir: Path, digest: str
             shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     inputs.write_text(json.dumps({"key": key, "finished": False}) + "\n")
-    summary = _train(training, data_root, run_dir, seed)
+    summary = _train(dataclasses.replace(training, settings=settings), data_root, run_dir, seed)
     record_inputs(run_dir, key, training, digest, code, seed)
     return {**summary, "reused": False, "key": key}
+
+
+class _Work:
+    """The data and trainings of one regeneration, each made (or reused) once: a training that ``needs`` another's
+    checkpoint (a student's teacher; the noisy-audio MLP's networks) has that one made first, in its own
+    benchmark's folder and on its own benchmark's data."""
+
+    def __init__(self, profile: str, work_dir: Path, code: str, seed: int):
+        self.profile, self.work_dir, self.code, self.seed = profile, work_dir, code, seed
+        self.data: dict[str, tuple[Path, str, str]] = {}  # data name -> (folder, data root, shard digest)
+        self.runs: dict[str, dict] = {}  # "table/run" -> summary
+
+    def data_of(self, bench: Benchmark) -> tuple[Path, str, str]:
+        from tasks.evaluation.results import shards_digest
+
+        data = bench.data[self.profile]
+        if data.name not in self.data:  # (benchmarks that ask for the same data share one build)
+            folder = self.work_dir / "data" / data.name
+            root = folder / ("samples" if data.build == "none" else "root")
+            files = _build(data, _sample_set(data, folder / "samples"), root)
+            self.data[data.name] = (folder, str(root), shards_digest(files))
+        return self.data[data.name]
+
+    def run(self, bench: Benchmark, training: Training, chain: tuple[str, ...] = ()) -> dict:
+        ref = f"{bench.table}/{training.name}"
+        if ref in self.runs:
+            return self.runs[ref]
+        if ref in chain:
+            raise ValueError(f"trainings that need each other: {' -> '.join(chain + (ref,))}")
+        settings, upstream = dict(training.settings), {}
+        for field, need in training.needs:
+            table, _, name = need.rpartition("/")
+            other, dep = find_training(table or bench.table, name, self.profile)
+            done = self.run(other, dep, chain + (ref,))
+            settings[field] = done.get("best_checkpoint") or done["last_checkpoint"]
+            upstream[f"{other.table}/{dep.name}"] = done["key"]
+        _, data_root, digest = self.data_of(bench)
+        key = training_key(training, digest, self.code, self.seed, upstream)
+        self.runs[ref] = _one_training(training, settings, key, data_root,
+                                       self.work_dir / "runs" / bench.table / training.name, digest, self.code,
+                                       self.seed)
+        return self.runs[ref]
 
 
 def _publish(out_dir: Path, report_md: str, tables: dict) -> None:
@@ -208,7 +321,7 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
     report; with ``check``, compare the tables with those in that folder."""
     from tasks.evaluation.compare import compare_folders, format_check
     from tasks.evaluation.report import write_report
-    from tasks.evaluation.results import git_commit, shards_digest
+    from tasks.evaluation.results import git_commit
 
     log = get_run_logger()
     out_dir = Path(out).resolve()
@@ -217,19 +330,15 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
     report: dict = {"profile": profile, "seed": seed, "code_digest": code, "git_commit": git_commit(),
                     "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "tables": {}}
     start = time.monotonic()
-    for bench in select(only):
+    benches = select(only)
+    for bench in benches:
         if profile not in bench.data:
             raise ValueError(f"{bench.table}: no {profile!r} profile (it has {', '.join(bench.data)})")
+    work = _Work(profile, work_dir, code, seed)
+    for bench in benches:
         t0 = time.monotonic()
-        data = bench.data[profile]
-        folder = work_dir / "data" / data.name
-        manifest = _sample_set(data, folder / "samples")
-        files = _build(data, manifest, folder / "root")
-        data_root, digest = str(folder / "root"), shards_digest(files)
-        runs = {}
-        for training in bench.trainings[profile]:
-            runs[training.name] = _one_training(training, data_root, work_dir / "runs" / bench.table / training.name,
-                                                digest, code, seed)
+        folder, data_root, digest = work.data_of(bench)
+        runs = {t.name: work.run(bench, t) for t in bench.trainings[profile]}
         models = {t.name: t.model for t in bench.trainings[profile]}
         checkpoints = {n: (models[n], r.get("best_checkpoint") or r["last_checkpoint"]) for n, r in runs.items()}
         written = _evaluate(bench, data_root, folder / "samples", checkpoints, out_dir)

@@ -5,7 +5,9 @@ A :class:`Benchmark` says what one results table needs, per *profile*:
 * **data**: a :class:`SampleData` (which sample generator, with which
   arguments, built by which build flow), or a user's published manifest;
 * **trainings**: :class:`Training` entries (a model's train function, its
-  settings as plain values, a time and step budget);
+  settings as plain values, a time and step budget, and ``needs``: the
+  settings filled with another training's checkpoint, such as a student's
+  teacher; that training runs first, and its key is part of this one's);
 * **evaluation**: the evaluation flow that writes the table from the
   trained checkpoints (the papers' numbers are that flow's: every table
   already prints them beside ours).
@@ -32,7 +34,8 @@ from pathlib import Path
 
 PROFILES = ("tiny", "sample")
 ROOT = Path(__file__).resolve().parents[1]
-CODE_DIRS = ("models", "tasks")  # a change in these retrains (flows/ only orchestrates)
+CODE_DIRS = ("models", "tasks")  # a change in these retrains (flows/ only orchestrates) ...
+NOT_TRAINING = ("tasks/evaluation",)  # ... but for the evaluations, which run again every time anyway
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class SampleData:
 
     generator: str
     args: dict
-    build: str  # "pianoyt" | "violinyt" | "voxceleb"
+    build: str  # "pianoyt" | "violinyt" | "voxceleb", or "none": the sample set is the data (MAESTRO's layout)
     build_args: dict = field(default_factory=dict)
 
     @property
@@ -60,6 +63,9 @@ class Training:
     name: str
     settings: dict  # the model's settings as plain values, without data_root and trainer
     trainer: dict  # the shared trainer's settings (without run_dir): budget, batch, validation cadence
+    # (settings field, training): the field gets that training's checkpoint; "run" names one of this benchmark's
+    # trainings, "table/run" another benchmark's (trained on that benchmark's data)
+    needs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,11 @@ class Benchmark:
 
 PIANO = {"sample": SampleData("piano", {"videos": 12, "seconds": 30, "seed": 11}, "pianoyt"),
          "tiny": SampleData("piano", {"videos": 4, "seconds": 4, "seed": 11}, "pianoyt")}
+PIANO_AUDIO = {"sample": SampleData("piano-audio", {"pieces": 80, "seconds": 30, "seed": 0}, "none"),
+               "tiny": SampleData("piano-audio", {"pieces": 7, "seconds": 4, "seed": 0}, "none")}
+VIOLIN = {"sample": SampleData("violin", {"videos": 16, "seconds": 30, "seed": 21}, "violinyt"),
+          "tiny": SampleData("violin", {"videos": 4, "seconds": 3, "seed": 5, "width": 640, "height": 360},
+                             "violinyt")}
 FACES = {"sample": SampleData("faces", {"identities": 20, "utterances": 4, "seconds": 6, "seed": 3}, "voxceleb",
                               {"per_second": 10}),
          "tiny": SampleData("faces", {"identities": 3, "utterances": 1, "seconds": 2, "seed": 3}, "voxceleb",
@@ -124,7 +135,54 @@ def _faces() -> Benchmark:
                      evaluation="faces")
 
 
-BENCHMARKS: dict[str, Benchmark] = {b.table: b for b in (_piano_onsets(), _av_sync(), _faces())}
+def _violin_pitch() -> Benchmark:
+    def runs(trainer: dict, batches: bool) -> tuple[Training, ...]:
+        common = {"config": "small", "thesis_batches": batches}
+        students = tuple(Training("violin-pitch", f"student-{frames}" + ("" if distill else "-nodistill"),
+                                  {**common, "stage": "student", "frames": frames, "distill": distill}, trainer,
+                                  needs=(("teacher", "teacher"),) if distill else ())
+                         for frames, distill in ((5, True), (1, True), (5, False)))
+        return (Training("violin-pitch", "teacher", {**common, "stage": "teacher"}, trainer), *students)
+
+    return Benchmark(table="violin-pitch", title="Visual pitch for the violin (thesis ch. 5, table 2)", data=VIOLIN,
+                     trainings={"sample": runs({**SAMPLE_BUDGET, "val_every": 100}, True),
+                                "tiny": runs(TINY_BUDGET, False)},
+                     evaluation="violin-pitch")
+
+
+def _transcription() -> Benchmark:
+    def runs(trainer: dict, window: float) -> tuple[Training, ...]:
+        return (Training("onsets-frames", "onsets-frames", {"config": "small", "window_seconds": window}, trainer),)
+
+    return Benchmark(table="transcription", title="Onsets and Frames' own transcription scores", data=PIANO_AUDIO,
+                     trainings={"sample": runs({"max_minutes": 60, "max_steps": 100000, "val_every": 250}, 5.12),
+                                "tiny": runs({"max_steps": 2, "val_every": 2, "batch_size": 2}, 1.0)},
+                     evaluation="transcription")
+
+
+def _piano_noisy() -> Benchmark:
+    def runs(trainer: dict) -> tuple[Training, ...]:
+        return (Training("av-mlp", "av-mlp", {}, trainer,
+                         needs=(("onsets_frames", "transcription/onsets-frames"), ("visual", "piano-onsets/slope"))),)
+
+    return Benchmark(table="piano-noisy", title="Note onsets from noisy audio (thesis ch. 6, table 2)", data=PIANO,
+                     trainings={"sample": runs({**SAMPLE_BUDGET, "val_every": 100}), "tiny": runs(TINY_BUDGET)},
+                     evaluation="piano-noisy", evaluation_args={"reference_midi": True})
+
+
+BENCHMARKS: dict[str, Benchmark] = {b.table: b for b in (_piano_onsets(), _av_sync(), _transcription(), _piano_noisy(),
+                                                         _violin_pitch(), _faces())}
+
+
+def find_training(table: str, name: str, profile: str) -> tuple[Benchmark, Training]:
+    """The benchmark ``table`` and its training ``name`` in ``profile``; ValueError naming what is missing."""
+    if table not in BENCHMARKS:
+        raise ValueError(f"a training needs {table}/{name}, but there is no benchmark {table!r}")
+    bench = BENCHMARKS[table]
+    for training in bench.trainings.get(profile, ()):
+        if training.name == name:
+            return bench, training
+    raise ValueError(f"a training needs {table}/{name}, but {table} has no training {name!r} in {profile!r}")
 
 
 def select(only: list[str] | None = None) -> list[Benchmark]:
@@ -138,19 +196,23 @@ def select(only: list[str] | None = None) -> list[Benchmark]:
 
 
 def code_digest(root: Path = ROOT) -> str:
-    """SHA-256 (16 hex) over the paths and contents of every ``.py`` file under :data:`CODE_DIRS`."""
+    """SHA-256 (16 hex) over the paths and contents of every ``.py`` file under :data:`CODE_DIRS`, but
+    :data:`NOT_TRAINING` (the evaluations run again every time; a change there retrains nothing)."""
     h = hashlib.sha256()
     for d in CODE_DIRS:
         for path in sorted((root / d).rglob("*.py")):
+            if any(path.relative_to(root).as_posix().startswith(n + "/") for n in NOT_TRAINING):
+                continue
             h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
-def training_key(training: Training, data_digest: str, code: str, seed: int) -> str:
-    """What decides whether a training must run again: its settings, budget, data, code and seed."""
+def training_key(training: Training, data_digest: str, code: str, seed: int, upstream: dict | None = None) -> str:
+    """What decides whether a training must run again: its settings, budget, data, code and seed, and the keys of
+    the trainings it needs (``upstream``: a retrained teacher retrains its students)."""
     text = json.dumps({"model": training.model, "name": training.name, "settings": training.settings,
-                       "trainer": training.trainer, "data": data_digest, "code": code, "seed": seed},
-                      sort_keys=True)
+                       "trainer": training.trainer, "data": data_digest, "code": code, "seed": seed,
+                       **({"upstream": upstream} if upstream else {})}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

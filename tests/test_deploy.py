@@ -28,7 +28,8 @@ EXPECTED = {
 
 def test_prefect_yaml_defines_the_build_deployments():
     config = yaml.safe_load((ROOT / "deploy" / "prefect.yaml").read_text())
-    deployments = {d["name"]: d for d in config["deployments"]}
+    deployments = {d["name"]: d for d in config["deployments"]
+                   if not d["entrypoint"].startswith("flows/regenerate.py")}  # (regenerate-benchmarks/sample)
     assert set(EXPECTED) <= set(deployments)
     for name, (entrypoint, flow_name) in EXPECTED.items():
         d = deployments[name]
@@ -170,3 +171,18 @@ def test_class_embedding_deployments_validate_into_their_settings():
     cpu = d["train-class-embedding-sample"]
     params = load_entrypoint(cpu["entrypoint"]).validate_parameters(cpu["parameters"])
     assert params["settings"].config == "small" and cpu["work_pool"]["name"] == "sightsound-cpu"
+
+
+def test_regenerate_deployments_validate_and_the_retraining_schedule_starts_off():
+    config = yaml.safe_load((ROOT / "deploy" / "prefect.yaml").read_text())
+    d = {(x["entrypoint"], x["name"]): x for x in config["deployments"]}
+    sample = d[("flows/regenerate.py:regenerate_benchmarks", "sample")]
+    flow = load_entrypoint(sample["entrypoint"])
+    assert flow.name == "regenerate-benchmarks"
+    assert flow.validate_parameters(sample["parameters"])["profile"] == "sample"
+    assert sample["work_pool"]["name"] == "sightsound-cpu" and sample["concurrency_limit"] == 1
+    weekly = d[("flows/regenerate.py:regenerate_benchmarks", "retrain-weekly")]
+    assert weekly["work_pool"]["name"] == "sightsound-gpu" and weekly["concurrency_limit"] == 1
+    (schedule,) = weekly["schedules"]
+    assert schedule["active"] is False and schedule["cron"] == "0 3 * * 1"
+    assert flow.validate_parameters(weekly["parameters"])["seed"] == 0

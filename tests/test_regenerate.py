@@ -51,7 +51,11 @@ def test_code_digest_follows_the_code(tmp_path):
     for d in B.CODE_DIRS:
         (tmp_path / d).mkdir()
         (tmp_path / d / "a.py").write_text("x = 1\n")
+    (tmp_path / "tasks" / "evaluation").mkdir()
+    (tmp_path / "tasks" / "evaluation" / "e.py").write_text("x = 1\n")
     first = B.code_digest(tmp_path)
+    (tmp_path / "tasks" / "evaluation" / "e.py").write_text("x = 2\n")
+    assert B.code_digest(tmp_path) == first  # an evaluation's change retrains nothing
     (tmp_path / "tasks" / "a.py").write_text("x = 2\n")
     assert B.code_digest(tmp_path) != first
 

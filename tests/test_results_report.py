@@ -24,11 +24,12 @@ FACES = [{"features": "fabnet", "target": "landmarks", "metric": "error_iod_pct"
 
 
 def test_intervals_and_keys_are_read_from_both_table_layouts():
-    assert C._interval("59.6-79.4") == (59.6, 79.4)
-    assert C._interval("-3.1--1.2") == (-3.1, -1.2)
+    assert C._interval("59.6-79.4") == pytest.approx((59.55, 79.45))  # widened by the printed rounding
+    assert C._interval("-3.1--1.2") == pytest.approx((-3.15, -1.15))
     assert C._interval("2026-12-07") is None and C._interval(3.0) is None
-    assert C.intervals_of(PIANO[0]) == {"F1": (60.0, 72.0)}
+    assert C.intervals_of(PIANO[0]) == {"F1": pytest.approx((59.95, 72.05))}
     assert C.intervals_of(FACES[0]) == {"value": (7.0, 9.5)}
+    assert C.intervals_of({**FACES[0], "low": float("nan"), "high": float("nan")}) == {}
     assert C.row_key(PIANO[0]) == "test set=PianoYT test, model=slope"
 
 
@@ -39,9 +40,13 @@ def test_a_number_moves_only_beyond_its_interval_and_every_other_change_is_liste
     outside = [{**PIANO[0], "F1": 72.5}, {**PIANO[1], "threshold": 0.45}]
     moved = C.compare_rows("t", PIANO, outside)
     assert [(m.column, m.why.split(" ")[0]) for m in moved] == [("F1", "outside"), ("threshold", "changed")]
-    assert "60-72" in moved[0].why
+    assert "59.95-72.05" in moved[0].why
     faces = C.compare_rows("f", FACES, [{**FACES[0], "value": 10.0, "low": 9.0, "high": 11.0}])
     assert [(m.column, m.old, m.new) for m in faces] == [("value", 8.0, 10.0)]  # low/high are the interval itself
+    rounded = [{**PIANO[0], "F1": 2.61, "F1 95% CI": "2.6-2.6"}]  # the interval printed at one decimal
+    assert C.compare_rows("t", rounded, [dict(rounded[0])]) == []
+    assert [m.why for m in C.compare_rows("t", rounded, [{**rounded[0], "F1": 2.7}])] == \
+        ["outside the old interval 2.55-2.65"]
     gone = C.compare_rows("t", PIANO, PIANO[:1])
     assert [m.why for m in gone] == ["row only in the old table"]
 
@@ -65,6 +70,10 @@ def test_paper_deltas_of_both_layouts():
     assert paper_deltas(PIANO[0]) == [("F1", 66.0, 66.63)]  # P, R, Acc are not columns of this row
     assert paper_deltas(PIANO[1]) == []
     assert paper_deltas(FACES[0]) == [("value", 8.0, 5.44)]
+    violin = {"network": "5 frames", "RPA": 40.0, "RPA tol": 45.0, "PA": 30.0, "ACE": 2.0,
+              "thesis VnYT RPA/RPA tol/PA/ACA/ACE": "62.5/67.89/48.44/51.77/2.34"}
+    assert paper_deltas(violin) == [("RPA", 40.0, 62.5), ("RPA tol", 45.0, 67.89), ("PA", 30.0, 48.44),
+                                    ("ACE", 2.0, 2.34)]  # ACA is not a column of this row
 
 
 def test_the_report_holds_every_table_its_deltas_figures_and_curves(tmp_path):

@@ -6,8 +6,9 @@ columns that are neither an interval nor the paper's numbers (test set,
 model, config, target, ...).  Then every number of a matched row is compared:
 
 * a number with an interval (the face tables' ``value`` with ``low`` and
-  ``high``; the music tables' ``F1`` with ``F1 95% CI`` written ``lo-hi``)
-  has *moved* when the new value lies outside the old interval;
+  ``high``; the music tables' ``F1`` with ``F1 95% CI`` written ``lo-hi``,
+  whose bounds are widened by the rounding of their printed decimals) has
+  *moved* when the new value lies outside the old interval;
 * a number without one (a threshold, a count, a step) has moved when it
   differs at all (beyond float rounding, :data:`RTOL`).
 
@@ -44,15 +45,19 @@ def _is_number(v) -> bool:
 
 
 def _interval(text) -> tuple[float, float] | None:
-    """``"59.6-79.4"`` -> (59.6, 79.4); None when it is not an interval (negative bounds allowed: ``-3.1--1.2``)."""
+    """``"59.6-79.4"`` -> (59.55, 79.45): the bounds widened by the rounding of their printed decimals (half a unit
+    of the last); None when it is not an interval (negative bounds allowed: ``-3.1--1.2``)."""
     if not isinstance(text, str):
         return None
     for i in range(1, len(text)):
         if text[i] == "-" and text[i - 1] != "-" and text[i - 1] != "e":
             try:
-                return float(text[:i]), float(text[i + 1:])
+                lo, hi = float(text[:i]), float(text[i + 1:])
             except ValueError:
                 continue
+            decimals = max(len(part.partition(".")[2]) for part in (text[:i], text[i + 1:]))
+            half = 0.5 * 10 ** -decimals if "e" not in text.lower() else 0.0
+            return lo - half, hi + half
     return None
 
 
@@ -66,7 +71,8 @@ def row_key(row: dict) -> str:
 def intervals_of(row: dict) -> dict[str, tuple[float, float]]:
     """``{column: (low, high)}`` of the numbers in ``row`` that carry an interval."""
     out = {}
-    if _is_number(row.get("value")) and _is_number(row.get("low")) and _is_number(row.get("high")):
+    if _is_number(row.get("value")) and _is_number(row.get("low")) and _is_number(row.get("high")) \
+            and not (math.isnan(row["low"]) or math.isnan(row["high"])):  # (NaN: no interval, compared exactly)
         out["value"] = (float(row["low"]), float(row["high"]))
     for k, v in row.items():
         if k.endswith(CI_SUFFIX) and (iv := _interval(v)) is not None and k[:-len(CI_SUFFIX)] in row:
@@ -99,11 +105,13 @@ def compare_rows(table: str, old_rows: list[dict], new_rows: list[dict]) -> list
             elif math.isnan(nv) or math.isnan(ov):
                 if math.isnan(nv) != math.isnan(ov):
                     moved.append(Moved(table, k, col, ov, nv, "NaN on one side only"))
+            elif math.isclose(nv, ov, rel_tol=RTOL, abs_tol=1e-12):
+                continue
             elif col in bounds:
                 lo, hi = bounds[col]
                 if not lo <= nv <= hi:
                     moved.append(Moved(table, k, col, ov, nv, f"outside the old interval {lo:g}-{hi:g}"))
-            elif not math.isclose(nv, ov, rel_tol=RTOL, abs_tol=1e-12):
+            else:
                 moved.append(Moved(table, k, col, ov, nv, "changed (no interval)"))
     return moved
 

@@ -39,7 +39,8 @@ def paper_deltas(row: dict) -> list[tuple[str, float, float]]:
     Two layouts occur: a ``paper`` column beside ``value`` (the face tables:
     the paper's number first, its test set after it), and a ``thesis A/B/C``
     column whose parts are the paper's values of columns ``A``, ``B``, ``C``
-    (the music tables).
+    (the music tables; names may hold spaces, and words before the first
+    name, such as a test set, are skipped: ``thesis VnYT RPA/RPA tol/PA``).
     """
     out = []
     for col, text in row.items():
@@ -50,7 +51,10 @@ def paper_deltas(row: dict) -> list[tuple[str, float, float]]:
             if paper is not None:
                 out.append(("value", float(row["value"]), paper))
         elif col.startswith(("thesis ", "paper ")) and "/" in col:
-            names = col.split(" ")[-1].split("/")
+            names = col.split(" ", 1)[1].split("/")
+            words = names[0].split(" ")  # "VnYT RPA": the first name is the longest tail of words that is a column
+            names[0] = next((" ".join(words[i:]) for i in range(len(words)) if " ".join(words[i:]) in row),
+                            words[-1])
             parts = text.split("/")
             if len(names) != len(parts):
                 continue
@@ -81,7 +85,9 @@ def deltas_table(rows: list[dict]) -> str:
 def training_curve_figure(metrics_csv, out_png, title: str) -> str | None:
     """Each validation metric of a run's ``metrics.csv`` against steps and wall time; None when it has none."""
     rows = list(csv.DictReader(open(metrics_csv, newline=""))) if Path(metrics_csv).is_file() else []
-    cols = [c for c in (rows[0].keys() if rows else []) if c.startswith("val_")]
+    # the scores and losses; a chosen threshold or filter width is a setting, not a curve to read beside them
+    cols = [c for c in (rows[0].keys() if rows else []) if c.startswith("val_")
+            and not any(w in c for w in ("threshold", "sigma"))]
     series = {}
     for c in cols:
         pts = [(float(r["step"]), float(r.get("wall_s") or "nan"), float(r[c])) for r in rows if r.get(c)]
