@@ -144,7 +144,8 @@ def _summary_of(result: dict) -> dict:
     return summary
 
 
-def _train(training: Training, data_root: str, run_dir: Path, seed: int) -> dict:
+def _training_call(training: Training, data_root: str, run_dir: Path, seed: int):
+    """``(flow, settings, extra parameters)`` of one training: the model's training flow and its settings object."""
     from tasks.training.trainer import TrainerSettings
 
     if training.model == "onsets-frames":  # its own settings (MAESTRO data, its LR decay), same trainer underneath
@@ -153,15 +154,44 @@ def _train(training: Training, data_root: str, run_dir: Path, seed: int) -> dict
 
         names = {"val_every": "validate_every"}
         budget = {names.get(k, k): v for k, v in training.trainer.items()}
-        return train_onsets_frames(settings=TrainSettings(data=data_root, out_dir=str(run_dir), seed=seed,
-                                                          progress_bar=False, **training.settings, **budget))
+        return train_onsets_frames, TrainSettings(data=data_root, out_dir=str(run_dir), seed=seed,
+                                                  progress_bar=False, **training.settings, **budget), {}
     trainers = _trainers()
     if training.model not in trainers:
         raise ValueError(f"no training {training.model!r} in regenerate-benchmarks yet")
     settings_class, train_flow = trainers[training.model]
     trainer = TrainerSettings(run_dir=str(run_dir), seed=seed, progress_bar=False, **training.trainer)
-    settings = settings_class(data_root=data_root, trainer=trainer, **training.settings)
-    return _summary_of(train_flow(settings=settings, strict_gpu_limit=False))
+    return train_flow, settings_class(data_root=data_root, trainer=trainer, **training.settings), \
+        {"strict_gpu_limit": False}
+
+
+def _train(training: Training, data_root: str, run_dir: Path, seed: int) -> dict:
+    """Run the training in this process (its flow as a subflow); return the trainer's summary."""
+    train_flow, settings, extra = _training_call(training, data_root, run_dir, seed)
+    return _summary_of(train_flow(settings=settings, **extra))
+
+
+def _submit(training: Training, data_root: str, run_dir: Path, seed: int):
+    """Start the training as a run of its deployment ``<flow>/<flow>`` (deploy/prefect.yaml: the GPU pool) and
+    return the flow run at once; the settings replace the deployment's (paths are absolute: a shared filesystem)."""
+    from prefect.deployments import run_deployment
+    from pydantic_core import to_jsonable_python
+
+    train_flow, settings, _ = _training_call(training, data_root, run_dir, seed)
+    return run_deployment(f"{train_flow.name}/{train_flow.name}", parameters={"settings": to_jsonable_python(settings)},
+                          timeout=0, tags=["regenerate-benchmarks"])
+
+
+def _wait(flow_run_id, poll_s: float = 5.0):
+    """The final state of a flow run (polled)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            time.sleep(poll_s)
 
 
 def _evaluate(bench: Benchmark, data_root: str, samples: Path, checkpoints: dict, out: Path) -> dict:
@@ -231,15 +261,14 @@ def _evaluate(bench: Benchmark, data_root: str, samples: Path, checkpoints: dict
     raise ValueError(f"no evaluation {bench.evaluation!r} in regenerate-benchmarks yet")
 
 
-def _one_training(training: Training, settings: dict, key: str, data_root: str, run_dir: Path, digest: str,
-                  code: str, seed: int) -> dict:
-    """Reuse, resume or start one training (``settings``: its own, the checkpoints it needs filled in); return its
-    summary with ``reused`` and ``key``."""
+def _prepare(run_dir: Path, key: str) -> dict | None:
+    """The summary of a finished run made from the same inputs (then nothing runs), else None, with ``run_dir``
+    ready: cleared if made from other inputs (never resume a stale checkpoint), ``inputs.json`` started."""
     log = get_run_logger()
     done = reusable(run_dir, key)
     if done is not None:
         log.info("regenerate: %s reused (inputs unchanged, key %s)", run_dir, key)
-        return {**done, "reused": True, "key": key}
+        return done
     inputs = run_dir / "inputs.json"
     if run_dir.exists():
         try:
@@ -251,20 +280,29 @@ def _one_training(training: Training, settings: dict, key: str, data_root: str, 
             shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     inputs.write_text(json.dumps({"key": key, "finished": False}) + "\n")
-    summary = _train(dataclasses.replace(training, settings=settings), data_root, run_dir, seed)
-    record_inputs(run_dir, key, training, digest, code, seed)
-    return {**summary, "reused": False, "key": key}
+    return None
 
 
 class _Work:
-    """The data and trainings of one regeneration, each made (or reused) once: a training that ``needs`` another's
-    checkpoint (a student's teacher; the noisy-audio MLP's networks) has that one made first, in its own
-    benchmark's folder and on its own benchmark's data."""
+    """The data and trainings of one regeneration, each made (or reused) once.
 
-    def __init__(self, profile: str, work_dir: Path, code: str, seed: int):
-        self.profile, self.work_dir, self.code, self.seed = profile, work_dir, code, seed
+    A training that ``needs`` another's checkpoint (a student's teacher; the
+    noisy-audio MLP's networks) has that one made first, in its own
+    benchmark's folder and on its own benchmark's data.  The trainings run in
+    *waves*: each wave is every training whose needs are done.  With
+    ``dispatch="local"`` a wave's trainings run one after another in this
+    process; with ``"deployments"`` they are all started at once as runs of
+    their training deployments (the GPU pool: as many at a time as there are
+    GPU workers and slots of the ``gpu`` limit), and the wave waits for all
+    of them, so one failed run does not stop the others.
+    """
+
+    def __init__(self, profile: str, work_dir: Path, code: str, seed: int, dispatch: str = "local"):
+        if dispatch not in ("local", "deployments"):
+            raise ValueError(f"dispatch must be 'local' or 'deployments', not {dispatch!r}")
+        self.profile, self.work_dir, self.code, self.seed, self.dispatch = profile, work_dir, code, seed, dispatch
         self.data: dict[str, tuple[Path, str, str]] = {}  # data name -> (folder, data root, shard digest)
-        self.runs: dict[str, dict] = {}  # "table/run" -> summary
+        self.runs: dict[str, dict] = {}  # "table/run" -> summary with reused and key
 
     def data_of(self, bench: Benchmark) -> tuple[Path, str, str]:
         from tasks.evaluation.results import shards_digest
@@ -277,25 +315,67 @@ class _Work:
             self.data[data.name] = (folder, str(root), shards_digest(files))
         return self.data[data.name]
 
-    def run(self, bench: Benchmark, training: Training, chain: tuple[str, ...] = ()) -> dict:
-        ref = f"{bench.table}/{training.name}"
-        if ref in self.runs:
-            return self.runs[ref]
-        if ref in chain:
-            raise ValueError(f"trainings that need each other: {' -> '.join(chain + (ref,))}")
-        settings, upstream = dict(training.settings), {}
+    def _needs(self, bench: Benchmark, training: Training) -> list[tuple[str, Benchmark, Training]]:
+        out = []
         for field, need in training.needs:
             table, _, name = need.rpartition("/")
             other, dep = find_training(table or bench.table, name, self.profile)
-            done = self.run(other, dep, chain + (ref,))
-            settings[field] = done.get("best_checkpoint") or done["last_checkpoint"]
-            upstream[f"{other.table}/{dep.name}"] = done["key"]
-        _, data_root, digest = self.data_of(bench)
-        key = training_key(training, digest, self.code, self.seed, upstream)
-        self.runs[ref] = _one_training(training, settings, key, data_root,
-                                       self.work_dir / "runs" / bench.table / training.name, digest, self.code,
-                                       self.seed)
-        return self.runs[ref]
+            out.append((field, other, dep))
+        return out
+
+    def _order(self, bench: Benchmark, training: Training, order: list, chain: tuple[str, ...] = ()) -> None:
+        ref = f"{bench.table}/{training.name}"
+        if ref in chain:
+            raise ValueError(f"trainings that need each other: {' -> '.join(chain + (ref,))}")
+        if any(r == ref for r, _, _ in order):
+            return
+        for _, other, dep in self._needs(bench, training):
+            self._order(other, dep, order, chain + (ref,))
+        order.append((ref, bench, training))
+
+    def train_all(self, pairs: list[tuple[Benchmark, Training]]) -> None:
+        """Make (or reuse) every training of ``pairs`` and what they need, wave by wave."""
+        order: list = []
+        for bench, training in pairs:
+            self._order(bench, training, order)
+        pending = [x for x in order if x[0] not in self.runs]
+        while pending:
+            wave = [x for x in pending
+                    if all(f"{o.table}/{d.name}" in self.runs for _, o, d in self._needs(x[1], x[2]))]
+            started, failed = [], []
+            for ref, bench, training in wave:
+                settings, upstream = dict(training.settings), {}
+                for field, other, dep in self._needs(bench, training):
+                    done = self.runs[f"{other.table}/{dep.name}"]
+                    settings[field] = done.get("best_checkpoint") or done["last_checkpoint"]
+                    upstream[f"{other.table}/{dep.name}"] = done["key"]
+                _, data_root, digest = self.data_of(bench)
+                key = training_key(training, digest, self.code, self.seed, upstream)
+                run_dir = self.work_dir / "runs" / bench.table / training.name
+                done = _prepare(run_dir, key)
+                if done is not None:
+                    self.runs[ref] = {**done, "reused": True, "key": key}
+                    continue
+                resolved = dataclasses.replace(training, settings=settings)
+                if self.dispatch == "local":
+                    summary = _train(resolved, data_root, run_dir, self.seed)
+                    record_inputs(run_dir, key, training, digest, self.code, self.seed)
+                    self.runs[ref] = {**summary, "reused": False, "key": key}
+                else:
+                    started.append((ref, training, run_dir, key, digest, _submit(resolved, data_root, run_dir,
+                                                                                 self.seed)))
+            for ref, training, run_dir, key, digest, flow_run in started:
+                final = _wait(flow_run.id)
+                summary_file = run_dir / "summary.json"
+                if not final.state.is_completed() or not summary_file.is_file():
+                    failed.append(f"{ref} (flow run {final.name}: {final.state.name})")
+                    continue
+                record_inputs(run_dir, key, training, digest, self.code, self.seed)
+                self.runs[ref] = {**_summary_of(json.loads(summary_file.read_text())), "reused": False,
+                                  "key": key, "flow_run": str(final.id)}
+            if failed:
+                raise RuntimeError(f"training deployment runs failed: {', '.join(failed)}")
+            pending = [x for x in pending if x[0] not in self.runs]
 
 
 def _publish(out_dir: Path, report_md: str, tables: dict) -> None:
@@ -316,9 +396,12 @@ def _publish(out_dir: Path, report_md: str, tables: dict) -> None:
 
 @flow(name="regenerate-benchmarks")
 def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: list[str] | None = None,
-                          seed: int = 0, work: str | None = None, check: str | None = None) -> dict:
+                          seed: int = 0, work: str | None = None, check: str | None = None,
+                          dispatch: str = "local") -> dict:
     """Build, train (or reuse) and evaluate every benchmark of ``only`` (all when empty) in ``profile``; write the
-    report; with ``check``, compare the tables with those in that folder."""
+    report; with ``check``, compare the tables with those in that folder.  ``dispatch``: ``local`` trains in this
+    process; ``deployments`` starts each wave of trainings at once as runs of their training deployments (a
+    server, GPU workers, and a filesystem they share with this run)."""
     from tasks.evaluation.compare import compare_folders, format_check
     from tasks.evaluation.report import write_report
     from tasks.evaluation.results import git_commit
@@ -334,18 +417,24 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
     for bench in benches:
         if profile not in bench.data:
             raise ValueError(f"{bench.table}: no {profile!r} profile (it has {', '.join(bench.data)})")
-    work = _Work(profile, work_dir, code, seed)
+    work = _Work(profile, work_dir, code, seed, dispatch)
+    for bench in benches:
+        work.data_of(bench)
+    t_train = time.monotonic()
+    work.train_all([(bench, t) for bench in benches for t in bench.trainings[profile]])
+    report["training_wall_s"] = round(time.monotonic() - t_train, 1)
     for bench in benches:
         t0 = time.monotonic()
         folder, data_root, digest = work.data_of(bench)
-        runs = {t.name: work.run(bench, t) for t in bench.trainings[profile]}
+        runs = {t.name: work.runs[f"{bench.table}/{t.name}"] for t in bench.trainings[profile]}
         models = {t.name: t.model for t in bench.trainings[profile]}
         checkpoints = {n: (models[n], r.get("best_checkpoint") or r["last_checkpoint"]) for n, r in runs.items()}
         written = _evaluate(bench, data_root, folder / "samples", checkpoints, out_dir)
         report["tables"][bench.table] = {
             **written, "data_root": data_root, "data_digest": digest,
             "trainings": {n: {"reused": r["reused"], "key": r["key"], "steps": r.get("steps"),
-                              "wall_s": r.get("wall_s"), "metrics_csv": r.get("metrics_csv")}
+                              "wall_s": r.get("wall_s"), "metrics_csv": r.get("metrics_csv"),
+                              **({"flow_run": r["flow_run"]} if r.get("flow_run") else {})}
                           for n, r in runs.items()},
             "wall_s": round(time.monotonic() - t0, 1)}
         log.info("regenerate: %s written (%s)", bench.table, ", ".join(written["markdown"]))

@@ -2,7 +2,9 @@
 the deployments of deploy/prefect.yaml, and `prefect deployment run regenerate-benchmarks/sample` (issue 19).
 
 The run is the deployment with the ``tiny`` profile and one table (``transcription``: a rendered piano-audio set,
-two steps of Onsets and Frames, one test piece transcribed), twice: the second run reuses the checkpoint.
+two steps of Onsets and Frames, one test piece transcribed), twice: the second run reuses the checkpoint.  A third,
+on a fresh work folder with ``dispatch=deployments``, starts the training as a run of the
+``train-onsets-frames`` deployment, which a second worker (a CPU stand-in for the GPU pool) picks up.
 """
 
 from __future__ import annotations
@@ -78,17 +80,19 @@ def server_env(tmp_path):
 def test_prefect_deployment_run_regenerate_benchmarks_through_a_server_and_a_worker(server_env, tmp_path):
     env, workers = server_env
     _prefect(env, "work-pool", "create", "sightsound-cpu", "--type", "process")
+    _prefect(env, "work-pool", "create", "sightsound-gpu", "--type", "process")  # a CPU stand-in for the GPU pool
     _prefect(env, "--no-prompt", "deploy", "--prefect-file", "deploy/prefect.yaml",
-             "--name", "regenerate-benchmarks/sample")
-    with open(tmp_path / "worker.log", "w") as log:
-        workers.append(subprocess.Popen([PREFECT, "worker", "start", "--pool", "sightsound-cpu", "--limit", "1"],
+             "--name", "regenerate-benchmarks/sample", "--name", "train-onsets-frames/train-onsets-frames")
+    for pool in ("sightsound-cpu", "sightsound-gpu"):
+        log = open(tmp_path / f"worker-{pool}.log", "w")
+        workers.append(subprocess.Popen([PREFECT, "worker", "start", "--pool", pool, "--limit", "1"],
                                         env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
     out, work = tmp_path / "R", tmp_path / "work"
 
-    def run() -> dict:
+    def run(*params: str) -> dict:
         _prefect(env, "deployment", "run", "regenerate-benchmarks/sample", "--param", "profile=tiny",
                  "--param", f"out={out}", "--param", f"work={work}", "--param", 'only=["transcription"]',
-                 "--watch", "--watch-timeout", "900", timeout=960)
+                 *params, "--watch", "--watch-timeout", "900", timeout=960)
         return json.loads((out / "regenerate.json").read_text())
 
     first = run()
@@ -100,3 +104,12 @@ def test_prefect_deployment_run_regenerate_benchmarks_through_a_server_and_a_wor
     second = run()
     (again,) = second["tables"]["transcription"]["trainings"].values()
     assert again["reused"] is True and again["key"] == training["key"]
+    # dispatch=deployments: the training runs as a run of its own deployment, on the (stand-in) GPU pool's worker
+    work = tmp_path / "work-2"
+    third = run("--param", "dispatch=deployments")
+    (remote,) = third["tables"]["transcription"]["trainings"].values()
+    assert remote["reused"] is False and remote["steps"] == 2 and remote["flow_run"]
+    flow_run = _prefect(env, "flow-run", "inspect", remote["flow_run"]).stdout
+    assert "regenerate-benchmarks" in flow_run and "COMPLETED" in flow_run.upper()  # its tag; its state
+    runs = _prefect(env, "flow-run", "ls", "--flow-name", "train-onsets-frames").stdout
+    assert remote["flow_run"][:8] in runs or "train-onsets-frames" in runs

@@ -100,7 +100,10 @@ def demo(out, videos, seconds, seed, device) -> int:
 @click.option("--check", "check", type=click.Path(file_okay=False), metavar="OLD_RESULTS",
               help="then compare every table with those in OLD_RESULTS: each number that moved beyond its interval "
                    "goes to OUT/check.md")
-def regenerate(profile, only, out, work, seed, check) -> int:
+@click.option("--dispatch", type=click.Choice(["local", "deployments"]), default="local", show_default=True,
+              help="local: train in this process; deployments: each wave of trainings at once as runs of their "
+                   "training deployments (a Prefect server, GPU workers, a shared filesystem)")
+def regenerate(profile, only, out, work, seed, check, dispatch) -> int:
     """Every results table: build the data, train (reusing unchanged runs), evaluate (flow regenerate-benchmarks)."""
     from tasks.benchmarks import select
 
@@ -122,7 +125,7 @@ def regenerate(profile, only, out, work, seed, check) -> int:
     guard()  # Prefect's temporary server ends with this process
     report = regenerate_benchmarks(profile=profile, out=str(out), only=list(only), seed=seed,
                                    work=str(Path(work).resolve()) if work else None,
-                                   check=str(Path(check).resolve()) if check else None)
+                                   check=str(Path(check).resolve()) if check else None, dispatch=dispatch)
     for table, info in report["tables"].items():
         reused = sum(t["reused"] for t in info["trainings"].values())
         click.echo(f"{table}: {info['markdown']} ({reused} of {len(info['trainings'])} trainings reused, "
