@@ -67,18 +67,14 @@ def _sample_set(data: SampleData, folder: Path) -> Path:
     return Path(manifest)
 
 
-def _maestro_files(root) -> list[str]:
-    from tasks.datasets.maestro import read_maestro
-
-    return sorted(str(p) for r in read_maestro(root) for p in (r.audio, r.midi))
-
-
 def _build(data: SampleData, manifest: Path, root: Path) -> list:
     """Build the sample set (cached by the build flow); return the shard files it holds."""
     from tasks.training.windows import split_parts
 
     if data.build == "none":  # the sample set itself is the data (MAESTRO's layout): its files are the digest's
-        return _maestro_files(manifest)
+        from tasks.datasets.maestro import maestro_files
+
+        return maestro_files(manifest)
     if data.build == "pianoyt":
         from flows.build_pianoyt import build_pianoyt
         from flows.settings import PianoBuild
@@ -212,25 +208,11 @@ def _evaluate(bench: Benchmark, data_root: str, samples: Path, checkpoints: dict
         result = evaluate_av_sync(settings=AvSyncEvaluation(data_root=data_root, checkpoint=paths, results=str(out)))
         return {"markdown": [result["markdown"]], "figures": [result["figure"]] if result.get("figure") else []}
     if bench.evaluation == "transcription":
-        from tasks.evaluation.results import provenance, write_results
-        from tasks.evaluation.transcription import NOTES, transcribe_split, transcription_rows
-
-        t0 = time.monotonic()
-        from tasks.store.cache import file_fingerprint
+        from tasks.evaluation.transcription import write_transcription_table
 
         (ckpt,) = paths
-        # transcriptions are kept per checkpoint (its content), so a retrained network transcribes again
-        folder = Path(data_root).parent / "transcriptions" / file_fingerprint(ckpt).replace(":", "-")[:24]
-        ref, ests = transcribe_split(data_root, {
-            "onsets-frames": ("onsets-frames", {"checkpoint": ckpt, "device": "auto"}),
-            "transkun": ("transkun", {"device": "auto"})}, folder, log=get_run_logger().info)
-        rows = transcription_rows(ref, ests)
-        from tasks.labels.transcribe import pick_device
-
-        prov = provenance(data_root, _maestro_files(data_root), checkpoints=paths, split="test",
-                          wall_s=round(time.monotonic() - t0, 1), device=pick_device("auto"))
-        md, _ = write_results(out, "transcription", bench.title, rows, prov, NOTES)
-        return {"markdown": [md]}
+        return {"markdown": [write_transcription_table(data_root, ckpt, out, bench.title,
+                                                       log=get_run_logger().info)]}
     if bench.evaluation == "piano-noisy":
         from flows.evaluate_av_mlp import evaluate_av_mlp
         from flows.settings import AvMlpEvaluation

@@ -358,3 +358,8 @@ class WindowSampler:
         rolls["velocity"] /= 127.0
         return {"mel": torch.from_numpy(mel), **{k: torch.from_numpy(v) for k, v in rolls.items()}}
 
+
+
+def maestro_files(root: str | os.PathLike) -> list[str]:
+    """Every audio and MIDI file of a MAESTRO-layout set, sorted (what a digest of the set is made of)."""
+    return sorted(str(p) for r in read_maestro(root) for p in (r.audio, r.midi))

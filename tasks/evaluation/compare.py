@@ -61,11 +61,15 @@ def _interval(text) -> tuple[float, float] | None:
     return None
 
 
+def key_columns(row: dict) -> dict:
+    """The row's identifying columns: its text columns other than intervals and the paper's numbers, in order."""
+    return {k: v for k, v in row.items()
+            if isinstance(v, str) and not any(w in k for w in SKIP_WORDS) and _interval(v) is None}
+
+
 def row_key(row: dict) -> str:
-    """The row's identity: its text columns other than intervals and the paper's numbers, in column order."""
-    parts = [f"{k}={v}" for k, v in row.items()
-             if isinstance(v, str) and not any(w in k for w in SKIP_WORDS) and _interval(v) is None]
-    return ", ".join(parts) or "(row)"
+    """The row's identity (:func:`key_columns`) as one string."""
+    return ", ".join(f"{k}={v}" for k, v in key_columns(row).items()) or "(row)"
 
 
 def intervals_of(row: dict) -> dict[str, tuple[float, float]]:

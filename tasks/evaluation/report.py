@@ -66,9 +66,9 @@ def paper_deltas(row: dict) -> list[tuple[str, float, float]]:
 
 
 def _row_label(row: dict) -> str:
-    keep = [str(v) for k, v in row.items() if isinstance(v, str) and v and "paper" not in k and "thesis" not in k
-            and "CI" not in k][:4]
-    return " / ".join(keep) or "row"
+    from tasks.evaluation.compare import key_columns
+
+    return " / ".join([v for v in key_columns(row).values() if v][:4]) or "row"
 
 
 def deltas_table(rows: list[dict]) -> str:

@@ -81,3 +81,28 @@ NOTES = """Means over the test pieces of mir_eval's scores: "note" matches onset
 on a 10 ms grid. The paper's column is Hawthorne et al. 2018, table 1 (Onsets and Frames trained on MAPS'
 synthesised pianos, tested on its ENSTDkCl recordings): other data, the `default` config and far more steps, so
 for scale only. transkun, where present, is the build's default labeler on the same pieces."""
+
+
+def write_transcription_table(data, checkpoint, out_dir, title: str, device: str = "auto", log=print) -> str:
+    """Transcribe ``data``'s test pieces with the Onsets and Frames ``checkpoint`` and with transkun, score them,
+    and write ``out_dir/transcription.md`` and ``.parquet`` with provenance; return the markdown's path.
+
+    The transcriptions are kept beside the data, in a folder per checkpoint content, so a retrained network
+    transcribes again and an unchanged one does not.
+    """
+    import time
+
+    from tasks.datasets.maestro import maestro_files
+    from tasks.evaluation.results import provenance, write_results
+    from tasks.labels.transcribe import pick_device
+    from tasks.store.cache import file_fingerprint
+
+    start = time.monotonic()
+    folder = Path(data).parent / "transcriptions" / file_fingerprint(checkpoint).replace(":", "-")[:24]
+    ref, ests = transcribe_split(data, {"onsets-frames": ("onsets-frames", {"checkpoint": str(checkpoint),
+                                                                            "device": device}),
+                                        "transkun": ("transkun", {"device": device})}, folder, log=log)
+    prov = provenance(str(data), maestro_files(data), checkpoints=[str(checkpoint)], split="test",
+                      wall_s=round(time.monotonic() - start, 1), device=pick_device(device))
+    md, _ = write_results(out_dir, "transcription", title, transcription_rows(ref, ests), prov, NOTES)
+    return md
