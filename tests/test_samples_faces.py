@@ -336,6 +336,20 @@ def test_mirror_index_map_matches_dlib_on_mirrored_photographs(predictor):
         assert _error(found, want) < 0.05, name  # measured 0.009, 0.026, 0.012
 
 
+def _carried(ft: dict, info, mirrored: bool) -> np.ndarray:
+    """The photograph's 68 points carried to every frame without the jaw drop (n x 68 x 2)."""
+    pts = np.array(info.landmarks, float)
+    if mirrored:
+        pts = pts[list(DLIB_MIRROR)]  # photograph pixels, in the order the mirrored video shows them
+    yaw = np.deg2rad(ft["yaw"])[:, None]
+    a, m = ft["turn_axis_x"], -1.0 if mirrored else 1.0
+    x = a + (pts[None, :, 0] - a) * np.cos(yaw) + m * ft["depth"][None] * np.sin(yaw)
+    turned = np.stack([x, np.broadcast_to(pts[None, :, 1], x.shape)], axis=-1)
+    p = np.concatenate([turned, np.ones(turned.shape[:-1] + (1,))], axis=-1) @ np.transpose(ft["homography"],
+                                                                                             (0, 2, 1))
+    return p[..., :2] / p[..., 2:3]
+
+
 def test_frame_truth_layout_pose_and_opening(samples):
     truth = json.loads((samples / "truth.json").read_text())
     for v in truth["videos"]:
@@ -347,10 +361,10 @@ def test_frame_truth_layout_pose_and_opening(samples):
         assert ft["boxes"].shape == (n, 4) and np.array_equal(ft["frame"], np.arange(n))
         for key in ("roll", "yaw", "pitch", "opening", "utterance"):
             assert ft[key].shape == (n,), key
-        assert np.abs(ft["roll"]).max() <= 10.0 and np.abs(ft["yaw"]).max() <= 12.0
+        assert np.abs(ft["roll"]).max() <= 10.0 and np.abs(ft["yaw"]).max() <= faces.YAW_DEGREES
         assert np.abs(ft["roll"]).max() > 1.0 and np.abs(ft["yaw"]).max() > 1.0  # they do move
         assert np.all(ft["pitch"] == 0.0)
-        assert np.all(np.abs(np.diff(ft["roll"])) < 1.0) and np.all(np.abs(np.diff(ft["yaw"])) < 1.5)
+        assert np.all(np.abs(np.diff(ft["roll"])) < 1.0) and np.all(np.abs(np.diff(ft["yaw"])) < 2.0)
         assert np.all((0.0 <= ft["opening"]) & (ft["opening"] <= 1.0))
         assert np.all(ft["opening"][ft["utterance"] == 0] == 0.0)  # silent lead, gaps and tail: closed
         utts = [t for t in truth["utterances"] if t["video_id"] == v["video_id"]]
@@ -362,15 +376,11 @@ def test_frame_truth_layout_pose_and_opening(samples):
             talking = ft["opening"][frames]
             assert talking.max() > 0.4 and (talking > 0).mean() > 0.5  # syllables, short pauses between
             np.testing.assert_allclose(ft["boxes"][frames], t["boxes"], atol=0.005 + 1e-9)
-        # the homography carries the photograph's points the jaw leaves alone (eyes, brows, nose, upper lip)
+        # the turn, then the homography, carry the photograph's points the jaw leaves alone (eyes, brows,
+        # nose, upper lip): the recipe of the module docstring
         info = PHOTO_INFO[v["photo"]]
         still = [k for k in range(68) if k not in JAW_POINTS and k not in LIP_CORNERS]
-        pts = np.array(info.landmarks, float)
-        if v["mirrored"]:
-            pts = pts[list(DLIB_MIRROR)]
-            pts[:, 0] = info.load().shape[1] - 1 - pts[:, 0]
-        p = np.c_[pts, np.ones(68)] @ np.transpose(ft["homography"], (0, 2, 1))
-        carried = p[..., :2] / p[..., 2:3]
+        carried = _carried(ft, info, v["mirrored"])
         assert np.abs(carried[:, still] - ft["landmarks"][:, still]).max() < 0.006
         # the jaw drops (down the face) by at most JAW_DROP of the box's height; closed, it stays
         drop = ft["landmarks"][:, JAW_POINTS] - carried[:, JAW_POINTS]
@@ -393,7 +403,9 @@ def test_true_landmarks_lie_where_dlib_finds_them(samples, detector, predictor):
         ft = frame_truth(samples, v["video_id"])
         vr = decord.VideoReader(str(samples / "videos" / f"{v['video_id']}.mp4"))
         idx = list(range(0, v["frames"], 5))
-        opened = [int(j) for j in np.argsort(-ft["opening"])[:4]]  # and the widest-open frames
+        # and the widest-open frames of a nearly frontal face: on turned faces dlib's chin is off by as much
+        # as the drop (astronaut at -11.7 deg yaw: 4.1 px from the truth, 4.5 px from the undropped points)
+        opened = [int(j) for j in np.argsort(-np.where(np.abs(ft["yaw"]) < 6.0, ft["opening"], -1.0))[:4]]
         frames = dict(zip(idx + opened, vr.get_batch(idx + opened).asnumpy()))
         on_box, on_det = [], []
         for j in idx:
@@ -404,18 +416,21 @@ def test_true_landmarks_lie_where_dlib_finds_them(samples, detector, predictor):
                 assert dets, (v["video_id"], j)
                 best = max(dets, key=lambda r: _iou(_rect(r), ft["boxes"][j]))
                 on_det.append(_error(_shape(predictor, frames[j], best), true))
-        # measured (predictor on the carried box) per video: mean 0.010, 0.025, 0.013; worst frame 0.013-0.038
-        assert np.mean(on_box) < 0.04 and max(on_box) < 0.06, (v["photo"], on_box)
-        # on dlib's own boxes: median 0.011, 0.022, 0.013; grace_hopper's outliers (up to 0.23) are dlib
-        # fitting a detection 15 % larger than the face, the truth sits on the face (looked at)
-        assert np.median(on_det) < 0.04, (v["photo"], on_det)
+        # measured (predictor on the carried box) per video: mean 0.018, 0.036, 0.015; worst frame 0.025-0.070.
+        # The error grows with the turn (its correlation with |yaw| is 0.76-0.94): dlib's points on a turned
+        # face drift towards the outline, and the sample's head is a rough relief, not a face model.  Nearly
+        # frontal frames keep the bound of the flat faces before the turn (0.06).
+        frontal = [e for j, e in zip(idx, on_box) if abs(ft["yaw"][j]) < 6.0]
+        assert np.mean(on_box) < 0.04 and max(on_box) < 0.08, (v["photo"], on_box)
+        assert frontal and max(frontal) < 0.06, (v["photo"], frontal)
+        # on dlib's own boxes: median 0.011, 0.022, 0.013 before the turn, grace_hopper 0.042 with it;
+        # grace_hopper's outliers (up to 0.23) are dlib fitting a detection 15 % larger than the face, the
+        # truth sits on the face (looked at)
+        assert np.median(on_det) < 0.05, (v["photo"], on_det)
         # the jaw drop is where the image shows it: on the widest-open frames dlib's chin and lower lip are
         # 0.9-2.0 px from the truth, 4.2-6.9 px from the same points carried without the drop (measured)
         lower = list(range(5, 12)) + list(range(55, 60)) + list(range(65, 68))
-        info = PHOTO_INFO[v["photo"]]
-        pts = np.array(info.landmarks, float)
-        p = np.c_[pts, np.ones(68)] @ np.transpose(ft["homography"][opened], (0, 2, 1))
-        undropped = p[..., :2] / p[..., 2:3]
+        undropped = _carried(ft, PHOTO_INFO[v["photo"]], v["mirrored"])[opened]
         for k, j in enumerate(opened):
             assert ft["opening"][j] > 0.5
             found = _shape(predictor, frames[j], ft["boxes"][j])[lower]

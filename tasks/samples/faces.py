@@ -34,9 +34,10 @@ mouth_width constants agree with them to the rounding).
 A video is a static, smooth, face-free background (low-frequency colour
 noise, soft panels and stripes) with a head-and-shoulders cut-out of the
 photograph (a feathered ellipse around the face) composited on it.  Per
-frame the cut-out goes through a homography photo -> frame: translation,
-scale (+-12 %), in-plane rotation (+-10 deg) and a yaw-like perspective turn
-(+-12 deg about a vertical axis through the face), each a normalised sum of
+frame the cut-out turns by a yaw (+-20 deg, about a vertical axis through the
+face: :meth:`_Head.turn`, below) and then goes through a homography photo ->
+frame: translation, scale (+-12 %) and in-plane rotation (+-10 deg), each a
+normalised sum of
 three slow sinusoids (0.04-0.3 Hz; the centre wanders at most 12 % of the
 width and 6 % of the height, at 0.04-0.2 Hz), so the motion is smooth and the
 face box stays inside the frame.  While the person "talks" the jaw drops (a smooth
@@ -45,9 +46,22 @@ height) and the gap between the lips darkens, following a syllable envelope
 (3-5 syllables a second); the audio is a buzzy harmonic vowel whose loudness
 follows the same envelope, silent (a -60 dB noise floor) between utterances.
 
-The face box of a frame is the photograph's face box carried through that
-frame's homography (axis-aligned bounds of its four corners; the jaw warp is
-left out).  Everything is drawn from ``numpy.random.default_rng`` seeded
+The yaw is a real out-of-plane turn, not a flat photograph's foreshortening
+(which an earlier version used: at 64 x 64 it moved the face by a pixel or two
+and no probe, dlib's points included, could read it back).  The head gets a
+relief: a paraboloid over the head (half a face width high) and a nose ridge
+of Gaussian bumps on dlib's nose points; a pixel at ``x`` with relief ``z``
+moves to ``cx + (x - cx) cos(yaw) + z sin(yaw)`` (orthographic, the axis
+through the face box's centre on the head's outline plane).  The face's
+features slide across the head while its outline stays: the nose tip moves
+about 0.22 face widths at 20 deg, the far cheek narrows.  It is a rough head,
+not a face model (the ears and hair move with the paraboloid; nothing is
+occluded), enough to make yaw visible.
+
+The face box of a frame is the photograph's face box, turned at the mean
+relief of the eyes and nose (points 27-47) and carried through that frame's
+homography (axis-aligned bounds of its four corners; the jaw warp is left
+out).  Everything is drawn from ``numpy.random.default_rng`` seeded
 with ``(seed, identity, video)``: the same arguments give byte-identical
 files (the MP4s with the same ffmpeg build; see :mod:`tasks.samples.encode`;
 the gzipped truth with the same zlib).
@@ -60,22 +74,30 @@ Per-frame truth (for landmark, pose and mouth probes):
   the eye on the image's left, which is what dlib itself reports on the
   frame), moved by the jaw drop (jaw and lower lip with their pixels, the lip
   corners half as far, the upper lip not: :meth:`_Head.carried_landmarks`),
-  then through the frame's homography; frame pixels, dlib's convention
+  then turned by the frame's yaw (:meth:`_Head.turn_points`), then through
+  the frame's homography; frame pixels, dlib's convention
   (pixel centres at integers).  Against dlib's own 68 points on rendered
   frames (640 x 360, detector upsampling 1), the mean distance is 1-3.5 %
   of the outer eye corners' distance (36-45), the same closed or open;
   most of it is dlib's own wobble on resampled (and mirrored) faces;
 * pose, degrees: ``roll`` the homography's in-plane rotation (positive turns
-  the face clockwise on screen, image y pointing down), ``yaw`` its
-  perspective turn about the face's vertical axis (a pinhole three face
-  widths away; positive turns the image-right half of the face away, so the
-  face looks towards the frame's right), ``pitch`` always 0 (no pitch is
+  the face clockwise on screen, image y pointing down), ``yaw`` the head's
+  turn about its vertical axis (positive moves the face's front towards the
+  frame's right: the face looks towards the frame's right and its image-right
+  half turns away), ``pitch`` always 0 (no pitch is
   generated).  Both are relative to the photograph's own pose (luispedro's
   photograph is itself turned ~30 deg; mirroring flips that turn, not these
   angles);
 * ``opening`` in [0, 1]: the syllable envelope the frame was drawn with (0
   where the mouth was drawn closed: outside utterances, between syllables,
   and below 0.001).
+
+To carry a photograph's point to a frame by hand (the truth file has what it
+takes): turn it, ``x' = a + (x - a) cos(yaw) + m * depth * sin(yaw)`` with
+``a`` the file's ``turn_axis_x``, ``depth`` the point's entry of the file's
+``depth`` (dlib's order, as the video shows it) and ``m`` -1 for a mirrored
+video, +1 otherwise (all photograph pixels), then apply the frame's
+``homography``.  Points the jaw moves need the jaw drop first.
 
 Lessons learned (dlib 20.0.1 HOG detector):
 
@@ -120,7 +142,13 @@ TAIL_SECONDS = 0.5  # ... after the last one
 FACE_WIDTH_FRACTION = 0.36  # the face box is ~36 % of the frame height wide
 SCALE_RANGE = 0.12
 ROLL_DEGREES = 10.0
-YAW_DEGREES = 12.0
+YAW_DEGREES = 20.0
+# The head's relief for the yaw turn (fractions of the face box's width): a paraboloid over the head, centred a
+# little below the box's centre, and a nose ridge of Gaussian bumps on dlib's nose points (27-35).
+HEAD_DEPTH = 0.5  # the paraboloid's height at its centre
+HEAD_AXES = (0.75, 1.05)  # its semi-axes across and down (the second a fraction of the box's height)
+NOSE_HEIGHTS = {27: 0.04, 28: 0.08, 29: 0.12, 30: 0.16, 31: 0.05, 32: 0.08, 33: 0.1, 34: 0.08, 35: 0.05}
+NOSE_SIGMA = 0.1
 MOVE_X, MOVE_Y = 0.12, 0.06  # the face's centre wanders at most this far (fractions of width, height)
 JAW_DROP = 0.06  # of the face box's height, at full mouth opening
 MANIFEST_COLUMNS = ("video_id", "url", "start", "end", "x", "y", "w", "h", "identity", "split", "utterance")
@@ -373,6 +401,11 @@ class _Head:
         self.from_photo = (np.array([[-1.0, 0, pw - 1 - x0], [0, 1, -y0], [0, 0, 1]]) if mirror
                            else np.array([[1.0, 0, -x0], [0, 1, -y0], [0, 0, 1]]))
         self.landmarks = points - (x0, y0)  # dlib's 68 points of the photograph, in cut-out pixels
+        self.centre = np.array([bx + bw / 2.0 - x0, by + bh / 2.0 - y0])  # the face box's centre, cut-out pixels
+        self._relief = (self.centre[0], self.centre[1] + 0.1 * bh, HEAD_AXES[0] * bw, HEAD_AXES[1] * bh,
+                        HEAD_DEPTH * bw, [(self.landmarks[k], h * bw) for k, h in NOSE_HEIGHTS.items()],
+                        NOSE_SIGMA * bw)
+        self.depth = self.depth_at(xx, yy).astype(np.float32)
         self.box = np.array([bx - x0, by - y0, bw, bh], float)  # in cut-out pixels
         self.mouth = mouth - (x0, y0)
         self.mouth_width = float(photo.mouth_width)
@@ -387,6 +420,54 @@ class _Head:
         r_x, r_y = int(0.6 * self.mouth_width) + 2, int(self.drop + 0.2 * self.mouth_width) + 2
         self.mouth_win = (max(0, int(mx) - r_x), min(w, int(mx) + r_x + 1),
                           max(0, int(my) - r_y), min(h, int(my) + 2 * r_y + 1))
+
+    def depth_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The head's relief (towards the camera, cut-out pixels) at cut-out pixels ``(x, y)``: 0 at its outline.
+
+        A paraboloid over the head (:data:`HEAD_DEPTH`, :data:`HEAD_AXES`) plus
+        the nose (:data:`NOSE_HEIGHTS`, Gaussian bumps of :data:`NOSE_SIGMA`).
+        Its steepest slope is about 1.3 (the paraboloid's rim), so the turn's
+        inverse (:meth:`turn`) is a contraction for every yaw up to
+        :data:`YAW_DEGREES` (|slope x tan(yaw)| < 0.5).
+        """
+        cx, cy, ax, ay, height, nose, sigma = self._relief
+        z = height * np.maximum(0.0, 1.0 - ((x - cx) / ax) ** 2 - ((y - cy) / ay) ** 2)
+        for (px, py), h in nose:
+            z = z + h * np.exp(-0.5 * ((x - px) ** 2 + (y - py) ** 2) / sigma ** 2)
+        return z
+
+    def turn_points(self, points: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+        """Cut-out points (n x k x 2) where :meth:`turn` shows them at ``yaw`` (n,, radians): the forward turn.
+
+        ``x' = cx + (x - cx) cos(yaw) + depth(x, y) sin(yaw)``, ``y' = y``
+        (orthographic: a turn about the vertical axis through the face box's
+        centre on the head's outline plane; ``cx`` that centre's x).
+        """
+        pts = np.asarray(points, float)
+        yaw = np.asarray(yaw, float).reshape(-1, *([1] * (pts.ndim - 2)))
+        z = self.depth_at(pts[..., 0], pts[..., 1])
+        out = pts.copy()
+        out[..., 0] = self.centre[0] + (pts[..., 0] - self.centre[0]) * np.cos(yaw) + z * np.sin(yaw)
+        return out
+
+    def turn(self, patch: np.ndarray, yaw: float) -> np.ndarray:
+        """The cut-out ``patch`` (h x w x c) turned by ``yaw`` radians about the head's vertical axis.
+
+        Each output pixel ``x'`` shows the patch's pixel ``x`` with
+        ``x' = cx + (x - cx) cos + depth(x, y) sin`` (:meth:`turn_points`),
+        found by fixed-point iteration ``x <- cx + (x' - cx - depth(x, y) sin) / cos``
+        (a contraction: see :meth:`depth_at`; 12 steps leave well under 0.01
+        pixel).  The depth map is sampled bilinearly by ``cv2.remap``.
+        """
+        if abs(yaw) < 1e-9:
+            return patch
+        c, sn = math.cos(yaw), math.sin(yaw)
+        cx = float(self.centre[0])
+        x = self.xx.copy()
+        for _ in range(12):
+            z = cv2.remap(self.depth, x, self.yy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            x = (cx + (self.xx - cx - z * sn) / c).astype(np.float32)
+        return cv2.remap(patch, x, self.yy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
     def jaw_weight(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The jaw drop's weight in [0, 1] at cut-out pixels ``(x, y)`` (arrays of one shape)."""
@@ -468,6 +549,12 @@ def _homographies(head: _Head, n: int, rng: np.random.Generator, width: int, hei
     """Per-frame homographies cut-out -> frame (n x 3 x 3), face boxes (n x 4: x, y, w, h, frame pixels)
     and pose (n x 2: roll, yaw in degrees).
 
+    The homography is the planar part (scale, roll, translation); the yaw is
+    the head's turn (:meth:`_Head.turn`), applied to the cut-out before it.
+    The box is the photograph's face box turned at the mean depth of the
+    eyes and nose (points 27-47: where a tracker would put it, on the face
+    rather than on the head's outline) and carried through the homography.
+
     The face box stays inside the frame (a margin of 4 % of the width) unless
     ``leave_from`` (a fraction of the clip) is given, from which the head
     slides out to the right until none of it is left in the frame.
@@ -479,19 +566,22 @@ def _homographies(head: _Head, n: int, rng: np.random.Generator, width: int, hei
     roll = np.deg2rad(ROLL_DEGREES) * _smooth(rng, t)
     yaw = np.deg2rad(YAW_DEGREES) * _smooth(rng, t)
     ux, uy = _smooth(rng, t, fmax=0.2), _smooth(rng, t, fmax=0.2)
-    dist = 3.0 * bw  # camera distance for the yaw's perspective, in photo pixels
+    z_face = float(head.depth_at(head.landmarks[27:48, 0], head.landmarks[27:48, 1]).mean())
 
     def local(i: int) -> np.ndarray:
         c, sn = math.cos(roll[i]), math.sin(roll[i])
-        yawm = np.array([[math.cos(yaw[i]), 0, 0], [0, 1, 0], [math.sin(yaw[i]) / dist, 0, 1]])
         rot = np.array([[c, -sn, 0], [sn, c, 0], [0, 0, 1]])
         sc = np.diag([s[i], s[i], 1.0])
         centre = np.array([[1, 0, -fcx], [0, 1, -fcy], [0, 0, 1]])
-        return sc @ rot @ yawm @ centre
+        return sc @ rot @ centre
 
-    corners = np.array([[bx, by], [bx + bw, by], [bx + bw, by + bh], [bx, by + bh]], float)
+    def turned(i: int) -> np.ndarray:  # the face box's corners after the turn (see the docstring)
+        c, sn = math.cos(yaw[i]), math.sin(yaw[i])
+        x = fcx + (np.array([bx, bx + bw, bx + bw, bx]) - fcx) * c + z_face * sn
+        return np.c_[x, [by, by, by + bh, by + bh]]
+
     loc = [local(i) for i in range(n)]
-    ext = np.array([_box_of(m, corners) for m in loc])  # boxes around the origin
+    ext = np.array([_box_of(loc[i], turned(i)) for i in range(n)])  # boxes around the origin
     x_lo, x_hi = ext[:, 0].min(), (ext[:, 0] + ext[:, 2]).max()
     y_lo, y_hi = ext[:, 1].min(), (ext[:, 1] + ext[:, 3]).max()
     margin = 0.04 * width
@@ -509,7 +599,7 @@ def _homographies(head: _Head, n: int, rng: np.random.Generator, width: int, hei
     boxes = np.empty((n, 4))
     for i in range(n):
         hs[i] = np.array([[1, 0, cx[i]], [0, 1, cy[i]], [0, 0, 1]]) @ loc[i]
-        boxes[i] = _box_of(hs[i], corners)
+        boxes[i] = _box_of(hs[i], turned(i))
     return hs, boxes, np.rad2deg(np.c_[roll, yaw])
 
 
@@ -527,14 +617,17 @@ def _box_of(h: np.ndarray, corners: np.ndarray) -> tuple[float, float, float, fl
     return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
 
 
-def _frames(bg: np.ndarray, head: _Head | None, hs: np.ndarray, opening: np.ndarray) -> Iterator[np.ndarray]:
+def _frames(bg: np.ndarray, head: _Head | None, hs: np.ndarray, opening: np.ndarray,
+            yaw: np.ndarray) -> Iterator[np.ndarray]:
+    """Rendered frames: the head's patch at each opening, turned by each ``yaw`` (degrees), through each homography."""
     height, width = bg.shape[:2]
     bg_u8 = np.clip(bg + 0.5, 0, 255).astype(np.uint8)
     for i in range(len(hs)):
         if head is None:
             yield bg_u8.copy()
             continue
-        fg = cv2.warpPerspective(head.patch(float(opening[i])), hs[i], (width, height), flags=cv2.INTER_LINEAR,
+        patch = head.turn(head.patch(float(opening[i])), math.radians(float(yaw[i])))
+        fg = cv2.warpPerspective(patch, hs[i], (width, height), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
         out = fg[..., :3] + bg * (1.0 - fg[..., 3:4])
         yield np.clip(out + 0.5, 0, 255).astype(np.uint8)
@@ -573,13 +666,13 @@ def render_face_clip(photo_name: str, seconds: float, seed: int, mode: str = "ta
     rng = _rng(seed, 1_000_003, PHOTO_NAMES.index(photo_name))
     bg = _background(rng, width, height)
     head = _Head(PHOTO_INFO[photo_name])
-    hs, boxes, _ = _homographies(head, n, rng, width, height, leave_from=0.5 if mode == "leaves" else None)
+    hs, boxes, pose = _homographies(head, n, rng, width, height, leave_from=0.5 if mode == "leaves" else None)
     opening = _envelope(_syllables(rng, [(0.0, n / FPS)]), np.arange(n) / FPS)
     if mode == "none":
         side = FACE_WIDTH_FRACTION * height
         boxes = np.tile([(width - side) / 2.0, (height - side) / 2.0, side, side], (n, 1))
-        return _frames(bg, None, hs, opening), boxes
-    return _frames(bg, head, hs, opening), boxes
+        return _frames(bg, None, hs, opening, pose[:, 1]), boxes
+    return _frames(bg, head, hs, opening, pose[:, 1]), boxes
 
 
 # --------------------------------------------------------------------------- per-frame truth
@@ -599,7 +692,10 @@ def _write_frame_truth(path: Path, head: _Head, hs: np.ndarray, boxes: np.ndarra
         utterance[a:b + 1] = u + 1
     homography = hs @ head.from_photo
     homography = homography / homography[:, 2:3, 2:3]
-    data = dict(meta, landmarks=_rounded(_carry(hs, head.carried_landmarks(drawn)), 2),
+    turned = head.turn_points(head.carried_landmarks(drawn), np.deg2rad(pose[:, 1]))
+    depth = head.depth_at(head.landmarks[:, 0], head.landmarks[:, 1])  # cut-out and photograph pixels alike
+    axis = float(np.linalg.solve(head.from_photo, [*head.centre, 1.0])[0])  # the turn's axis, photograph x
+    data = dict(meta, landmarks=_rounded(_carry(hs, turned), 2), depth=_rounded(depth, 4), turn_axis_x=round(axis, 4),
                 roll=_rounded(pose[:, 0], 3), yaw=_rounded(pose[:, 1], 3), pitch=[0.0] * n,
                 opening=_rounded(drawn, 4), boxes=_rounded(boxes, 2), utterance=utterance.tolist(),
                 homography=[[[float(f"{v:.9g}") for v in row] for row in m] for m in homography])
@@ -615,7 +711,9 @@ def frame_truth(samples_dir: str | os.PathLike, video_id: str) -> dict[str, np.n
     ``yaw``, ``pitch`` (n,) degrees; ``opening`` (n,) in [0, 1];
     ``utterance`` (n,) the utterance number (1, 2, ...; 0 outside
     utterances); ``boxes`` (n, 4) the face box x, y, w, h; ``homography``
-    (n, 3, 3) photograph pixels -> frame pixels.  See :func:`make_face_samples`.
+    (n, 3, 3) photograph pixels -> frame pixels (after the turn); ``depth``
+    (68,) each landmark's relief and ``turn_axis_x`` (float) the turn's axis,
+    photograph pixels.  See :func:`make_face_samples` and the module docstring.
     """
     root = Path(samples_dir)
     truth = json.loads((root / "truth.json").read_text(encoding="utf-8"))
@@ -626,7 +724,8 @@ def frame_truth(samples_dir: str | os.PathLike, video_id: str) -> dict[str, np.n
     n = int(data["frames"])
     out = {"frame": np.arange(n), "landmarks": np.array(data["landmarks"], float).reshape(n, 68, 2),
            "utterance": np.array(data["utterance"], int), "boxes": np.array(data["boxes"], float).reshape(n, 4),
-           "homography": np.array(data["homography"], float).reshape(n, 3, 3)}
+           "homography": np.array(data["homography"], float).reshape(n, 3, 3),
+           "depth": np.array(data["depth"], float).reshape(68), "turn_axis_x": float(data["turn_axis_x"])}
     for key in ("roll", "yaw", "pitch", "opening"):
         out[key] = np.array(data[key], float).reshape(n)
     return out
@@ -715,13 +814,16 @@ def make_face_samples(out_dir: str | os.PathLike, identities: int = 3, utterance
         truth_frames/<video_id>.json.gz   per frame of the MP4 (gzipped JSON, lists indexed by frame)
 
     A ``truth_frames`` file holds the video's ``video_id``, ``identity``,
-    ``photo``, ``mirrored``, ``fps``, ``frames``, ``width``, ``height`` and,
-    per frame: ``landmarks`` (68 x 2, frame pixels, 2 decimals, dlib's
+    ``photo``, ``mirrored``, ``fps``, ``frames``, ``width``, ``height``,
+    ``depth`` (68: each landmark's relief, photograph pixels, the order of
+    ``landmarks``), ``turn_axis_x`` (the yaw's axis, photograph x) and, per
+    frame: ``landmarks`` (68 x 2, frame pixels, 2 decimals, dlib's
     order), ``roll``, ``yaw``, ``pitch`` (degrees, 3 decimals), ``opening``
     (4 decimals), ``boxes`` (x, y, w, h, 2 decimals), ``utterance`` (1, 2, ...;
     0 in the silent lead, gaps and tail) and ``homography`` (3 x 3,
     photograph pixels -> frame pixels, mirroring included, 9 significant
-    digits).  For the default ``sightsound samples faces`` (3 identities x 2
+    digits; the planar part, applied after the yaw's turn: see the module
+    docstring).  For the default ``sightsound samples faces`` (3 identities x 2
     utterances x 4 s, 640 x 360: 3 videos of 264-272 frames) the three files
     are 111-117 kB each (~330 kB of JSON each); inside truth.json (indent 1)
     they would have made it ~2.1 MB instead of 69 kB.  The module docstring
@@ -768,7 +870,7 @@ def make_face_samples(out_dir: str | os.PathLike, identities: int = 3, utterance
             opening = _envelope(syll, np.arange(n) / FPS)
             audio = _voice(syll, int(round(n / FPS * SAMPLE_RATE)), SAMPLE_RATE, f0, rng)
             video_path = out_dir / "videos" / f"{vid}.mp4"
-            encode_video(_frames(bg, head, hs, opening), audio, SAMPLE_RATE, FPS, video_path, width, height)
+            encode_video(_frames(bg, head, hs, opening, pose[:, 1]), audio, SAMPLE_RATE, FPS, video_path, width, height)
             frame_rel = f"{FRAME_TRUTH_DIR}/{vid}.json.gz"
             _write_frame_truth(out_dir / frame_rel, head, hs, boxes, pose, opening, spans,
                                {"video_id": vid, "identity": identity, "photo": photo.name, "mirrored": mirror,
