@@ -4,7 +4,8 @@ Makes violin recordings (the sample set's unseen recordings and, where
 FluidSynth is installed, the harder set), then labels each at 100 frames per
 second with both labelers, on one thread, best of ``--repeats``, and prints
 seconds of audio per second of wall time and the post-processing's cost as a
-ratio of the raw labeler's time, all measured in this one run.
+ratio of the raw labeler's time, all measured in this one run; beside them
+aubio's yinfft alone over the same hops, the floor of any labeler built on it.
 
     .venv/bin/python bench/label_violin.py [--recordings 4] [--seconds 20] [--repeats 3] [--work DIR]
 """
@@ -37,7 +38,7 @@ def main() -> None:
     except (AttributeError, OSError):
         pass
 
-    from tasks.labels.pitch import YinSettings, yin_track
+    from tasks.labels.pitch import YinSettings, yin_track, yinfft_alone
     from tasks.samples.violin import make_violin_recordings
     from tasks.samples.violin_hard import fluidsynth_available, make_violin_hard_set
 
@@ -67,6 +68,8 @@ def main() -> None:
                     yin_track(y, sr, 100, settings=settings)
                 best = min(best, time.perf_counter() - start)
             walls[labels] = best
+        walls["aubio's yinfft alone (the floor)"] = min(sum(yinfft_alone(y, sr, 100) for y, sr in audio)
+                                                        for _ in range(args.repeats))
         for labels, wall in walls.items():
             print(f"| {name} | {labels} | {seconds / wall:.0f} | {wall / walls['yinfft-raw']:.2f} |")
 

@@ -122,3 +122,35 @@ def test_release_voicing_unvoices_the_rooms_tail():
     out = post_process(hz, np.ones(n, dtype=np.float32), feats, YinSettings(smoothing=False, release_db=-20.0))
     assert (out["midi"][:50] == 69).all()
     assert (out["midi"][level < -20.0] == 0).all() and (out["midi"][(level > -19.5)] == 69).all()
+
+
+@pytest.mark.parametrize("rate", [25.0, 100.0])
+def test_the_labelers_loop_equals_aubio_block_by_block(rate):
+    """The labeler's loop (aubio per hop, the rest read afterwards from one float64 copy) gives exactly what
+    the plain loop gives: aubio's estimate after each hop-sized block, and the periodicity of the last
+    window it saw, computed on that window alone (the labeler before its speed-up)."""
+    from tasks.labels.pitch import _aubio, _yin_frames, periodicity
+
+    rng = np.random.default_rng(5)
+    y = tone(step, seconds=3.0) + rng.normal(size=3 * SR).astype(np.float32) * 0.01
+    n = int(3.0 * rate)
+    blocks = np.split(y, [5000, 5001, 60000])  # uneven blocks, one of a single sample
+    hz, conf, _ = _yin_frames(iter(blocks), SR, rate, n, RAW, features=False)
+
+    hop, window = int(round(SR / rate)), RAW.window
+    pad = (hop - window // 2) % hop
+    drop = (pad - hop + window // 2) // hop
+    signal = np.concatenate([np.zeros(pad, np.float32), y, np.zeros((n + drop) * hop, np.float32)])
+    detector = _aubio().pitch("yinfft", window, hop, SR)
+    detector.set_unit("Hz")
+    detector.set_tolerance(RAW.tolerance)
+    detector.set_silence(RAW.silence_db)
+    ref_hz, ref_conf = np.zeros(n + drop, np.float32), np.zeros(n + drop, np.float32)
+    for k in range(n + drop):
+        block = signal[k * hop:(k + 1) * hop]
+        ref_hz[k] = detector(block)[0]
+        seen = signal[max(0, (k + 1) * hop - window):(k + 1) * hop]
+        if ref_hz[k] > 0:
+            ref_conf[k] = periodicity(seen, SR / ref_hz[k])
+    assert (ref_hz[drop:] > 0).sum() > 0.5 * rate  # the tone's second is found
+    assert np.array_equal(hz, ref_hz[drop:]) and np.array_equal(conf, ref_conf[drop:])
