@@ -74,9 +74,12 @@ def test_frames_equal_decords_pixels_and_crop_equals_numpy_crop(tmp_path):
     vr = decord.VideoReader(str(clip), ctx=decord.cpu(0), num_threads=1)
     assert whole.shape == (len(vr), 360, 640, 3)
     assert np.array_equal(whole, vr.get_batch(list(range(len(vr)))).asnumpy())
-    box = (37, 301, 13, 611)  # odd offsets: the crop happens after the RGB conversion
-    cropped = np.concatenate([f for _, f in media.iter_frames(clip, info, box, chunk=32)])
-    assert np.array_equal(cropped, whole[:, 37:301, 13:611])
+    # odd edges, even edges, the frame's own edges: ffmpeg crops the box grown to even edges before the RGB
+    # conversion and then exactly, which must give the pixels of converting the whole frame
+    for box in [(37, 301, 13, 611), (36, 300, 12, 610), (0, 360, 1, 640), (1, 359, 0, 639), (200, 201, 5, 6)]:
+        y0, y1, x0, x1 = box
+        cropped = np.concatenate([f for _, f in media.iter_frames(clip, info, box, chunk=32)])
+        assert np.array_equal(cropped, whole[:, y0:y1, x0:x1]), box
 
 
 def test_frames_stop_early_kills_ffmpeg_and_bad_input_is_refused(tmp_path):
@@ -126,3 +129,62 @@ def test_png_roundtrip_when_decord_is_loaded_first(tmp_path):
         "assert np.array_equal(decode_image(encode_image(img)), img)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_map_frames_keeps_frame_order_whatever_the_threads():
+    """Encoding on threads changes nothing that is written: results come in frame order, as inline."""
+    import threading
+    import time
+
+    from tasks.media.decode import map_frames
+
+    rng = np.random.default_rng(0)
+    chunks = [(np.arange(i * 5, i * 5 + 5), rng.integers(0, 255, (5, 4, 4, 3), dtype=np.uint8)) for i in range(6)]
+    names = set()
+
+    def slow_sum(frame):  # later frames finish first: a reordering bug would show
+        names.add(threading.current_thread().name)
+        time.sleep(0.002 * (255 - int(frame[0, 0, 0])) / 255)
+        return int(frame.sum())
+
+    inline = [(i.tolist(), r) for i, _, r in map_frames(iter(chunks), slow_sum, threads=0)]
+    threaded = [(i.tolist(), r) for i, _, r in map_frames(iter(chunks), slow_sum, threads=3, ahead=2)]
+    assert inline == threaded == [(i.tolist(), [int(f.sum()) for f in fr]) for i, fr in chunks]
+    assert any(n.startswith("encode") for n in names)  # the threaded run did use the pool
+
+    # a consumer that stops early leaves no work running behind it
+    gen = map_frames(iter(chunks), slow_sum, threads=2, ahead=1)
+    first = next(gen)
+    gen.close()
+    assert first[0].tolist() == list(range(5))
+
+
+def test_map_frames_passes_a_frames_error_on():
+    from tasks.media.decode import map_frames
+
+    def fail_on_seven(frame):
+        if int(frame[0, 0, 0]) == 7:
+            raise ValueError("frame seven")
+        return 0
+
+    chunks = [(np.arange(3), np.full((3, 2, 2, 3), k, np.uint8)) for k in (1, 7, 2)]
+    with pytest.raises(ValueError, match="frame seven"):
+        list(map_frames(iter(chunks), fail_on_seven, threads=2))
+
+
+@pytest.mark.parametrize("codec,pix_fmt,ext", [("libx264", "yuv444p", "mp4"), ("ffv1", "bgr0", "mkv"),
+                                               ("ffv1", "yuv420p10le", "mkv")])
+def test_crop_equals_numpy_crop_in_other_pixel_formats(tmp_path, codec, pix_fmt, ext):
+    """Formats that are cropped before their RGB conversion (yuv444p) and formats converted whole first."""
+    import imageio_ffmpeg
+
+    clip = tmp_path / f"a.{ext}"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=320x180:rate=25", "-t", "0.4", "-c:v", codec, "-pix_fmt", pix_fmt, str(clip)],
+                   check=True)
+    assert media._pixel_format(clip) == pix_fmt
+    info = media.probe(clip)
+    whole = np.concatenate([f for _, f in media.iter_frames(clip, info)])
+    for y0, y1, x0, x1 in [(37, 151, 13, 301), (1, 180, 0, 319)]:
+        cropped = np.concatenate([f for _, f in media.iter_frames(clip, info, (y0, y1, x0, x1))])
+        assert np.array_equal(cropped, whole[:, y0:y1, x0:x1]), (pix_fmt, (y0, y1, x0, x1))

@@ -66,6 +66,7 @@ def build_frames(
     max_part_bytes: int | None = None,
     max_lost: float = MAX_LOST_FRACTION,
     label_shift: float = 0.0,
+    encode_threads: int = media.ENCODE_THREADS,
 ) -> dict:
     """Decode, crop, label and shard one video; return its counts and part files.
 
@@ -77,7 +78,10 @@ def build_frames(
     video's length.  ``label_shift`` (s) is the sound's delay against the
     picture (the sync network's estimate, :mod:`tasks.evaluation.av_sync`):
     every note of ``labels_midi`` moves that much earlier before the frames
-    are labelled (notes that then start before 0 are dropped).
+    are labelled (notes that then start before 0 are dropped).  The crops are
+    resized and encoded on ``encode_threads`` threads while the decoder's pipe
+    is read (:func:`tasks.media.decode.map_frames`; the bytes do not depend on
+    it).
     """
     info = media.probe(video_path)
     notes = shift_notes(read_midi(labels_midi), -label_shift)
@@ -88,14 +92,16 @@ def build_frames(
     kwargs = {"max_part_bytes": max_part_bytes} if max_part_bytes else {}
     stored = 0
     with VideoShardWriter(shards_dir, video_id, split, SCHEMA, **kwargs) as writer:
-        for idx, frames in media.iter_frames(video_path, info, box, chunk=chunk, loss=loss, stop=labelled):
-            crops = media.gray_resize(frames, CROP_SIZE)
+        chunks = media.iter_frames(video_path, info, box, chunk=chunk, loss=loss, stop=labelled)
+        for idx, _, images in media.map_frames(
+                chunks, lambda frame: media.encode_image(media.gray_resize_one(frame, CROP_SIZE), image_format),
+                threads=encode_threads):
             batch = pa.record_batch(
                 [
                     pa.array([video_id] * len(idx), pa.string()),
                     pa.array(idx, pa.int32()),
                     pa.array(idx / info.fps, pa.float64()),
-                    pa.array([media.encode_image(c, image_format) for c in crops], pa.binary()),
+                    pa.array(images, pa.binary()),
                     _fixed_list(onset[idx]),
                     _fixed_list(active[idx]),
                 ],

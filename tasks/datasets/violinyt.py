@@ -144,8 +144,13 @@ def build_frames(
     image_format: str = "jpeg",
     chunk: int = 32,
     max_lost: float = MAX_LOST_FRACTION,
+    encode_threads: int = media.ENCODE_THREADS,
 ) -> dict:
     """Decode, crop (RGB, 400 x 200 h x w), label and shard one video; stream ``chunk`` frames at a time.
+
+    Frames are resized and encoded on ``encode_threads`` threads while the
+    decoder's pipe is read (:func:`tasks.media.decode.map_frames`), the few
+    gap frames between train and val included.
 
     Pictures are placed by their own timestamps; frames that did not decode,
     or lie after the end of the audio ``wav``, are left out and recorded
@@ -167,18 +172,16 @@ def build_frames(
     counts: dict[str, int] = {}
     stored: list[np.ndarray] = []
     with VideoShardWriter(shards_dir, video_id, split, SCHEMA) as writer:
-        for indices, frames in media.iter_frames(video_path, info, box, chunk=chunk, loss=loss, stop=labelled):
+        def encode(frame: np.ndarray) -> bytes:  # cv2 encodes BGR: swap so the stored image has the right colours
+            return media.encode_image(cv2.cvtColor(cv2.resize(frame, (w, h), interpolation=interp),
+                                                   cv2.COLOR_RGB2BGR), image_format)
+
+        chunks = media.iter_frames(video_path, info, box, chunk=chunk, loss=loss, stop=labelled)
+        for indices, _, encoded in media.map_frames(chunks, encode, threads=encode_threads):
             for s in sorted({splits[i] for i in indices} - {None}):
                 keep = np.array([splits[i] == s for i in indices])
                 idx = indices[keep]
-                images = [
-                    # cv2 encodes BGR: swap so the stored JPEG has the right colours.
-                    media.encode_image(
-                        cv2.cvtColor(cv2.resize(frame, (w, h), interpolation=interp), cv2.COLOR_RGB2BGR),
-                        image_format,
-                    )
-                    for frame in frames[keep]
-                ]
+                images = [image for image, kept in zip(encoded, keep) if kept]
                 batch = pa.record_batch(
                     [
                         pa.array([video_id] * len(idx), pa.string()),

@@ -16,7 +16,7 @@ import subprocess
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -87,6 +87,18 @@ def probe(path: str | Path) -> Probe:
         has_audio=audio is not None,
         audio_rate=int(audio[1]) if audio else 0,
     )
+
+
+EVEN_CROP_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
+_PIX_FMT = re.compile(r"Stream #\S+.*?: Video: [^,]+, (\w+)")
+
+
+def _pixel_format(path: str | Path) -> str:
+    """The first video stream's pixel format as ``ffmpeg -i`` names it ("" when it cannot tell)."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True,
+                          text=True, errors="replace")
+    m = _PIX_FMT.search(proc.stderr)
+    return m[1] if m else ""
 
 
 def _last_line(text: str) -> str:
@@ -346,14 +358,30 @@ def iter_frames(
     # frame would drop it); timestamps then count from the seek point.
     seek_s = float(f"{(start - 0.5) / info.fps:.6f}") if start > 0 else 0.0
     input_args = {"threads": 1, **({"ss": f"{seek_s:.6f}"} if start > 0 else {})}
-    stream = ffmpeg.input(str(path), **input_args).video.filter("format", "rgb24")
+    stream = ffmpeg.input(str(path), **input_args).video
     width, height = info.width, info.height
     if box is not None:
         y0, y1, x0, x1 = box
         if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
             raise MediaError(f"crop box {box} is not inside the {width}x{height} frame")
+        # For 8-bit planar YUV, crop the decoded picture to the box grown to even edges before the RGB
+        # conversion, then exactly: the conversion covers the box, not the frame (a keyboard strip is a
+        # fifth of the frame), and gives the same pixels (swscale's unscaled YUV -> RGB converter reads
+        # each chroma sample for its own 2 x 2 block only; tests/test_media.py checks against converting
+        # the whole frame).  Other formats (10-bit, packed) go through the scaler's path, which may
+        # interpolate chroma across the box's edge: they are converted whole, as before.
+        if _pixel_format(path) in EVEN_CROP_FORMATS:
+            ex0, ey0 = x0 - x0 % 2, y0 - y0 % 2
+            ex1, ey1 = min(info.width, x1 + x1 % 2), min(info.height, y1 + y1 % 2)
+        else:
+            ex0, ey0, ex1, ey1 = 0, 0, info.width, info.height
+        if (ex0, ey0, ex1, ey1) != (0, 0, info.width, info.height):
+            stream = stream.crop(ex0, ey0, ex1 - ex0, ey1 - ey0)
+        stream = stream.filter("format", "rgb24")
         width, height = x1 - x0, y1 - y0
-        stream = stream.crop(x0, y0, width, height)
+        stream = stream.crop(x0 - ex0, y0 - ey0, width, height)
+    else:
+        stream = stream.filter("format", "rgb24")
     split = stream.split()
     pixels, stamps = split[0], split[1]
     ts_read, ts_write = os.pipe()
@@ -457,16 +485,59 @@ def _chunk(indices: list[int], pictures: list[bytearray], height: int, width: in
 
 def gray_resize(frames: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """RGB frames to grayscale, resized to ``size_hw`` (h, w): INTER_AREA when shrinking, else INTER_LINEAR."""
+    h, w = size_hw
+    out = np.empty((len(frames), h, w), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        out[i] = gray_resize_one(frame, size_hw)
+    return out
+
+
+def gray_resize_one(frame: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """One RGB frame of :func:`gray_resize` (the same pixels)."""
     import cv2
 
     h, w = size_hw
-    out = np.empty((len(frames), h, w), dtype=np.uint8)
-    if not len(frames):
-        return out
-    interp = cv2.INTER_AREA if frames.shape[1] >= h and frames.shape[2] >= w else cv2.INTER_LINEAR
-    for i, frame in enumerate(frames):
-        out[i] = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (w, h), interpolation=interp)
-    return out
+    interp = cv2.INTER_AREA if frame.shape[0] >= h and frame.shape[1] >= w else cv2.INTER_LINEAR
+    return cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (w, h), interpolation=interp)
+
+
+ENCODE_THREADS = 2  # frames encoded at once per video (OpenCV's encoders release the GIL); 0: inline
+
+
+def map_frames(chunks: Iterable[tuple[np.ndarray, np.ndarray]], fn: Callable[[np.ndarray], object],
+               threads: int = ENCODE_THREADS, ahead: int = 2) -> Iterator[tuple[np.ndarray, np.ndarray, list]]:
+    """``(indices, frames, [fn(frame) for frame in frames])`` for each chunk of :func:`iter_frames`, in order.
+
+    ``fn`` (crop, resize, encode: anything that releases the GIL) runs on
+    ``threads`` threads while the caller keeps reading the decoder's pipe, up
+    to ``ahead`` chunks in flight (the memory bound: ``ahead + 1`` chunks of
+    frames).  Results come in frame order, so what is written does not depend
+    on the threads.  ``threads=0`` runs ``fn`` inline.  The thread pool is a
+    standard ``ThreadPoolExecutor``: no library offers an ordered, bounded
+    map over a generator.
+    """
+    if threads <= 0:
+        for indices, frames in chunks:
+            yield indices, frames, [fn(f) for f in frames]
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="encode") as pool:
+        try:
+            for indices, frames in chunks:
+                pending.append((indices, frames, [pool.submit(fn, f) for f in frames]))
+                while len(pending) > ahead:
+                    indices, frames, futures = pending.popleft()
+                    yield indices, frames, [f.result() for f in futures]
+            while pending:
+                indices, frames, futures = pending.popleft()
+                yield indices, frames, [f.result() for f in futures]
+        finally:
+            for _, _, futures in pending:  # a consumer that stopped early, or an error: drop the rest
+                for f in futures:
+                    f.cancel()
 
 
 def encode_image(img: np.ndarray, fmt: str = "png") -> bytes:
