@@ -344,7 +344,12 @@ def _carried(ft: dict, info, mirrored: bool) -> np.ndarray:
     yaw = np.deg2rad(ft["yaw"])[:, None]
     a, m = ft["turn_axis_x"], -1.0 if mirrored else 1.0
     x = a + (pts[None, :, 0] - a) * np.cos(yaw) + m * ft["depth"][None] * np.sin(yaw)
-    turned = np.stack([x, np.broadcast_to(pts[None, :, 1], x.shape)], axis=-1)
+    y = np.broadcast_to(pts[None, :, 1], x.shape)
+    if np.isfinite(ft["turn_axis_y"]):  # a set made with a pitch
+        pitch, b = np.deg2rad(ft["pitch"])[:, None], ft["turn_axis_y"]
+        z1 = -m * (pts[None, :, 0] - a) * np.sin(yaw) + ft["depth"][None] * np.cos(yaw)
+        y = b + (y - b) * np.cos(pitch) + z1 * np.sin(pitch)
+    turned = np.stack([x, y], axis=-1)
     p = np.concatenate([turned, np.ones(turned.shape[:-1] + (1,))], axis=-1) @ np.transpose(ft["homography"],
                                                                                              (0, 2, 1))
     return p[..., :2] / p[..., 2:3]
@@ -363,7 +368,7 @@ def test_frame_truth_layout_pose_and_opening(samples):
             assert ft[key].shape == (n,), key
         assert np.abs(ft["roll"]).max() <= 10.0 and np.abs(ft["yaw"]).max() <= faces.YAW_DEGREES
         assert np.abs(ft["roll"]).max() > 1.0 and np.abs(ft["yaw"]).max() > 1.0  # they do move
-        assert np.all(ft["pitch"] == 0.0)
+        assert np.all(ft["pitch"] == 0.0) and np.isnan(ft["turn_axis_y"])  # made without a pitch
         assert np.all(np.abs(np.diff(ft["roll"])) < 1.0) and np.all(np.abs(np.diff(ft["yaw"])) < 2.0)
         assert np.all((0.0 <= ft["opening"]) & (ft["opening"] <= 1.0))
         assert np.all(ft["opening"][ft["utterance"] == 0] == 0.0)  # silent lead, gaps and tail: closed
@@ -393,6 +398,26 @@ def test_frame_truth_layout_pose_and_opening(samples):
         x, y, w, h = (ft["boxes"][:, k:k + 1] for k in range(4))
         inner = ft["landmarks"][:, 27:48]
         assert np.all((inner[..., 0] > x) & (inner[..., 0] < x + w) & (inner[..., 1] > y) & (inner[..., 1] < y + h))
+
+
+def test_a_pitched_set_nods_and_its_truth_carries_the_points(tmp_path, predictor):
+    """``pitch_degrees``: the heads nod, the truth says by how much, and the file's recipe carries the points."""
+    import decord
+
+    out = tmp_path / "pitched"
+    make_face_samples(out, identities=4, utterances=1, seconds=3, seed=2, pitch_degrees=10.0)
+    truth = json.loads((out / "truth.json").read_text())
+    for v in truth["videos"]:
+        ft = frame_truth(out, v["video_id"])
+        assert np.abs(ft["pitch"]).max() <= 10.0 and np.abs(ft["pitch"]).max() > 1.0
+        assert np.isfinite(ft["turn_axis_y"])
+        still = [k for k in range(68) if k not in JAW_POINTS and k not in LIP_CORNERS]
+        carried = _carried(ft, PHOTO_INFO[v["photo"]], v["mirrored"])
+        assert np.abs(carried[:, still] - ft["landmarks"][:, still]).max() < 0.006
+        # the nod is in the picture: dlib's points on the most nodded frame agree with the truth
+        j = int(np.argmax(np.abs(ft["pitch"])))
+        frame = decord.VideoReader(str(out / "videos" / f"{v['video_id']}.mp4"))[j].asnumpy()
+        assert _error(_shape(predictor, frame, ft["boxes"][j]), ft["landmarks"][j]) < 0.06, (v["photo"], j)
 
 
 def test_true_landmarks_lie_where_dlib_finds_them(samples, detector, predictor):

@@ -134,12 +134,15 @@ def violin_hard(out, recordings, seconds, seed) -> int:
 @click.option("--utterances", type=click.IntRange(1), default=2, show_default=True, help="utterances per identity")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
               help="length of each utterance")
+@click.option("--pitch", type=click.FloatRange(0, 15), default=0.0, show_default=True,
+              help="nod the heads by up to this many degrees (0: yaw and roll only, the sets measured so far)")
 @seed_option
-def faces(out, identities, utterances, seconds, seed) -> int:
+def faces(out, identities, utterances, seconds, pitch, seed) -> int:
     """Talking-face videos and VoxCeleb metadata (txt zip and CSV) for them."""
     from tasks.samples.faces import make_face_samples
 
-    manifest = make_face_samples(Path(out), identities=identities, utterances=utterances, seconds=seconds, seed=seed)
+    manifest = make_face_samples(Path(out), identities=identities, utterances=utterances, seconds=seconds, seed=seed,
+                                 pitch_degrees=pitch)
     click.echo(f"wrote {identities} identities x {utterances} utterances; manifest: {manifest}")
     click.echo(f"build it: sightsound build voxceleb --metadata {manifest} --data-root DATA")
     click.echo(f"      or: sightsound build voxceleb --metadata {Path(out) / 'vox1.zip'} "

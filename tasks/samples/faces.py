@@ -84,8 +84,10 @@ Per-frame truth (for landmark, pose and mouth probes):
   the face clockwise on screen, image y pointing down), ``yaw`` the head's
   turn about its vertical axis (positive moves the face's front towards the
   frame's right: the face looks towards the frame's right and its image-right
-  half turns away), ``pitch`` always 0 (no pitch is
-  generated).  Both are relative to the photograph's own pose (luispedro's
+  half turns away), ``pitch`` 0 unless the set was made with one
+  (``pitch_degrees``: the same relief turned about the horizontal axis
+  after the yaw, positive looking down; without it no pitch is
+  generated).  All are relative to the photograph's own pose (luispedro's
   photograph is itself turned ~30 deg; mirroring flips that turn, not these
   angles);
 * ``opening`` in [0, 1]: the syllable envelope the frame was drawn with (0
@@ -96,8 +98,11 @@ To carry a photograph's point to a frame by hand (the truth file has what it
 takes): turn it, ``x' = a + (x - a) cos(yaw) + m * depth * sin(yaw)`` with
 ``a`` the file's ``turn_axis_x``, ``depth`` the point's entry of the file's
 ``depth`` (dlib's order, as the video shows it) and ``m`` -1 for a mirrored
-video, +1 otherwise (all photograph pixels), then apply the frame's
-``homography``.  Points the jaw moves need the jaw drop first.
+video, +1 otherwise (all photograph pixels); in a set made with a pitch
+(``samples faces --pitch``), then ``y' = b + (y - b) cos(pitch) + z' sin(pitch)``
+with ``z' = -m (x - a) sin(yaw) + depth cos(yaw)`` and ``b`` the file's
+``turn_axis_y``; then apply the frame's ``homography``.  Points the jaw moves
+need the jaw drop first.
 
 Lessons learned (dlib 20.0.1 HOG detector):
 
@@ -436,29 +441,43 @@ class _Head:
             z = z + h * np.exp(-0.5 * ((x - px) ** 2 + (y - py) ** 2) / sigma ** 2)
         return z
 
-    def turn_points(self, points: np.ndarray, yaw: np.ndarray) -> np.ndarray:
-        """Cut-out points (n x k x 2) where :meth:`turn` shows them at ``yaw`` (n,, radians): the forward turn.
+    def turn_points(self, points: np.ndarray, yaw: np.ndarray, pitch: np.ndarray | None = None) -> np.ndarray:
+        """Cut-out points (n x k x 2) where :meth:`turn` shows them at ``yaw`` and ``pitch`` (n,, radians).
 
-        ``x' = cx + (x - cx) cos(yaw) + depth(x, y) sin(yaw)``, ``y' = y``
-        (orthographic: a turn about the vertical axis through the face box's
-        centre on the head's outline plane; ``cx`` that centre's x).
+        The forward turn (orthographic; ``(cx, cy)`` the face box's centre, on
+        the head's outline plane): first the yaw about the vertical axis,
+        ``x' = cx + (x - cx) cos(yaw) + z sin(yaw)`` with ``z = depth(x, y)``
+        and the relief after it ``z' = -(x - cx) sin(yaw) + z cos(yaw)``; then
+        the pitch about the horizontal axis, ``y' = cy + (y - cy) cos(pitch)
+        + z' sin(pitch)`` (positive: the face looks down).  Without a pitch
+        ``y' = y``.
         """
         pts = np.asarray(points, float)
-        yaw = np.asarray(yaw, float).reshape(-1, *([1] * (pts.ndim - 2)))
+        shape = (-1, *([1] * (pts.ndim - 2)))
+        yaw = np.asarray(yaw, float).reshape(shape)
         z = self.depth_at(pts[..., 0], pts[..., 1])
         out = pts.copy()
         out[..., 0] = self.centre[0] + (pts[..., 0] - self.centre[0]) * np.cos(yaw) + z * np.sin(yaw)
+        if pitch is not None and np.any(np.asarray(pitch) != 0):
+            pitch = np.asarray(pitch, float).reshape(shape)
+            z1 = -(pts[..., 0] - self.centre[0]) * np.sin(yaw) + z * np.cos(yaw)
+            out[..., 1] = self.centre[1] + (pts[..., 1] - self.centre[1]) * np.cos(pitch) + z1 * np.sin(pitch)
         return out
 
-    def turn(self, patch: np.ndarray, yaw: float) -> np.ndarray:
-        """The cut-out ``patch`` (h x w x c) turned by ``yaw`` radians about the head's vertical axis.
+    def turn(self, patch: np.ndarray, yaw: float, pitch: float = 0.0) -> np.ndarray:
+        """The cut-out ``patch`` (h x w x c) turned by ``yaw`` radians about the head's vertical axis
+        (and, given a ``pitch``, then about its horizontal axis: :meth:`turn_points`).
 
         Each output pixel ``x'`` shows the patch's pixel ``x`` with
         ``x' = cx + (x - cx) cos + depth(x, y) sin`` (:meth:`turn_points`),
         found by fixed-point iteration ``x <- cx + (x' - cx - depth(x, y) sin) / cos``
         (a contraction: see :meth:`depth_at`; 12 steps leave well under 0.01
-        pixel).  The depth map is sampled bilinearly by ``cv2.remap``.
+        pixel).  With a pitch, ``x`` and ``y`` are iterated together (16
+        steps), inverting both turns of :meth:`turn_points`.  The depth map is
+        sampled bilinearly by ``cv2.remap``.
         """
+        if pitch:
+            return self._turn_both(patch, yaw, pitch)
         if abs(yaw) < 1e-9:
             return patch
         c, sn = math.cos(yaw), math.sin(yaw)
@@ -468,6 +487,17 @@ class _Head:
             z = cv2.remap(self.depth, x, self.yy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             x = (cx + (self.xx - cx - z * sn) / c).astype(np.float32)
         return cv2.remap(patch, x, self.yy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    def _turn_both(self, patch: np.ndarray, yaw: float, pitch: float) -> np.ndarray:
+        cyaw, syaw, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
+        cx, cy = float(self.centre[0]), float(self.centre[1])
+        x, y = self.xx.copy(), self.yy.copy()
+        for _ in range(16):
+            z = cv2.remap(self.depth, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            x = (cx + (self.xx - cx - z * syaw) / cyaw).astype(np.float32)
+            z1 = -(x - cx) * syaw + z * cyaw
+            y = (cy + (self.yy - cy - z1 * sp) / cp).astype(np.float32)
+        return cv2.remap(patch, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
     def jaw_weight(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The jaw drop's weight in [0, 1] at cut-out pixels ``(x, y)`` (arrays of one shape)."""
@@ -545,9 +575,11 @@ class _Head:
 
 
 def _homographies(head: _Head, n: int, rng: np.random.Generator, width: int, height: int,
-                  leave_from: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  leave_from: float | None = None,
+                  pitch_degrees: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame homographies cut-out -> frame (n x 3 x 3), face boxes (n x 4: x, y, w, h, frame pixels)
-    and pose (n x 2: roll, yaw in degrees).
+    and pose (n x 3: roll, yaw, pitch in degrees; the pitch is drawn last, and only when
+    ``pitch_degrees`` is given, so that sets without one stay byte for byte what they were).
 
     The homography is the planar part (scale, roll, translation); the yaw is
     the head's turn (:meth:`_Head.turn`), applied to the cut-out before it.
@@ -566,6 +598,7 @@ def _homographies(head: _Head, n: int, rng: np.random.Generator, width: int, hei
     roll = np.deg2rad(ROLL_DEGREES) * _smooth(rng, t)
     yaw = np.deg2rad(YAW_DEGREES) * _smooth(rng, t)
     ux, uy = _smooth(rng, t, fmax=0.2), _smooth(rng, t, fmax=0.2)
+    pitch = np.deg2rad(pitch_degrees) * _smooth(rng, t) if pitch_degrees else np.zeros(n)
     z_face = float(head.depth_at(head.landmarks[27:48, 0], head.landmarks[27:48, 1]).mean())
 
     def local(i: int) -> np.ndarray:
@@ -578,7 +611,11 @@ def _homographies(head: _Head, n: int, rng: np.random.Generator, width: int, hei
     def turned(i: int) -> np.ndarray:  # the face box's corners after the turn (see the docstring)
         c, sn = math.cos(yaw[i]), math.sin(yaw[i])
         x = fcx + (np.array([bx, bx + bw, bx + bw, bx]) - fcx) * c + z_face * sn
-        return np.c_[x, [by, by, by + bh, by + bh]]
+        y = np.array([by, by, by + bh, by + bh], float)
+        if pitch[i]:
+            z1 = -(np.array([bx, bx + bw, bx + bw, bx]) - fcx) * sn + z_face * c
+            y = fcy + (y - fcy) * math.cos(pitch[i]) + z1 * math.sin(pitch[i])
+        return np.c_[x, y]
 
     loc = [local(i) for i in range(n)]
     ext = np.array([_box_of(loc[i], turned(i)) for i in range(n)])  # boxes around the origin
@@ -600,7 +637,7 @@ def _homographies(head: _Head, n: int, rng: np.random.Generator, width: int, hei
     for i in range(n):
         hs[i] = np.array([[1, 0, cx[i]], [0, 1, cy[i]], [0, 0, 1]]) @ loc[i]
         boxes[i] = _box_of(hs[i], turned(i))
-    return hs, boxes, np.rad2deg(np.c_[roll, yaw])
+    return hs, boxes, np.rad2deg(np.c_[roll, yaw, pitch])
 
 
 def _carry(hs: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -618,15 +655,17 @@ def _box_of(h: np.ndarray, corners: np.ndarray) -> tuple[float, float, float, fl
 
 
 def _frames(bg: np.ndarray, head: _Head | None, hs: np.ndarray, opening: np.ndarray,
-            yaw: np.ndarray) -> Iterator[np.ndarray]:
-    """Rendered frames: the head's patch at each opening, turned by each ``yaw`` (degrees), through each homography."""
+            yaw: np.ndarray, pitch: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """Rendered frames: the head's patch at each opening, turned by each ``yaw`` (and ``pitch``; degrees),
+    through each homography."""
     height, width = bg.shape[:2]
     bg_u8 = np.clip(bg + 0.5, 0, 255).astype(np.uint8)
     for i in range(len(hs)):
         if head is None:
             yield bg_u8.copy()
             continue
-        patch = head.turn(head.patch(float(opening[i])), math.radians(float(yaw[i])))
+        patch = head.turn(head.patch(float(opening[i])), math.radians(float(yaw[i])),
+                          math.radians(float(pitch[i])) if pitch is not None else 0.0)
         fg = cv2.warpPerspective(patch, hs[i], (width, height), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
         out = fg[..., :3] + bg * (1.0 - fg[..., 3:4])
@@ -692,13 +731,15 @@ def _write_frame_truth(path: Path, head: _Head, hs: np.ndarray, boxes: np.ndarra
         utterance[a:b + 1] = u + 1
     homography = hs @ head.from_photo
     homography = homography / homography[:, 2:3, 2:3]
-    turned = head.turn_points(head.carried_landmarks(drawn), np.deg2rad(pose[:, 1]))
+    turned = head.turn_points(head.carried_landmarks(drawn), np.deg2rad(pose[:, 1]), np.deg2rad(pose[:, 2]))
     depth = head.depth_at(head.landmarks[:, 0], head.landmarks[:, 1])  # cut-out and photograph pixels alike
     axis = float(np.linalg.solve(head.from_photo, [*head.centre, 1.0])[0])  # the turn's axis, photograph x
     data = dict(meta, landmarks=_rounded(_carry(hs, turned), 2), depth=_rounded(depth, 4), turn_axis_x=round(axis, 4),
-                roll=_rounded(pose[:, 0], 3), yaw=_rounded(pose[:, 1], 3), pitch=[0.0] * n,
+                roll=_rounded(pose[:, 0], 3), yaw=_rounded(pose[:, 1], 3), pitch=_rounded(pose[:, 2], 3),
                 opening=_rounded(drawn, 4), boxes=_rounded(boxes, 2), utterance=utterance.tolist(),
                 homography=[[[float(f"{v:.9g}") for v in row] for row in m] for m in homography])
+    if np.any(pose[:, 2] != 0):  # only sets made with a pitch: the others keep their bytes
+        data["turn_axis_y"] = round(float(np.linalg.solve(head.from_photo, [*head.centre, 1.0])[1]), 4)
     text = json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n"
     return write_bytes_atomic(path, gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
 
@@ -712,7 +753,8 @@ def frame_truth(samples_dir: str | os.PathLike, video_id: str) -> dict[str, np.n
     ``utterance`` (n,) the utterance number (1, 2, ...; 0 outside
     utterances); ``boxes`` (n, 4) the face box x, y, w, h; ``homography``
     (n, 3, 3) photograph pixels -> frame pixels (after the turn); ``depth``
-    (68,) each landmark's relief and ``turn_axis_x`` (float) the turn's axis,
+    (68,) each landmark's relief, ``turn_axis_x`` (float) the yaw's axis and
+    ``turn_axis_y`` the pitch's (NaN in a set made without a pitch),
     photograph pixels.  See :func:`make_face_samples` and the module docstring.
     """
     root = Path(samples_dir)
@@ -725,7 +767,8 @@ def frame_truth(samples_dir: str | os.PathLike, video_id: str) -> dict[str, np.n
     out = {"frame": np.arange(n), "landmarks": np.array(data["landmarks"], float).reshape(n, 68, 2),
            "utterance": np.array(data["utterance"], int), "boxes": np.array(data["boxes"], float).reshape(n, 4),
            "homography": np.array(data["homography"], float).reshape(n, 3, 3),
-           "depth": np.array(data["depth"], float).reshape(68), "turn_axis_x": float(data["turn_axis_x"])}
+           "depth": np.array(data["depth"], float).reshape(68), "turn_axis_x": float(data["turn_axis_x"]),
+           "turn_axis_y": float(data.get("turn_axis_y", "nan"))}
     for key in ("roll", "yaw", "pitch", "opening"):
         out[key] = np.array(data[key], float).reshape(n)
     return out
@@ -793,8 +836,12 @@ def _video_id(rng: np.random.Generator, taken: set[str]) -> str:
 
 
 def make_face_samples(out_dir: str | os.PathLike, identities: int = 3, utterances: int = 2, seconds: float = 4.0,
-                      seed: int = 0, width: int = 640, height: int = 360) -> Path:
+                      seed: int = 0, width: int = 640, height: int = 360, pitch_degrees: float = 0.0) -> Path:
     """Write a VoxCeleb-style talking-face sample set; return the manifest's path.
+
+    ``pitch_degrees`` (default 0: no pitch) nods each head by up to that
+    many degrees (a smooth signal like the others), which moves the face's
+    features up and down in its crop as the yaw moves them across.
 
     Identity ``i`` (``id10001`` + i) shows photograph ``PHOTO_NAMES[i % 3]``
     (from the fourth identity on the photographs come again, mirrored) and has
@@ -865,12 +912,12 @@ def make_face_samples(out_dir: str | os.PathLike, identities: int = 3, utterance
                 f += n_utt
             n = f + int(round(TAIL_SECONDS * FPS))
             bg = _background(rng, width, height)
-            hs, boxes, pose = _homographies(head, n, rng, width, height)
+            hs, boxes, pose = _homographies(head, n, rng, width, height, pitch_degrees=pitch_degrees)
             syll = _syllables(rng, [(a / FPS, (b + 1) / FPS) for a, b in spans])
             opening = _envelope(syll, np.arange(n) / FPS)
             audio = _voice(syll, int(round(n / FPS * SAMPLE_RATE)), SAMPLE_RATE, f0, rng)
             video_path = out_dir / "videos" / f"{vid}.mp4"
-            encode_video(_frames(bg, head, hs, opening, pose[:, 1]), audio, SAMPLE_RATE, FPS, video_path, width, height)
+            encode_video(_frames(bg, head, hs, opening, pose[:, 1], pose[:, 2]), audio, SAMPLE_RATE, FPS, video_path, width, height)
             frame_rel = f"{FRAME_TRUTH_DIR}/{vid}.json.gz"
             _write_frame_truth(out_dir / frame_rel, head, hs, boxes, pose, opening, spans,
                                {"video_id": vid, "identity": identity, "photo": photo.name, "mirrored": mirror,
