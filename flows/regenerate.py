@@ -200,7 +200,11 @@ def _evaluate(bench: Benchmark, data_root: str, samples: Path, checkpoints: dict
         midi = str(samples / "midi") if bench.evaluation_args.get("reference_midi") else None
         result = evaluate_piano_onsets(settings=PianoOnsetsEvaluation(
             data_root=data_root, checkpoint=paths, reference_midi=midi, results=str(out)))
-        return {"markdown": [result["markdown"]]}
+        from tasks.evaluation.piano_onsets import piano_roll_figures
+
+        figures = piano_roll_figures(samples, {name: p for name, (_, p) in checkpoints.items()}, out / "figures",
+                                     log=get_run_logger().info) if midi else []
+        return {"markdown": [result["markdown"]], "figures": figures}
     if bench.evaluation == "av-sync":
         from flows.evaluate_av_sync import evaluate_av_sync
         from flows.settings import AvSyncEvaluation

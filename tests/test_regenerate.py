@@ -89,8 +89,10 @@ def test_regenerate_writes_every_table_then_reuses_every_training(tmp_path):
     for name in ("piano-onsets", "av-sync", "fabnet", "x2face", "landmarks"):
         assert f"[{name}.md]({name}.md)" in report, name
     assert "Ours against the paper" in report and "<details><summary>Provenance" in report
-    for png in ("figures/keypoints.png", "figures/curve-piano-onsets-slope.png", "av-sync-curve.png"):
+    for png in ("figures/keypoints.png", "figures/curve-piano-onsets-slope.png", "av-sync-curve.png",
+                "figures/piano-roll-slope.png", "figures/piano-roll-slope.wav"):
         assert f"]({png})" in report and (out / png).is_file(), png
+    assert '<audio controls src="figures/piano-roll-slope.wav">' in report  # the prediction, to listen to
     assert "<table>" in (out / "README.html").read_text()
     # the second run (another OUT, the same work folder) reuses every training and checks against the first
     out2 = tmp_path / "R2"

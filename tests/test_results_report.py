@@ -82,13 +82,15 @@ def test_the_report_holds_every_table_its_deltas_figures_and_curves(tmp_path):
     md2, _ = write_results(out, "fabnet", "FAb-Net probes", FACES, {"git_commit": "abc"})
     (out / "figures").mkdir()
     (out / "figures" / "landmarks.png").write_bytes(b"\x89PNG")
+    (out / "figures" / "piano-roll-slope.wav").write_bytes(b"RIFF")
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.csv").write_text("epoch,step,train_loss,val_f1,wall_s\n0,1,0.5,,\n0,2,,0.3,10.0\n0,4,,0.5,21.0\n")
     (run / "empty.csv").write_text("epoch,step,train_loss\n0,1,0.5\n")
     (out / "regenerate.json").write_text(json.dumps({
         "profile": "tiny", "seed": 0, "code_digest": "c0de", "git_commit": "abc", "written": "now", "wall_s": 120,
-        "tables": {"piano-onsets": {"markdown": [md1], "wall_s": 60, "trainings": {
+        "tables": {"piano-onsets": {"markdown": [md1], "wall_s": 60,
+                                    "figures": [str(out / "figures" / "piano-roll-slope.wav")], "trainings": {
                        "slope": {"reused": True, "metrics_csv": str(run / "metrics.csv")},
                        "resnet": {"reused": False, "metrics_csv": str(run / "empty.csv")}}},
                    "faces": {"markdown": [md2], "figures": [str(out / "figures" / "landmarks.png")],
@@ -105,6 +107,10 @@ def test_the_report_holds_every_table_its_deltas_figures_and_curves(tmp_path):
     assert "<details><summary>Provenance</summary>" in text and '"git_commit": "abc"' in text
     html = (out / "README.html").read_text()
     assert "<table>" in html and '<img alt="landmarks" src="figures/landmarks.png"' in html
+    # sound is a player in the page and a link in the markdown, never an image
+    assert ('<audio controls src="figures/piano-roll-slope.wav"></audio> listen: '
+            '[piano-roll-slope.wav](figures/piano-roll-slope.wav)') in text
+    assert '<audio controls src="figures/piano-roll-slope.wav"></audio>' in html and "![piano-roll" not in text
 
 
 def test_regenerate_check_refuses_a_folder_without_tables(tmp_path):

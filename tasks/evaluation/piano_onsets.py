@@ -347,6 +347,36 @@ def transcribe_video(video, crop, checkpoint, out_mid, *, threshold: float | Non
     return result
 
 
+def piano_roll_figures(samples_dir, checkpoints: dict, out_dir, log=print) -> list[str]:
+    """Per checkpoint, its piano roll over the truth on the sample set's first test video, with the audio.
+
+    ``checkpoints`` maps a name to a checkpoint.  For each, the first test
+    video of ``samples_dir/manifest.csv`` is transcribed as a user would
+    (:func:`transcribe_video`, the threshold its evaluation chose on
+    validation) and ``out_dir`` gets ``piano-roll-<name>.png`` (the
+    predicted notes over the true ones, both rendered and shown as
+    spectrograms) and ``piano-roll-<name>.wav`` (the prediction rendered with
+    pretty_midi's SoundFont).  Returns the paths, figures and audio.
+    """
+    from pathlib import Path
+
+    from tasks.datasets.manifest import read_pianoyt
+
+    rows = [r for r in read_pianoyt(Path(samples_dir) / "manifest.csv") if r.split == "test"]
+    if not rows:
+        return []
+    row, out = rows[0], Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    for name, ckpt in checkpoints.items():
+        result = transcribe_video(row.source, row.crop, ckpt, out / f"piano-roll-{name}.mid",
+                                  reference=Path(samples_dir) / "midi" / f"{row.video_id}.mid",
+                                  figure=out / f"piano-roll-{name}.png", audio=out / f"piano-roll-{name}.wav")
+        made += [result["figure"], result["audio"]]
+        log(f"piano roll: {name} on {row.video_id}, note-onset F1 {result['note_onset']['f1']:.3f}")
+    return made
+
+
 def _render(midi_path, wav_path, soundfont=None, sr: int = 22050) -> str:
     import pretty_midi
 

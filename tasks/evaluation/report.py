@@ -12,7 +12,9 @@
 * the figures: the evaluation's own (landmarks, X2Face grid, keypoints,
   offset curve, ...) and a training curve per training
   (:func:`training_curve_figure`: each validation metric against steps and
-  against wall time), as PNG files under ``OUT/figures`` linked from the page.
+  against wall time), as PNG files under ``OUT/figures`` linked from the page;
+  sound (the piano roll's rendered prediction) as an ``<audio>`` player
+  with a link beside it.
 
 ``README.html`` is the same page through Python-Markdown (tables and fenced
 code), for a browser.
@@ -24,6 +26,8 @@ import csv
 import json
 import re
 from pathlib import Path
+
+AUDIO_SUFFIXES = (".wav", ".ogg", ".mp3", ".flac")  # figures that are sound: shown as players
 
 _NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)")
 
@@ -174,7 +178,10 @@ def write_report(out_dir) -> str:
                     figs.append(Path(fig))
         for f in figs:
             rel = f.resolve().relative_to(out.resolve()) if f.resolve().is_relative_to(out.resolve()) else f
-            lines += [f"![{f.stem}]({rel})", ""]
+            if f.suffix.lower() in AUDIO_SUFFIXES:  # a player in the HTML page, a link in the markdown
+                lines += [f'<audio controls src="{rel}"></audio> listen: [{f.name}]({rel})', ""]
+            else:
+                lines += [f"![{f.stem}]({rel})", ""]
     text = "\n".join(lines)
     (out / "README.md").write_text(text)
     import markdown
