@@ -1,9 +1,10 @@
 """What the build flows share: the per-video Prefect tasks before labelling, caching, the stage runner.
 
-Every build runs its videos through named stages (Prefect tasks), one stage
-at a time over the videos still alive; a video that fails is recorded with
-the stage and the first line of the error and skips the rest, and the other
-videos go on (:class:`Stages`).  Each task's cache key is its parameters plus
+Every build runs its videos through named stages (Prefect tasks), each
+video's stages as one chain: its next stage starts the moment its previous
+one ends, whatever the other videos are doing; a video that fails is
+recorded with the stage and the first line of the error and skips the rest,
+and the other videos go on (:class:`Stages`).  Each task's cache key is its parameters plus
 the fingerprints of its input files (:mod:`tasks.store.cache`), stored under the
 data root, so a rerun does no finished work again.
 """
@@ -154,10 +155,22 @@ def _outputs_exist(value) -> bool:
 
 
 class Stages:
-    """Runs one stage at a time over the videos still alive, recording each failure with its stage."""
+    """Runs each video through the stages, recording each failure with its stage.
+
+    Chained (the default): :meth:`run` only declares a stage and returns its
+    values' dict, empty; :meth:`finish` (or :meth:`go`) then runs every
+    video through all declared stages as one chain, each video's next stage
+    submitted the moment its previous one finishes, so videos flow through
+    independently (the label step of one overlaps the frame step of another)
+    on whatever task runner the flow has.  The dicts fill in place, which is
+    why a stage's ``kwargs_for`` may read an earlier stage's dict: it is
+    called when the video reaches that stage.  ``chained=False`` runs one
+    stage at a time over all videos instead (each :meth:`run` returns when
+    the stage has finished everywhere).
+    """
 
     def __init__(self, name: str, rows, stages: tuple[str, ...], data_root: str, refresh: bool, logger,
-                 key=lambda r: r.video_id, fields=lambda r: {}):
+                 key=lambda r: r.video_id, fields=lambda r: {}, chained: bool = True):
         """``key(row)`` names a unit of work (a video; an utterance for VoxCeleb); ``fields(row)``
         adds columns to its status record."""
         self.records = {
@@ -170,17 +183,113 @@ class Stages:
         self.progress = create_progress_artifact(
             0.0, key=f"{name}-progress", description="video x stage steps finished"
         )
+        self.chained = chained
+        self._steps: list[tuple] = []  # declared, not yet run: (task_fn, kwargs_for, group, values)
 
     def live(self) -> list[str]:
         return [vid for vid, r in self.records.items() if r["state"] == "done"]
 
     def run(self, task_fn, kwargs_for, group=None) -> dict:
-        """Submit ``task_fn(**kwargs_for(key))`` for every live unit; return the values by key.
+        """``task_fn(**kwargs_for(key))`` for every live unit; the values by key.
 
         With ``group(key)``, the task runs once per group (one download of a
         video for all its utterances) and its value or failure goes to every
-        key of the group; ``kwargs_for`` gets the group's first key.
+        key of the group; ``kwargs_for`` gets the group's first key.  Grouped
+        stages come first (the chain fans a group out into its keys after
+        them).  Chained, this declares the stage and returns its dict, filled
+        by :meth:`go`; otherwise it runs the stage now.
         """
+        if self.chained:
+            if group is not None and any(g is None for _, _, g, _ in self._steps):
+                raise ValueError(f"{task_fn.name}: grouped stages must come before the others")
+            values: dict = {}
+            self._steps.append((task_fn, kwargs_for, group, values))
+            return values
+        return self._run_now(task_fn, kwargs_for, group)
+
+    def go(self) -> None:
+        """Run every declared stage as one chain per video (see the class); failures are recorded, never raised."""
+        steps, self._steps = self._steps, []
+        if not steps:
+            return
+        import queue
+
+        names = [fn.name for fn, _, _, _ in steps]
+        live = self.live()
+
+        def units(i: int, keys: list[str]) -> list[list[str]]:  # the units of stage i over these keys
+            group = steps[i][2]
+            if group is None:
+                return [[k] for k in keys]
+            members: dict[str, list[str]] = {}
+            for k in keys:
+                members.setdefault(group(k), []).append(k)
+            return list(members.values())
+
+        expected = [len(units(i, live)) for i in range(len(steps))]  # at most: failures upstream lower it
+        for i, name in enumerate(names):
+            progress.emit(progress.Event(self.name, name, "start", total=expected[i]))
+        policies = [_policy(self.data_root, *INPUT_FILES.get(name, ())) for name in names]
+        finished: "queue.Queue" = queue.Queue()
+        inflight: dict = {}  # task run id -> (stage index, member keys, kwargs, refreshed)
+        arrived = [0] * len(steps)  # keys done with each stage (finished it, failed in it or before it)
+
+        def submit(i: int, members: list[str], refresh: bool = False) -> None:
+            fn, kwargs_for, _, _ = steps[i]
+            kw = kwargs_for(members[0])
+            fut = fn.with_options(cache_policy=policies[i], refresh_cache=self.refresh or refresh).submit(**kw)
+            inflight[fut.task_run_id] = (i, members, kw, refresh)
+            # as prefect.futures.as_completed does: wrapped futures (Dask, Ray) take the callback this way
+            add = getattr(fut, "_add_prefect_done_callback", None) or fut.add_done_callback
+            add(finished.put)
+
+        def unit_name(i: int, members: list[str]) -> str:  # a video, or a grouped stage's group
+            return members[0] if steps[i][2] is None else steps[i][2](members[0])
+
+        def ended(i: int) -> None:  # a stage no unit can reach any more has ended
+            progress.emit(progress.Event(self.name, names[i], "end"))
+
+        for members in units(0, live):
+            submit(0, members)
+        ended_upto = -1
+        while inflight:
+            fut = finished.get()
+            i, members, kw, refreshed = inflight.pop(fut.task_run_id)
+            name = names[i]
+            value = fut.result(raise_on_failure=False)
+            if fut.state.is_completed() and not _outputs_exist(value) and not refreshed:
+                self.logger.info("%s %s: cached result names missing files; running it again", name, members[0])
+                submit(i, members, refresh=True)
+                continue
+            arrived[i] += len(members)
+            if fut.state.is_completed():
+                steps[i][3].update({key: value for key in members})
+                progress.emit(progress.Event(self.name, name, "unit", unit=unit_name(i, members)))
+                if i + 1 < len(steps):
+                    for nxt in (units(i + 1, members) if steps[i + 1][2] is None else [members]):
+                        submit(i + 1, nxt)
+            else:
+                message = str(value) if isinstance(value, BaseException) else str(fut.state.message)
+                first = message.strip().splitlines()[0][:500] if message.strip() else name
+                for key in members:
+                    self.records[key].update(state="failed", stage=name, error=first)
+                for j in range(i + 1, len(steps)):  # the stages it skips count as finished
+                    arrived[j] += len(members)
+                unit = unit_name(i, members)
+                self.logger.warning("%s failed at %s: %s", unit, name, first)
+                progress.emit(progress.Event(self.name, name, "unit", unit=unit, ok=False, error=first))
+            # stages that nothing in flight can still reach have ended, in order
+            busy = min((j for j, _, _, _ in inflight.values()), default=len(steps))
+            while ended_upto + 1 < busy:
+                ended_upto += 1
+                ended(ended_upto)
+            self.finished = sum(arrived)
+            update_progress_artifact(self.progress, progress=100.0 * min(self.finished, self.units) / max(1, self.units))
+        while ended_upto + 1 < len(steps):
+            ended_upto += 1
+            ended(ended_upto)
+
+    def _run_now(self, task_fn, kwargs_for, group=None) -> dict:
         stage = task_fn.name
         policy = _policy(self.data_root, *INPUT_FILES.get(stage, ()))
         members: dict[str, list[str]] = {}
@@ -224,8 +333,9 @@ class Stages:
         """Record the built videos' counts, keep only their shards, write status and card, publish the summary.
 
         ``write_report(records)`` writes the dataset's status table and card
-        and returns ``{"summary": rows, ...}``.
+        and returns ``{"summary": rows, ...}``.  Runs the declared stages first (:meth:`go`).
         """
+        self.go()
         for vid, info in built.items():
             self.records[vid].update({k: info[k] for k in fields})
         for vid in videos_in_shards(layout.shards) - set(built):

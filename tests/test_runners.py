@@ -194,6 +194,7 @@ def runner_check(rows: list, data_root: str) -> dict:
     wavs = stages.run(extract_audio_task, lambda v: dict(path=videos[v], out_wav=str(audio / f"{v}.wav"),
                                                          sample_rate=16000))
     where = stages.run(where_task, lambda v: dict(wav=wavs[v]))
+    stages.go()  # each video through the four stages as one chain (a build's finish() does this)
     return {"records": stages.records, "info": info, "wavs": wavs, "where": where}
 
 
