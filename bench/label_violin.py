@@ -7,7 +7,7 @@ seconds of audio per second of wall time and the post-processing's cost as a
 ratio of the raw labeler's time, all measured in this one run; beside them
 aubio's yinfft alone over the same hops, the floor of any labeler built on it.
 
-    .venv/bin/python bench/label_violin.py [--recordings 4] [--seconds 20] [--repeats 3] [--work DIR]
+    .venv/bin/python bench/label_violin.py [--recordings 4] [--seconds 20] [--repeats 3] [--rate 100] [--work DIR]
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ def main() -> None:
     ap.add_argument("--recordings", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=100.0,
+                    help="labels per second (100: the default labeler's analysis rate; a build labels "
+                         "yinfft-raw at the video's frame rate, 25-30)")
     ap.add_argument("--work", default=None, help="folder for the recordings (default: a temporary one)")
     args = ap.parse_args()
     try:
@@ -53,7 +56,8 @@ def main() -> None:
     clips = {name: [sf.read(str(w), dtype="float32") for w, _ in pairs] for name, pairs in sets.items()}
     yin_track(clips[next(iter(clips))][0][0][:44100], 44100, 100)  # load aubio, compile librosa's Viterbi
 
-    print(f"CPU affinity: {sorted(os.sched_getaffinity(0))}; {args.recordings} recordings of {args.seconds:g} s per set")
+    print(f"CPU affinity: {sorted(os.sched_getaffinity(0))}; {args.recordings} recordings of {args.seconds:g} s per set; "
+          f"{args.rate:g} labels per second")
     print("| set | labeler | x real time | time / yinfft-raw's |")
     print("| --- | --- | --- | --- |")
     for name, audio in clips.items():
@@ -65,10 +69,10 @@ def main() -> None:
             for _ in range(args.repeats):
                 start = time.perf_counter()
                 for y, sr in audio:
-                    yin_track(y, sr, 100, settings=settings)
+                    yin_track(y, sr, args.rate, settings=settings)
                 best = min(best, time.perf_counter() - start)
             walls[labels] = best
-        walls["aubio's yinfft alone (the floor)"] = min(sum(yinfft_alone(y, sr, 100) for y, sr in audio)
+        walls["aubio's yinfft alone (the floor)"] = min(sum(yinfft_alone(y, sr, args.rate) for y, sr in audio)
                                                         for _ in range(args.repeats))
         for labels, wall in walls.items():
             print(f"| {name} | {labels} | {seconds / wall:.0f} | {wall / walls['yinfft-raw']:.2f} |")
