@@ -227,8 +227,12 @@ class Stages:
             return list(members.values())
 
         expected = [len(units(i, live)) for i in range(len(steps))]  # at most: failures upstream lower it
-        for i, name in enumerate(names):
-            progress.emit(progress.Event(self.name, name, "start", total=expected[i]))
+        started = [False] * len(steps)
+
+        def start(i: int) -> None:  # a stage starts (for the display's clock) when its first unit is submitted
+            if not started[i]:
+                started[i] = True
+                progress.emit(progress.Event(self.name, names[i], "start", total=expected[i]))
         policies = [_policy(self.data_root, *INPUT_FILES.get(name, ())) for name in names]
         finished: "queue.Queue" = queue.Queue()
         inflight: dict = {}  # task run id -> (stage index, member keys, kwargs, refreshed)
@@ -236,6 +240,7 @@ class Stages:
 
         def submit(i: int, members: list[str], refresh: bool = False) -> None:
             fn, kwargs_for, _, _ = steps[i]
+            start(i)
             kw = kwargs_for(members[0])
             fut = fn.with_options(cache_policy=policies[i], refresh_cache=self.refresh or refresh).submit(**kw)
             inflight[fut.task_run_id] = (i, members, kw, refresh)
@@ -247,6 +252,7 @@ class Stages:
             return members[0] if steps[i][2] is None else steps[i][2](members[0])
 
         def ended(i: int) -> None:  # a stage no unit can reach any more has ended
+            start(i)  # (one every unit failed before still shows, as 0 done)
             progress.emit(progress.Event(self.name, names[i], "end"))
 
         for members in units(0, live):
