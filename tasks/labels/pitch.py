@@ -119,20 +119,14 @@ def hz_to_midi(hz):
 
 
 def periodicity(x: np.ndarray, period: float) -> float:
-    """Normalised correlation of ``x`` with itself shifted by ``period`` samples, clipped to [0, 1]."""
+    """Normalised correlation of ``x`` with itself shifted by ``period`` samples, clipped to [0, 1].
+
+    Computed in float64; a float64 ``x`` is not copied (the labeler's hot loop passes views of one array).
+    """
     lag = int(round(period))
     if lag <= 0 or lag >= len(x) // 2:
         return 0.0
-    a, b = x[:-lag].astype(np.float64), x[lag:].astype(np.float64)
-    denom = np.sqrt(np.dot(a, a) * np.dot(b, b))
-    return float(np.clip(np.dot(a, b) / denom, 0.0, 1.0)) if denom > 0 else 0.0
-
-
-def _periodicity64(x: np.ndarray, period: float) -> float:
-    """:func:`periodicity` of a float64 ``x``: the same arithmetic, without the copies (the labeler's hot loop)."""
-    lag = int(round(period))
-    if lag <= 0 or lag >= len(x) // 2:
-        return 0.0
+    x = np.asarray(x, dtype=np.float64)
     a, b = x[:-lag], x[lag:]
     denom = math.sqrt(np.dot(a, a) * np.dot(b, b))
     return min(1.0, max(0.0, float(np.dot(a, b) / denom))) if denom > 0 else 0.0
@@ -179,6 +173,15 @@ def yin_track(
     return yin_stream([audio], sr, rate, n_frames, settings)
 
 
+def _yinfft(window: int, hop: int, sr: int, settings: YinSettings):
+    """aubio's yinfft detector as the labelers use it (Hz, the settings' tolerance and silence)."""
+    detector = _aubio().pitch("yinfft", window, hop, sr)
+    detector.set_unit("Hz")
+    detector.set_tolerance(settings.tolerance)
+    detector.set_silence(settings.silence_db)
+    return detector
+
+
 def yinfft_alone(audio: np.ndarray, sr: int, rate: float, window: int = 2048) -> float:
     """Seconds aubio's yinfft alone takes over ``audio`` in hop-sized blocks at ``rate`` (the labelers' floor).
 
@@ -188,8 +191,7 @@ def yinfft_alone(audio: np.ndarray, sr: int, rate: float, window: int = 2048) ->
     import time
 
     hop = int(round(sr / rate))
-    detector = _aubio().pitch("yinfft", window, hop, sr)
-    detector.set_unit("Hz")
+    detector = _yinfft(window, hop, sr, YinSettings())
     x = np.ascontiguousarray(audio, dtype=np.float32)
     start = time.perf_counter()
     for k in range(len(x) // hop):
@@ -249,7 +251,6 @@ def _yin_frames(blocks, sr, rate, n_frames, settings, *, features: bool):
     and the summed spectral peaks at the estimate's odd and even harmonics
     (the octave check's evidence), computed on the samples aubio saw.
     """
-    aubio = _aubio()
     hop = max(1, int(round(sr / rate)))
     analysis_sr = hop * rate
     samples: Iterable[np.ndarray] = (np.ascontiguousarray(b, dtype=np.float32).reshape(-1) for b in blocks)
@@ -264,10 +265,7 @@ def _yin_frames(blocks, sr, rate, n_frames, settings, *, features: bool):
     drop = (pad - hop + half) // hop
     total = (n_frames + drop) * hop  # samples aubio sees: ``pad`` zeros, the audio, zeros to the end
 
-    detector = aubio.pitch("yinfft", window, hop, int(round(analysis_sr)))
-    detector.set_unit("Hz")
-    detector.set_tolerance(settings.tolerance)
-    detector.set_silence(settings.silence_db)
+    detector = _yinfft(window, hop, int(round(analysis_sr)), settings)
     m = n_frames + drop
     hz = np.zeros(m, dtype=np.float32)
     conf = np.zeros(m, dtype=np.float32)
@@ -306,7 +304,7 @@ def _yin_frames(blocks, sr, rate, n_frames, settings, *, features: bool):
             start = max(0, end - window)  # the window after block j (shorter at the very start)
             f0 = hz[k + j]  # numpy float32: the period below is float32 arithmetic, as it always was
             if f0 > 0:
-                conf[k + j] = _periodicity64(hist64[start:end], analysis_sr / f0)
+                conf[k + j] = periodicity(hist64[start:end], analysis_sr / f0)
             if features and end - start == window:
                 win = hist[start:end]
                 energy = float(np.dot(win, win)) / window
