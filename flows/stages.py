@@ -20,7 +20,6 @@ from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import CacheKeyFnPolicy
-from prefect.futures import as_completed
 
 from flows import progress
 
@@ -157,20 +156,18 @@ def _outputs_exist(value) -> bool:
 class Stages:
     """Runs each video through the stages, recording each failure with its stage.
 
-    Chained (the default): :meth:`run` only declares a stage and returns its
+    :meth:`run` only declares a stage and returns its
     values' dict, empty; :meth:`finish` (or :meth:`go`) then runs every
     video through all declared stages as one chain, each video's next stage
     submitted the moment its previous one finishes, so videos flow through
     independently (the label step of one overlaps the frame step of another)
     on whatever task runner the flow has.  The dicts fill in place, which is
     why a stage's ``kwargs_for`` may read an earlier stage's dict: it is
-    called when the video reaches that stage.  ``chained=False`` runs one
-    stage at a time over all videos instead (each :meth:`run` returns when
-    the stage has finished everywhere).
+    called when the video reaches that stage.
     """
 
     def __init__(self, name: str, rows, stages: tuple[str, ...], data_root: str, refresh: bool, logger,
-                 key=lambda r: r.video_id, fields=lambda r: {}, chained: bool = True):
+                 key=lambda r: r.video_id, fields=lambda r: {}):
         """``key(row)`` names a unit of work (a video; an utterance for VoxCeleb); ``fields(row)``
         adds columns to its status record."""
         self.records = {
@@ -183,7 +180,6 @@ class Stages:
         self.progress = create_progress_artifact(
             0.0, key=f"{name}-progress", description="video x stage steps finished"
         )
-        self.chained = chained
         self._steps: list[tuple] = []  # declared, not yet run: (task_fn, kwargs_for, group, values)
 
     def live(self) -> list[str]:
@@ -196,16 +192,14 @@ class Stages:
         video for all its utterances) and its value or failure goes to every
         key of the group; ``kwargs_for`` gets the group's first key.  Grouped
         stages come first (the chain fans a group out into its keys after
-        them).  Chained, this declares the stage and returns its dict, filled
-        by :meth:`go`; otherwise it runs the stage now.
+        them).  This declares the stage and returns its dict, filled by
+        :meth:`go`.
         """
-        if self.chained:
-            if group is not None and any(g is None for _, _, g, _ in self._steps):
-                raise ValueError(f"{task_fn.name}: grouped stages must come before the others")
-            values: dict = {}
-            self._steps.append((task_fn, kwargs_for, group, values))
-            return values
-        return self._run_now(task_fn, kwargs_for, group)
+        if group is not None and any(g is None for _, _, g, _ in self._steps):
+            raise ValueError(f"{task_fn.name}: grouped stages must come before the others")
+        values: dict = {}
+        self._steps.append((task_fn, kwargs_for, group, values))
+        return values
 
     def go(self) -> None:
         """Run every declared stage as one chain per video (see the class); failures are recorded, never raised."""
@@ -235,15 +229,15 @@ class Stages:
                 progress.emit(progress.Event(self.name, names[i], "start", total=expected[i]))
         policies = [_policy(self.data_root, *INPUT_FILES.get(name, ())) for name in names]
         finished: "queue.Queue" = queue.Queue()
-        inflight: dict = {}  # task run id -> (stage index, member keys, kwargs, refreshed)
+        inflight: dict = {}  # task run id -> (stage index, member keys, refreshed)
         arrived = [0] * len(steps)  # keys done with each stage (finished it, failed in it or before it)
 
         def submit(i: int, members: list[str], refresh: bool = False) -> None:
             fn, kwargs_for, _, _ = steps[i]
             start(i)
-            kw = kwargs_for(members[0])
-            fut = fn.with_options(cache_policy=policies[i], refresh_cache=self.refresh or refresh).submit(**kw)
-            inflight[fut.task_run_id] = (i, members, kw, refresh)
+            fut = fn.with_options(cache_policy=policies[i], refresh_cache=self.refresh or refresh).submit(
+                **kwargs_for(members[0]))
+            inflight[fut.task_run_id] = (i, members, refresh)
             # as prefect.futures.as_completed does: wrapped futures (Dask, Ray) take the callback this way
             add = getattr(fut, "_add_prefect_done_callback", None) or fut.add_done_callback
             add(finished.put)
@@ -260,7 +254,7 @@ class Stages:
         ended_upto = -1
         while inflight:
             fut = finished.get()
-            i, members, kw, refreshed = inflight.pop(fut.task_run_id)
+            i, members, refreshed = inflight.pop(fut.task_run_id)
             name = names[i]
             value = fut.result(raise_on_failure=False)
             if fut.state.is_completed() and not _outputs_exist(value) and not refreshed:
@@ -285,7 +279,7 @@ class Stages:
                 self.logger.warning("%s failed at %s: %s", unit, name, first)
                 progress.emit(progress.Event(self.name, name, "unit", unit=unit, ok=False, error=first))
             # stages that nothing in flight can still reach have ended, in order
-            busy = min((j for j, _, _, _ in inflight.values()), default=len(steps))
+            busy = min((j for j, _, _ in inflight.values()), default=len(steps))
             while ended_upto + 1 < busy:
                 ended_upto += 1
                 ended(ended_upto)
@@ -294,46 +288,6 @@ class Stages:
         while ended_upto + 1 < len(steps):
             ended_upto += 1
             ended(ended_upto)
-
-    def _run_now(self, task_fn, kwargs_for, group=None) -> dict:
-        stage = task_fn.name
-        policy = _policy(self.data_root, *INPUT_FILES.get(stage, ()))
-        members: dict[str, list[str]] = {}
-        for key in self.live():
-            members.setdefault(group(key) if group else key, []).append(key)
-        jobs = {unit: kwargs_for(keys[0]) for unit, keys in members.items()}
-        futures = {
-            unit: task_fn.with_options(cache_policy=policy, refresh_cache=self.refresh).submit(**kw)
-            for unit, kw in jobs.items()
-        }
-        unit_of = {fut.task_run_id: unit for unit, fut in futures.items()}
-        progress.emit(progress.Event(self.name, stage, "start", total=len(futures)))
-        values = {}
-        for fut in as_completed(list(futures.values())):  # in the order they finish, for the live display
-            unit = unit_of[fut.task_run_id]
-            value = fut.result(raise_on_failure=False)
-            if fut.state.is_completed() and not _outputs_exist(value):
-                self.logger.info("%s %s: cached result names missing files; running it again", stage, unit)
-                fut = task_fn.with_options(cache_policy=policy, refresh_cache=True).submit(**jobs[unit])
-                fut.wait()
-                value = fut.result(raise_on_failure=False)
-            if fut.state.is_completed():
-                values.update({key: value for key in members[unit]})
-                progress.emit(progress.Event(self.name, stage, "unit", unit=unit))
-                continue
-            message = str(value) if isinstance(value, BaseException) else str(fut.state.message)
-            first = message.strip().splitlines()[0][:500] if message.strip() else stage
-            for key in members[unit]:
-                self.records[key].update(state="failed", stage=stage, error=first)
-            self.logger.warning("%s failed at %s: %s", unit, stage, first)
-            progress.emit(progress.Event(self.name, stage, "unit", unit=unit, ok=False, error=first))
-        progress.emit(progress.Event(self.name, stage, "end"))
-        # A failed video counts as finished for every stage it will now skip.
-        self.finished = sum(
-            len(self.stages) if r["state"] != "done" else self.stages.index(stage) + 1 for r in self.records.values()
-        )
-        update_progress_artifact(self.progress, progress=100.0 * self.finished / max(1, self.units))
-        return values
 
     def finish(self, layout, built: dict, fields: tuple[str, ...], write_report) -> dict:
         """Record the built videos' counts, keep only their shards, write status and card, publish the summary.
