@@ -733,13 +733,13 @@ def _write_frame_truth(path: Path, head: _Head, hs: np.ndarray, boxes: np.ndarra
     homography = homography / homography[:, 2:3, 2:3]
     turned = head.turn_points(head.carried_landmarks(drawn), np.deg2rad(pose[:, 1]), np.deg2rad(pose[:, 2]))
     depth = head.depth_at(head.landmarks[:, 0], head.landmarks[:, 1])  # cut-out and photograph pixels alike
-    axis = float(np.linalg.solve(head.from_photo, [*head.centre, 1.0])[0])  # the turn's axis, photograph x
-    data = dict(meta, landmarks=_rounded(_carry(hs, turned), 2), depth=_rounded(depth, 4), turn_axis_x=round(axis, 4),
+    axis = np.linalg.solve(head.from_photo, [*head.centre, 1.0])  # the turns' axes, photograph pixels
+    data = dict(meta, landmarks=_rounded(_carry(hs, turned), 2), depth=_rounded(depth, 4), turn_axis_x=round(float(axis[0]), 4),
                 roll=_rounded(pose[:, 0], 3), yaw=_rounded(pose[:, 1], 3), pitch=_rounded(pose[:, 2], 3),
                 opening=_rounded(drawn, 4), boxes=_rounded(boxes, 2), utterance=utterance.tolist(),
                 homography=[[[float(f"{v:.9g}") for v in row] for row in m] for m in homography])
     if np.any(pose[:, 2] != 0):  # only sets made with a pitch: the others keep their bytes
-        data["turn_axis_y"] = round(float(np.linalg.solve(head.from_photo, [*head.centre, 1.0])[1]), 4)
+        data["turn_axis_y"] = round(float(axis[1]), 4)
     text = json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n"
     return write_bytes_atomic(path, gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
 
