@@ -40,6 +40,7 @@ class Probe:
     height: int
     has_audio: bool
     audio_rate: int  # 0 when there is no audio
+    pix_fmt: str = ""  # the video stream's pixel format as ffmpeg names it ("" when unknown)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -86,6 +87,7 @@ def probe(path: str | Path) -> Probe:
         height=int(height),
         has_audio=audio is not None,
         audio_rate=int(audio[1]) if audio else 0,
+        pix_fmt=_pix_fmt_of(info),
     )
 
 
@@ -93,12 +95,16 @@ EVEN_CROP_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yu
 _PIX_FMT = re.compile(r"Stream #\S+.*?: Video: [^,]+, (\w+)")
 
 
+def _pix_fmt_of(ffmpeg_info: str) -> str:
+    m = _PIX_FMT.search(ffmpeg_info)
+    return m[1] if m else ""
+
+
 def _pixel_format(path: str | Path) -> str:
     """The first video stream's pixel format as ``ffmpeg -i`` names it ("" when it cannot tell)."""
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True,
                           text=True, errors="replace")
-    m = _PIX_FMT.search(proc.stderr)
-    return m[1] if m else ""
+    return _pix_fmt_of(proc.stderr)
 
 
 def _last_line(text: str) -> str:
@@ -370,7 +376,7 @@ def iter_frames(
         # each chroma sample for its own 2 x 2 block only; tests/test_media.py checks against converting
         # the whole frame).  Other formats (10-bit, packed) go through the scaler's path, which may
         # interpolate chroma across the box's edge: they are converted whole, as before.
-        if _pixel_format(path) in EVEN_CROP_FORMATS:
+        if (info.pix_fmt or _pixel_format(path)) in EVEN_CROP_FORMATS:  # (a Probe from an older cached dict)
             ex0, ey0 = x0 - x0 % 2, y0 - y0 % 2
             ex1, ey1 = min(info.width, x1 + x1 % 2), min(info.height, y1 + y1 % 2)
         else:
