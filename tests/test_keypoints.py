@@ -200,3 +200,51 @@ def test_point_correlations_find_the_landmark_a_point_follows():
     assert found[1]["r_x"] == 0.0
     row = correlation_rows({"net": found})[0]
     assert row["points"] == 2 and row["following (r >= 0.8)"] == 1 and row["share"] == 0.5
+
+
+def test_the_thin_plate_spline_through_unmoved_or_affinely_moved_points_is_that_map():
+    import torch.nn.functional as F
+
+    from tasks.training.tps import tps_sampling_grid
+
+    axis = torch.linspace(-1, 1, 5)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    control = torch.stack((xx.reshape(-1), yy.reshape(-1)), 1)
+    identity = F.affine_grid(torch.eye(2, 3)[None], (1, 3, 32, 32), align_corners=True)
+    assert torch.allclose(tps_sampling_grid(control, control[None], 32), identity, atol=1e-5)
+    a, b = torch.tensor([[0.9, -0.2], [0.1, 1.1]]), torch.tensor([0.05, -0.03])
+    assert torch.allclose(tps_sampling_grid(control, (control @ a.T + b)[None], 32), identity @ a.T + b, atol=1e-5)
+    bent = control[None].clone()
+    bent[0, 12] += torch.tensor([0.2, 0.0])  # the centre point moved right: the spline passes through it
+    grid = tps_sampling_grid(control, bent, 33)  # pixel 16 of 33 is the frame's centre
+    assert torch.allclose(grid[0, 16, 16], torch.tensor([0.2, 0.0]), atol=1e-5)
+    assert torch.allclose(grid[0, 0, 0], torch.tensor([-1.0, -1.0]), atol=1e-5)  # a fixed corner stays
+
+
+def test_random_warps_move_the_frame_and_mark_what_came_from_outside():
+    from tasks.training.tps import WarpStrength, random_warp
+
+    frames = torch.rand(3, 3, 16, 16)
+    still, inside = random_warp(frames, WarpStrength(rotation=0, scale=0, shift=0, tps=0))
+    assert torch.allclose(still, frames, atol=1e-5) and inside.all()
+    g = torch.Generator().manual_seed(1)
+    warped, inside = random_warp(frames, generator=g)
+    assert warped.shape == frames.shape and inside.shape == (3, 1, 16, 16)
+    assert (warped - frames).abs().mean() > 0.05  # it moved
+    assert 0.5 < inside.float().mean() < 1.0  # some corners come from outside, most of the frame does not
+    again, _ = random_warp(frames, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(again, warped)  # the generator decides the warp
+
+
+def test_training_on_warped_pairs(face_root, tmp_path):
+    """--warps: both frames warped, the run named for it, and a last.ckpt of unwarped pairs not resumed."""
+    plain = T.train(settings(face_root, tmp_path / "run", trainer={"max_steps": 2, "val_every": 2}), log=quiet)
+    s = settings(face_root, tmp_path / "warped", warps=True, trainer={"max_steps": 2, "val_every": 2})
+    summary = T.train(s, log=quiet)
+    assert summary["run"] == "keypoints-10-warps" and summary["warps"] and summary["steps"] == 2
+    assert torch.load(summary["last_checkpoint"], weights_only=True)["hyper_parameters"]["warps"] is True
+    import shutil
+
+    shutil.copy(plain["last_checkpoint"], tmp_path / "warped" / "checkpoints" / "last.ckpt")
+    with pytest.raises(CheckpointError, match="warps False, not True"):
+        T.train(settings(face_root, tmp_path / "warped", warps=True, trainer={"max_steps": 4}), log=quiet)

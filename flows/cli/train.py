@@ -210,7 +210,7 @@ def keypoints(**params) -> int:
         last = settings.trainer.last_checkpoint
         if settings.trainer.resume and last.is_file():
             read_checkpoint(last, {"model": "keypoints", "config": settings.config, "keypoints": settings.keypoints,
-                                   "loss": settings.loss})
+                                   "loss": settings.loss, "warps": settings.warps})
     except (ValueError, CheckpointError) as exc:
         raise Refused(exc) from None
     prefect_env(settings.trainer.run_dir)

@@ -111,7 +111,8 @@ def evaluate_keypoints(checkpoints: list[str], data_root: str, samples_dir: str,
         hp = read_checkpoint(ckpt)["hyper_parameters"]
         net = load_net(ckpt)
         config_names.add(hp["config"])
-        name = f"keypoints-{int(hp['keypoints'])}" + ("-perceptual" if hp.get("loss") == "perceptual" else "")
+        name = (f"keypoints-{int(hp['keypoints'])}" + ("-perceptual" if hp.get("loss") == "perceptual" else "")
+                + ("-warps" if hp.get("warps") else ""))
         nets[name if name not in nets else f"{name} ({Path(ckpt).parent.parent.name})"] = net
     if len(config_names) != 1:
         raise ValueError(f"the keypoint checkpoints are of configs {sorted(config_names)}: evaluate one config at a "

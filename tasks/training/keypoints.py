@@ -30,9 +30,19 @@ Optimiser and schedule (paper §4.1)
 
 Chosen here (the paper is silent or it does not apply)
     * Pairs are two frames of one face track (utterance): the paper's
-      VoxCeleb pairs may also cross utterances of one video.  No TPS warps
-      (those are for still images), so the paper's mask of pixels warped in
-      from outside the image does not arise.
+      VoxCeleb pairs may also cross utterances of one video.
+    * ``warps`` (``--warps``) adds the paper's still-image pairs on top of
+      the video's: the source and the target frame each go through their
+      own random thin-plate-spline warp (:mod:`tasks.training.tps`), and
+      the loss does not count the target's pixels warped in from outside
+      the frame (paper §4.1: "we discount the reconstruction loss in the
+      regions of the warped image which lie outside the original image"):
+      there the rendering is replaced by the target itself, so those pixels
+      add nothing to either loss and no gradient.  Between two frames of a
+      sample track the face moves a few pixels; the warps make the pairs
+      differ in geometry the way the paper's CelebA pairs do.  Validation
+      pairs are never warped (the logged errors stay comparable across
+      runs).
     * The plateau and best-checkpoint metric is the validation loss of the
       run's own kind (``val_loss``: l2 or perceptual) on fixed pairs;
       ``val_l1`` and ``val_identity_l1`` (not moving a pixel) are logged
@@ -54,6 +64,7 @@ from pydantic.dataclasses import dataclass
 
 from models.keypoints import KeypointBottleneck, KeypointConfig, PerceptualLoss, vgg19_features
 from tasks.training.faces import FaceReconstructionTask, fit_face_model, load_net_state
+from tasks.training.tps import random_warp
 from tasks.training.trainer import CheckpointError, TrainerSettings, read_checkpoint
 
 PAPER_BATCH = 16  # Jakab et al. 2020's batch (the 2018 paper gives none)
@@ -77,6 +88,8 @@ class KeypointSettings:
     weight_decay: float = Field(5e-4, ge=0, description="Adam's weight decay (the paper's 5e-4)")
     buffer_size: int = Field(256, ge=1, description="shuffle buffer, examples per loader worker")
     paper_batches: bool = Field(True, description="batch 16 (Jakab et al. 2020); off: --batch-size")
+    warps: bool = Field(False, description="warp source and target by random TPS each (the paper's still-image "
+                        "pairs) on top of the video's two frames")
 
     @field_validator("perceptual_weights")
     @classmethod
@@ -93,7 +106,8 @@ class KeypointSettings:
 
 def run_name(settings: KeypointSettings) -> str:
     """``keypoints-10``, ``keypoints-30-perceptual`` ...: a run's folder and its table row."""
-    return f"keypoints-{settings.keypoints}" + ("-perceptual" if settings.loss == "perceptual" else "")
+    return (f"keypoints-{settings.keypoints}" + ("-perceptual" if settings.loss == "perceptual" else "")
+            + ("-warps" if settings.warps else ""))
 
 
 def load_perceptual(path: str | Path) -> PerceptualLoss:
@@ -125,11 +139,11 @@ class KeypointTask(FaceReconstructionTask):
     monitor = ("val_loss", "min")
     plateau = ("val_loss", "min")
     clip_norm = 1.0  # paper §4.1: "the l2-norm of the gradients is bounded to 1.0"
-    resume_keys = ("model", "config", "keypoints", "loss")
+    resume_keys = ("model", "config", "keypoints", "loss", "warps")
 
     def __init__(self, config: str = "small", keypoints: int = 10, loss: str = "l2",
                  perceptual_weights: str | None = None, learning_rate: float = 1e-2, weight_decay: float = 5e-4,
-                 sources: int = 1, model: str = "keypoints"):
+                 sources: int = 1, model: str = "keypoints", warps: bool = False):
         super().__init__()
         if loss not in ("l2", "perceptual"):
             raise ValueError(f"loss must be 'l2' or 'perceptual', not {loss!r}")
@@ -166,10 +180,17 @@ class KeypointTask(FaceReconstructionTask):
         return self.net(sources[:, 0], target)
 
     def training_step(self, batch, batch_idx):
-        target = batch["target"]
+        sources, target = batch["sources"], batch["target"]
+        inside = None
+        if self.hparams.warps:
+            sources = random_warp(sources[:, 0])[0][:, None]
+            target, inside = random_warp(target)
         if self._perceptual:
             self._perceptual[0].train()
-        loss = self.reconstruction_loss(self(batch["sources"], target).generated, target)
+        generated = self(sources, target).generated
+        if inside is not None:  # the paper's discount: no loss on pixels from outside the frame
+            generated = torch.where(inside, generated, target)
+        loss = self.reconstruction_loss(generated, target)
         self.log("train_loss", loss, prog_bar=True, batch_size=len(target))
         return loss
 
@@ -228,7 +249,7 @@ def paper_batch(settings: KeypointSettings) -> KeypointSettings:
 def make_module(settings: KeypointSettings) -> KeypointTask:
     """The module of ``settings``; the perceptual loss's weights are read now, so a bad file is refused first."""
     module = KeypointTask(settings.config, settings.keypoints, settings.loss, settings.perceptual_weights,
-                          settings.learning_rate, settings.weight_decay)
+                          settings.learning_rate, settings.weight_decay, warps=settings.warps)
     module.load_perceptual()
     return module
 
@@ -240,4 +261,4 @@ def train(settings: KeypointSettings, log=print, callbacks=()) -> dict:
                              "keypoints", note=f", loss {settings.loss}")
     summary.pop("module")
     return {**summary, "run": run_name(settings), "config": settings.config, "keypoints": settings.keypoints,
-            "loss": settings.loss}
+            "loss": settings.loss, "warps": settings.warps}
