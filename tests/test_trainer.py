@@ -70,3 +70,14 @@ def test_the_summary_gives_both_checkpoints_as_absolute_paths(tmp_path, monkeypa
         path = Path(summary[key])
         assert path.is_absolute() and path.is_file(), (key, path)
     assert Path(summary["last_checkpoint"]) == tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+
+def test_a_time_budget_alone_sets_no_step_limit(tmp_path):
+    assert TrainerSettings(run_dir="r").max_steps == 2000  # neither given: a run still ends
+    assert TrainerSettings(run_dir="r", max_minutes=30).max_steps is None  # the budget decides
+    assert TrainerSettings(run_dir="r", max_minutes=30, max_steps=7).max_steps == 7
+    settings = TrainerSettings(run_dir=str(tmp_path / "run"), max_minutes=0.02, val_every=1000, log_every=50,
+                               batch_size=2, num_workers=0, progress_bar=False, accelerator="cpu")
+    summary = fit(Toy(), DataLoader(EpochRecorder(), batch_size=2), DataLoader(EpochRecorder(), batch_size=2),
+                  settings)
+    assert summary["stopped_by"] == "time budget" and summary["steps"] > 0

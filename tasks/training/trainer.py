@@ -52,6 +52,8 @@ import lightning.pytorch as L
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
+DEFAULT_MAX_STEPS = 2000  # the step limit of a run given neither --max-steps nor --max-minutes
+
 
 @dataclass
 class TrainerSettings:
@@ -59,7 +61,8 @@ class TrainerSettings:
 
     run_dir: str = Field(description="folder for checkpoints, logs and the summary",
                          json_schema_extra={"flag": "out"})
-    max_steps: int = Field(2000, ge=1, description="optimiser steps in all (a resumed run goes on to this)")
+    max_steps: int | None = Field(None, ge=1, description="optimiser steps in all (a resumed run goes on to this); "
+                                  f"unset: {DEFAULT_MAX_STEPS}, or no step limit when --max-minutes is given")
     max_minutes: float | None = Field(None, gt=0, description="wall-time budget of the training, minutes")
     val_every: int = Field(100, ge=1, description="steps between validations")
     log_every: int = Field(10, ge=1, description="steps between logged training losses")
@@ -76,6 +79,10 @@ class TrainerSettings:
     devices: int = Field(1, ge=1, description="devices (processes) to train on; over 1: DDP (ddp_spawn)")
     resume: bool = Field(True, description="resume from RUN/checkpoints/last.ckpt when it exists")
     progress_bar: bool = Field(True, description="Lightning's progress bar in the terminal")
+
+    def __post_init__(self):
+        if self.max_steps is None and self.max_minutes is None:  # a run must end somewhere
+            self.max_steps = DEFAULT_MAX_STEPS
 
     @property
     def last_checkpoint(self) -> Path:
@@ -329,7 +336,7 @@ def fit(module, train_loader, val_loader, settings: TrainerSettings, callbacks=(
         callbacks.append(timer)
     accelerator = _accelerator(settings)
     trainer = L.Trainer(
-        default_root_dir=str(run), max_steps=settings.max_steps, max_epochs=-1,
+        default_root_dir=str(run), max_steps=settings.max_steps or -1, max_epochs=-1,
         val_check_interval=settings.val_every, check_val_every_n_epoch=None,
         log_every_n_steps=settings.log_every, accelerator=accelerator, devices=settings.devices,
         strategy="ddp_spawn" if settings.devices > 1 else "auto", precision=_precision(settings, accelerator),
