@@ -319,6 +319,13 @@ class _Work:
             self._order(other, dep, order, chain + (ref,))
         order.append((ref, bench, training))
 
+    def needed_elsewhere(self, bench: Benchmark) -> list[str]:
+        """``table/run`` of every training of another benchmark that ``bench``'s trainings need, directly or not."""
+        order: list = []
+        for training in bench.trainings[self.profile]:
+            self._order(bench, training, order)
+        return [ref for ref, other, _ in order if other.table != bench.table]
+
     def train_all(self, pairs: list[tuple[Benchmark, Training]]) -> None:
         """Make (or reuse) every training of ``pairs`` and what they need, wave by wave."""
         order: list = []
@@ -362,6 +369,12 @@ class _Work:
             if failed:
                 raise RuntimeError(f"training deployment runs failed: {', '.join(failed)}")
             pending = [x for x in pending if x[0] not in self.runs]
+
+
+def _training_entry(run: dict) -> dict:
+    """What ``regenerate.json`` keeps of one training's summary."""
+    return {"reused": run["reused"], "key": run["key"], "steps": run.get("steps"), "wall_s": run.get("wall_s"),
+            "metrics_csv": run.get("metrics_csv"), **({"flow_run": run["flow_run"]} if run.get("flow_run") else {})}
 
 
 def _publish(out_dir: Path, report_md: str, tables: dict) -> None:
@@ -418,11 +431,11 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
         written = _evaluate(bench, data_root, folder / "samples", checkpoints, out_dir)
         report["tables"][bench.table] = {
             **written, "data_root": data_root, "data_digest": digest,
-            "trainings": {n: {"reused": r["reused"], "key": r["key"], "steps": r.get("steps"),
-                              "wall_s": r.get("wall_s"), "metrics_csv": r.get("metrics_csv"),
-                              **({"flow_run": r["flow_run"]} if r.get("flow_run") else {})}
-                          for n, r in runs.items()},
-            "wall_s": round(time.monotonic() - t0, 1)}
+            "trainings": {n: _training_entry(r) for n, r in runs.items()},
+            # what its trainings need from other benchmarks (trained or reused in their folders)
+            "needed": {ref: _training_entry(work.runs[ref]) for ref in work.needed_elsewhere(bench)},
+            "wall_s": round(time.monotonic() - t0, 1),  # its evaluation (the data was built before the trainings)
+            "training_wall_s": round(sum(r.get("wall_s") or 0 for r in runs.values() if not r["reused"]), 1)}
         log.info("regenerate: %s written (%s)", bench.table, ", ".join(written["markdown"]))
     report["wall_s"] = round(time.monotonic() - start, 1)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -103,3 +103,11 @@ def test_regenerate_writes_every_table_then_reuses_every_training(tmp_path):
     assert {n: t["key"] for n, t in again["trainings"].items()} == {n: t["key"] for n, t in info["trainings"].items()}
     assert again["data_digest"] == info["data_digest"]
     assert second["wall_s"] < first["wall_s"]
+    # --only one table: the trainings of other benchmarks it needs are reused and listed with it
+    third = _regenerate(tmp_path / "R3", work, "--only", "piano-noisy")
+    assert set(third["tables"]) == {"piano-noisy"}
+    needed = third["tables"]["piano-noisy"]["needed"]
+    assert {"piano-onsets/slope", "transcription/onsets-frames"} <= set(needed)
+    assert all(t["reused"] for t in needed.values())
+    assert needed["piano-onsets/slope"]["key"] == info["trainings"]["slope"]["key"]
+    assert "`piano-onsets/slope` (reused)" in (tmp_path / "R3" / "README.md").read_text()

@@ -133,8 +133,11 @@ def write_report(out_dir) -> str:
     out = Path(out_dir)
     run = json.loads((out / "regenerate.json").read_text())
     figures_dir = out / "figures"
-    trainings = [t for b in run["tables"].values() for t in b.get("trainings", {}).values()]
-    reused = sum(1 for t in trainings if t.get("reused"))
+    trainings = {f"{name}/{tname}": t for name, b in run["tables"].items()
+                 for tname, t in b.get("trainings", {}).items()}
+    for b in run["tables"].values():  # trainings of benchmarks left out (--only) that a table needed
+        trainings.update(b.get("needed", {}))
+    reused = sum(1 for t in trainings.values() if t.get("reused"))
     lines = ["# sightsound results", "",
              f"Regenerated with `sightsound regenerate --profile {run['profile']} --seed {run['seed']}`: "
              f"commit {run.get('git_commit', 'unknown')}, code digest {run['code_digest']}, "
@@ -143,12 +146,13 @@ def write_report(out_dir) -> str:
              "Each table is ours beside the paper's numbers; the paper's were measured on the published data at "
              "the papers' sizes, ours on the profile's data and configs (the `sample` profile: generated sample "
              "sets and `small` networks), so read them for scale unless the profile is `paper`.", "",
-             "| benchmark | tables | trainings (reused) | wall time |", "| --- | --- | --- | --- |"]
+             "| benchmark | tables | trainings (reused) | training time | evaluation time |",
+             "| --- | --- | --- | --- | --- |"]
     for name, b in run["tables"].items():
         tr = b.get("trainings", {})
         lines.append(f"| [{name}](#{name}) | {', '.join(Path(m).stem for m in b.get('markdown', []))} | "
                      f"{len(tr)} ({sum(1 for t in tr.values() if t.get('reused'))}) | "
-                     f"{b.get('wall_s', 0) / 60:.1f} min |")
+                     f"{b.get('training_wall_s', 0) / 60:.1f} min | {b.get('wall_s', 0) / 60:.1f} min |")
     lines.append("")
     for name, b in run["tables"].items():
         lines += [f'<a id="{name}"></a>', "", f"# {name}", ""]
@@ -168,6 +172,10 @@ def write_report(out_dir) -> str:
             lines += [f"Files: [{md.name}]({md.name}), [{parquet.name}]({parquet.name}).", ""]
             if prov:
                 lines += ["<details><summary>Provenance</summary>", "", prov, "", "</details>", ""]
+        if b.get("needed"):
+            lines += ["Also uses the trainings " + ", ".join(
+                f"`{ref}`" + (" (reused)" if t.get("reused") else "") for ref, t in b["needed"].items())
+                + " of other benchmarks.", ""]
         figs = [Path(f) for f in b.get("figures", [])]
         for tname, t in b.get("trainings", {}).items():
             csv_path = t.get("metrics_csv")
