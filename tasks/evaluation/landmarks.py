@@ -135,7 +135,7 @@ def evaluate_keypoints(checkpoints: list[str], data_root: str, samples_dir: str,
         feats = {s: p.reshape(len(p), -1) for s, p in points.items()}
         r, c = FP.run_probes(feats, targets, groups, name, which=("landmarks",), seed=seed, n_boot=n_boot,
                              **(probe_kw or {}))
-        base = name.replace("untrained ", "").split(" (")[0].replace("-perceptual", "")
+        base = name.replace("untrained ", "").split(" (")[0].replace("-perceptual", "").replace("-warps", "")
         for row in r:
             row["paper"] = "" if name.startswith("untrained") else PAPER_LANDMARKS.get(base, "")
         rows += r
