@@ -16,7 +16,12 @@ profile, in order:
    the same key resumes from its ``last.ckpt``; a run folder made from other
    inputs is cleared first, so a stale checkpoint is never resumed.
 3. **Evaluation.** The model's evaluation flow writes ``OUT/<table>.md`` and
-   ``.parquet``, the papers' numbers beside ours, with provenance.
+   ``.parquet``, the papers' numbers beside ours, with provenance.  Every
+   file it writes under ``OUT`` is kept in ``WORK/evaluations/<table>``
+   with the evaluation's key (:func:`tasks.benchmarks.evaluation_key`: the
+   data, the keys of the trainings it reads, the code under ``models/``,
+   ``tasks/`` and ``flows/``, the seed); a later run with the same key
+   copies those files instead of evaluating again.
 4. **Report.** ``OUT/README.md`` (and ``.html``): every table, ours against
    the paper, each evaluation's figures and a training curve per run
    (:mod:`tasks.evaluation.report`); also the flow run's markdown artifact,
@@ -43,8 +48,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from tasks.benchmarks import (Benchmark, SampleData, Training, code_digest, find_training, record_inputs, reusable,
-                              select, training_key)
+from tasks.benchmarks import (EVALUATION_DIRS, Benchmark, SampleData, Training, code_digest, evaluation_key,
+                              find_training, record_inputs, reusable, select, training_key)
 
 
 def _sample_set(data: SampleData, folder: Path) -> Path:
@@ -247,6 +252,56 @@ def _evaluate(bench: Benchmark, data_root: str, samples: Path, checkpoints: dict
     raise ValueError(f"no evaluation {bench.evaluation!r} in regenerate-benchmarks yet")
 
 
+def _files_under(out: Path, skip: Path) -> dict[str, int]:
+    """Every file under ``out`` but those under ``skip`` (the work folder), relative path -> mtime in ns."""
+    import os
+
+    found = {}
+    for folder, dirs, files in os.walk(out):
+        dirs[:] = [d for d in dirs if Path(folder, d).resolve() != skip]
+        for name in files:
+            path = Path(folder, name)
+            found[path.relative_to(out).as_posix()] = path.stat().st_mtime_ns
+    return found
+
+
+def _reuse_evaluation(cache: Path, key: str, out: Path) -> dict | None:
+    """Copy the files of an evaluation kept with the same ``key`` into ``out``; its ``written`` there, else None."""
+    meta = cache / "evaluation.json"
+    try:
+        info = json.loads(meta.read_text()) if meta.is_file() else {}
+    except ValueError:
+        info = {}
+    kept = cache / "files"
+    if info.get("key") != key or not all((kept / rel).is_file() for rel in info.get("files", [None])):
+        return None
+    for rel in info["files"]:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(kept / rel, out / rel)
+    return {k: [str(out / rel) for rel in rels] for k, rels in info["written"].items()}
+
+
+def _keep_evaluation(cache: Path, key: str, out: Path, written: dict, before: dict[str, int], skip: Path) -> None:
+    """Keep the files the evaluation wrote under ``out`` (new or changed since ``before``) with its key.  An
+    evaluation that wrote a result outside ``out`` is not kept (it runs again next time)."""
+    relative = {}
+    for k, paths in written.items():
+        rels = []
+        for p in paths:
+            p = Path(p).resolve()
+            if not p.is_relative_to(out):
+                return
+            rels.append(p.relative_to(out).as_posix())
+        relative[k] = rels
+    files = sorted(rel for rel, mtime in _files_under(out, skip).items() if before.get(rel) != mtime)
+    shutil.rmtree(cache, ignore_errors=True)
+    for rel in files:
+        (cache / "files" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out / rel, cache / "files" / rel)
+    (cache / "evaluation.json").write_text(json.dumps({"key": key, "files": files, "written": relative}, indent=1)
+                                           + "\n")
+
+
 def _prepare(run_dir: Path, key: str) -> dict | None:
     """The summary of a finished run made from the same inputs (then nothing runs), else None, with ``run_dir``
     ready: cleared if made from other inputs (never resume a stale checkpoint), ``inputs.json`` started."""
@@ -408,7 +463,7 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
     log = get_run_logger()
     out_dir = Path(out).resolve()
     work_dir = Path(work).resolve() if work else out_dir / "work"
-    code = code_digest()
+    code, evaluation_code = code_digest(), code_digest(dirs=EVALUATION_DIRS, skip=())
     report: dict = {"profile": profile, "seed": seed, "code_digest": code, "git_commit": git_commit(),
                     "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "tables": {}}
     start = time.monotonic()
@@ -428,12 +483,25 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
         runs = {t.name: work.runs[f"{bench.table}/{t.name}"] for t in bench.trainings[profile]}
         models = {t.name: t.model for t in bench.trainings[profile]}
         checkpoints = {n: (models[n], r.get("best_checkpoint") or r["last_checkpoint"]) for n, r in runs.items()}
-        written = _evaluate(bench, data_root, folder / "samples", checkpoints, out_dir)
+        needed = work.needed_elsewhere(bench)
+        key = evaluation_key(bench, digest, {**{n: r["key"] for n, r in runs.items()},
+                                             **{ref: work.runs[ref]["key"] for ref in needed}}, evaluation_code, seed)
+        cache = work_dir / "evaluations" / bench.table
+        written = _reuse_evaluation(cache, key, out_dir)
+        evaluation_reused = written is not None
+        if evaluation_reused:
+            log.info("regenerate: %s evaluation reused (inputs unchanged, key %s)", bench.table, key)
+        else:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            before = _files_under(out_dir, work_dir)
+            written = _evaluate(bench, data_root, folder / "samples", checkpoints, out_dir)
+            _keep_evaluation(cache, key, out_dir, written, before, work_dir)
         report["tables"][bench.table] = {
             **written, "data_root": data_root, "data_digest": digest,
             "trainings": {n: _training_entry(r) for n, r in runs.items()},
             # what its trainings need from other benchmarks (trained or reused in their folders)
-            "needed": {ref: _training_entry(work.runs[ref]) for ref in work.needed_elsewhere(bench)},
+            "needed": {ref: _training_entry(work.runs[ref]) for ref in needed},
+            "evaluation_reused": evaluation_reused, "evaluation_key": key,
             "wall_s": round(time.monotonic() - t0, 1),  # its evaluation (the data was built before the trainings)
             "training_wall_s": round(sum(r.get("wall_s") or 0 for r in runs.values() if not r["reused"]), 1)}
         log.info("regenerate: %s written (%s)", bench.table, ", ".join(written["markdown"]))

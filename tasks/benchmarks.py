@@ -35,7 +35,8 @@ from pathlib import Path
 PROFILES = ("tiny", "sample")
 ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("models", "tasks")  # a change in these retrains (flows/ only orchestrates) ...
-NOT_TRAINING = ("tasks/evaluation",)  # ... but for the evaluations, which run again every time anyway
+NOT_TRAINING = ("tasks/evaluation",)  # ... but for the evaluations, which have keys of their own:
+EVALUATION_DIRS = ("models", "tasks", "flows")  # a change anywhere in these evaluates again
 
 
 @dataclass(frozen=True)
@@ -196,13 +197,14 @@ def select(only: list[str] | None = None) -> list[Benchmark]:
     return [BENCHMARKS[t] for t in only]
 
 
-def code_digest(root: Path = ROOT) -> str:
-    """SHA-256 (16 hex) over the paths and contents of every ``.py`` file under :data:`CODE_DIRS`, but
-    :data:`NOT_TRAINING` (the evaluations run again every time; a change there retrains nothing)."""
+def code_digest(root: Path = ROOT, dirs: tuple[str, ...] = CODE_DIRS, skip: tuple[str, ...] = NOT_TRAINING) -> str:
+    """SHA-256 (16 hex) over the paths and contents of every ``.py`` file under ``dirs`` but ``skip``: by
+    default the training code (:data:`CODE_DIRS` but :data:`NOT_TRAINING`: a change in an evaluation retrains
+    nothing); ``dirs=EVALUATION_DIRS, skip=()`` gives the evaluations' digest."""
     h = hashlib.sha256()
-    for d in CODE_DIRS:
+    for d in dirs:
         for path in sorted((root / d).rglob("*.py")):
-            if any(path.relative_to(root).as_posix().startswith(n + "/") for n in NOT_TRAINING):
+            if any(path.relative_to(root).as_posix().startswith(n + "/") for n in skip):
                 continue
             h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
@@ -214,6 +216,15 @@ def training_key(training: Training, data_digest: str, code: str, seed: int, ups
     text = json.dumps({"model": training.model, "name": training.name, "settings": training.settings,
                        "trainer": training.trainer, "data": data_digest, "code": code, "seed": seed,
                        **({"upstream": upstream} if upstream else {})}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def evaluation_key(bench: Benchmark, data_digest: str, trainings: dict[str, str], code: str, seed: int) -> str:
+    """What decides whether a table must be evaluated again: its evaluation and arguments, the data, the keys of
+    every training it reads (``trainings``: name or ``table/name`` -> key), the code (``models/``, ``tasks/``
+    and ``flows/``) and the seed."""
+    text = json.dumps({"table": bench.table, "evaluation": bench.evaluation, "args": bench.evaluation_args,
+                       "data": data_digest, "trainings": trainings, "code": code, "seed": seed}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

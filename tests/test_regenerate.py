@@ -99,6 +99,11 @@ def test_regenerate_writes_every_table_then_reuses_every_training(tmp_path):
     second = _regenerate(out2, work, "--check", str(out))
     assert "No number moved" in (out2 / "check.md").read_text()
     assert all(t["reused"] for table in second["tables"].values() for t in table["trainings"].values())
+    assert all(table["evaluation_reused"] for table in second["tables"].values())  # nor evaluates
+    for png in ("figures/keypoints.png", "av-sync-curve.png", "figures/piano-roll-slope.wav"):
+        assert (out2 / png).read_bytes() == (out / png).read_bytes(), png  # the kept files, copied into R2
+    n = len(second["tables"])
+    assert f"{n} of {n} evaluations reused" in (out2 / "README.md").read_text()
     again = second["tables"]["piano-onsets"]
     assert {n: t["key"] for n, t in again["trainings"].items()} == {n: t["key"] for n, t in info["trainings"].items()}
     assert again["data_digest"] == info["data_digest"]
@@ -111,3 +116,28 @@ def test_regenerate_writes_every_table_then_reuses_every_training(tmp_path):
     assert all(t["reused"] for t in needed.values())
     assert needed["piano-onsets/slope"]["key"] == info["trainings"]["slope"]["key"]
     assert "`piano-onsets/slope` (reused)" in (tmp_path / "R3" / "README.md").read_text()
+
+
+def test_a_kept_evaluation_is_copied_back_only_under_its_own_key(tmp_path):
+    from flows.regenerate import _files_under, _keep_evaluation, _reuse_evaluation
+
+    bench = next(iter(B.BENCHMARKS.values()))
+    key = B.evaluation_key(bench, "data1", {"run": "k1"}, "code1", 0)
+    assert key != B.evaluation_key(bench, "data1", {"run": "k2"}, "code1", 0)  # a retrained run
+    assert key != B.evaluation_key(bench, "data1", {"run": "k1"}, "code2", 0)  # changed code
+    assert key != B.evaluation_key(bench, "data2", {"run": "k1"}, "code1", 0)  # other data
+    out, work = tmp_path / "R", tmp_path / "R" / "work"
+    (work / "runs").mkdir(parents=True)
+    (out / "old.md").write_text("an earlier table")
+    before = _files_under(out, work)
+    (out / "t.md").write_text("table")
+    (out / "figures").mkdir()
+    (out / "figures" / "f.png").write_bytes(b"png")
+    (work / "runs" / "x.ckpt").write_bytes(b"not a result")
+    _keep_evaluation(work / "evaluations" / "t", key, out, {"markdown": [str(out / "t.md")]}, before, work)
+    kept = json.loads((work / "evaluations" / "t" / "evaluation.json").read_text())
+    assert kept["files"] == ["figures/f.png", "t.md"]  # what it wrote, not what was there or the work folder
+    other = tmp_path / "R2"
+    assert _reuse_evaluation(work / "evaluations" / "t", "another key", other) is None
+    written = _reuse_evaluation(work / "evaluations" / "t", key, other)
+    assert written == {"markdown": [str(other / "t.md")]} and (other / "figures" / "f.png").read_bytes() == b"png"

@@ -138,11 +138,13 @@ def write_report(out_dir) -> str:
     for b in run["tables"].values():  # trainings of benchmarks left out (--only) that a table needed
         trainings.update(b.get("needed", {}))
     reused = sum(1 for t in trainings.values() if t.get("reused"))
+    evaluations = sum(1 for b in run["tables"].values() if b.get("evaluation_reused"))
     lines = ["# sightsound results", "",
              f"Regenerated with `sightsound regenerate --profile {run['profile']} --seed {run['seed']}`: "
              f"commit {run.get('git_commit', 'unknown')}, code digest {run['code_digest']}, "
              f"{run.get('written', '')}. Wall time {run.get('wall_s', 0) / 60:.1f} minutes; "
-             f"{reused} of {len(trainings)} trainings reused (their inputs were unchanged).", "",
+             f"{reused} of {len(trainings)} trainings and {evaluations} of {len(run['tables'])} evaluations reused "
+             "(their inputs were unchanged).", "",
              "Each table is ours beside the paper's numbers; the paper's were measured on the published data at "
              "the papers' sizes, ours on the profile's data and configs (the `sample` profile: generated sample "
              "sets and `small` networks), so read them for scale unless the profile is `paper`.", "",
@@ -152,7 +154,8 @@ def write_report(out_dir) -> str:
         tr = b.get("trainings", {})
         lines.append(f"| [{name}](#{name}) | {', '.join(Path(m).stem for m in b.get('markdown', []))} | "
                      f"{len(tr)} ({sum(1 for t in tr.values() if t.get('reused'))}) | "
-                     f"{b.get('training_wall_s', 0) / 60:.1f} min | {b.get('wall_s', 0) / 60:.1f} min |")
+                     f"{b.get('training_wall_s', 0) / 60:.1f} min | {b.get('wall_s', 0) / 60:.1f} min"
+                     f"{' (reused)' if b.get('evaluation_reused') else ''} |")
     lines.append("")
     for name, b in run["tables"].items():
         lines += [f'<a id="{name}"></a>', "", f"# {name}", ""]
