@@ -30,12 +30,13 @@ profile, in order:
    from the tables in ``OLD`` (:mod:`tasks.evaluation.compare`), in
    ``OUT/check.md``.
 
-The runs are in-process here (the flow itself runs as a deployment:
-``regenerate-benchmarks/sample`` and the scheduled
-``regenerate-benchmarks/retrain-weekly`` of ``deploy/prefect.yaml``);
-running each training as its own deployment run on the GPU pool is the
-next step (issue 19).  Returns, per table, the paths
-written and, per training, whether it was reused.
+The trainings run in this process (``dispatch="local"``) or as runs of
+their training deployments on the GPU pool (``dispatch="deployments"``,
+see :class:`_Work`); the flow itself runs as a deployment too
+(``regenerate-benchmarks/sample`` and the scheduled
+``regenerate-benchmarks/retrain-weekly`` of ``deploy/prefect.yaml``).
+Returns, per table, the paths written and, per training and evaluation,
+whether it was reused.
 """
 
 from __future__ import annotations
