@@ -273,10 +273,10 @@ def _reuse_evaluation(cache: Path, key: str, out: Path) -> dict | None:
         info = json.loads(meta.read_text()) if meta.is_file() else {}
     except ValueError:
         info = {}
-    kept = cache / "files"
-    if info.get("key") != key or not all((kept / rel).is_file() for rel in info.get("files", [None])):
+    kept, files = cache / "files", info.get("files")
+    if info.get("key") != key or not isinstance(files, list) or not all((kept / rel).is_file() for rel in files):
         return None
-    for rel in info["files"]:
+    for rel in files:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(kept / rel, out / rel)
     return {k: [str(out / rel) for rel in rels] for k, rels in info["written"].items()}

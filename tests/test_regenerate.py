@@ -139,5 +139,6 @@ def test_a_kept_evaluation_is_copied_back_only_under_its_own_key(tmp_path):
     assert kept["files"] == ["figures/f.png", "t.md"]  # what it wrote, not what was there or the work folder
     other = tmp_path / "R2"
     assert _reuse_evaluation(work / "evaluations" / "t", "another key", other) is None
+    assert _reuse_evaluation(tmp_path / "nothing kept", key, other) is None
     written = _reuse_evaluation(work / "evaluations" / "t", key, other)
     assert written == {"markdown": [str(other / "t.md")]} and (other / "figures" / "f.png").read_bytes() == b"png"
