@@ -92,7 +92,8 @@ def random_warp(images: torch.Tensor, strength: WarpStrength = WarpStrength(),
     moved = control @ rotation.transpose(1, 2) + uniform(b, 1, 2) * strength.shift
     noise = torch.randn(b, len(control), 2, generator=generator, dtype=dtype).to(device)
     moved = moved + noise * strength.tps
-    grid = tps_sampling_grid(control, moved, h)
-    warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    with torch.autocast(device_type=device.type, enabled=False):  # the spline in full precision under AMP
+        grid = tps_sampling_grid(control, moved, h)
+        warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
     inside = (grid.abs() <= 1 + 1e-5).all(dim=-1).unsqueeze(1)  # (float slack at the edge)
     return warped, inside
