@@ -173,6 +173,33 @@ def _train(training: Training, data_root: str, run_dir: Path, seed: int) -> dict
     return _summary_of(train_flow(settings=settings, **extra))
 
 
+def _train_in_child(training: Training, data_root: str, run_dir: Path, seed: int, threads: int, api_url: str) -> int:
+    """Run the training in a child process (``--parallel``): its flow run on this run's Prefect server, ``threads``
+    torch threads, its output in ``RUN/regenerate-train.log``; return the exit status (the summary is the
+    trainer's ``RUN/summary.json``).  A process, not a thread: torch's seeding and thread count are per process."""
+    import os
+    import subprocess
+    import sys
+
+    spec = run_dir / "regenerate-train.json"
+    spec.write_text(json.dumps({"training": dataclasses.asdict(training), "data_root": data_root,
+                                "run_dir": str(run_dir), "seed": seed}) + "\n")
+    env = {**os.environ, "PREFECT_API_URL": api_url, "OMP_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads)}
+    child = "import sys; from flows.regenerate import _child; _child(sys.argv[1])"
+    with open(run_dir / "regenerate-train.log", "wb") as log:
+        return subprocess.run([sys.executable, "-c", child, str(spec)], env=env, stdout=log,
+                              stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1]).returncode
+
+
+def _child(spec_path: str) -> None:
+    """The child process of :func:`_train_in_child`."""
+    spec = json.loads(Path(spec_path).read_text())
+    t = spec["training"]
+    training = Training(t["model"], t["name"], t["settings"], t["trainer"], tuple(tuple(n) for n in t["needs"]))
+    _train(training, spec["data_root"], Path(spec["run_dir"]), spec["seed"])
+
+
 def _submit(training: Training, data_root: str, run_dir: Path, seed: int):
     """Start the training as a run of its deployment ``<flow>/<flow>`` (deploy/prefect.yaml: the GPU pool) and
     return the flow run at once; the settings replace the deployment's (paths are absolute: a shared filesystem)."""
@@ -333,16 +360,23 @@ class _Work:
     benchmark's folder and on its own benchmark's data.  The trainings run in
     *waves*: each wave is every training whose needs are done.  With
     ``dispatch="local"`` a wave's trainings run one after another in this
-    process; with ``"deployments"`` they are all started at once as runs of
+    process, or with ``parallel`` > 1 in child processes, that many at a
+    time, each with ``cores // parallel`` torch threads and its flow run on
+    this run's server (a time budget then buys fewer steps per run than
+    alone, so the tables move); with ``"deployments"`` they are all started at once as runs of
     their training deployments (the GPU pool: as many at a time as there are
     GPU workers and slots of the ``gpu`` limit), and the wave waits for all
     of them, so one failed run does not stop the others.
     """
 
-    def __init__(self, profile: str, work_dir: Path, code: str, seed: int, dispatch: str = "local"):
+    def __init__(self, profile: str, work_dir: Path, code: str, seed: int, dispatch: str = "local",
+                 parallel: int = 1):
         if dispatch not in ("local", "deployments"):
             raise ValueError(f"dispatch must be 'local' or 'deployments', not {dispatch!r}")
+        if parallel < 1:
+            raise ValueError(f"parallel must be at least 1, not {parallel}")
         self.profile, self.work_dir, self.code, self.seed, self.dispatch = profile, work_dir, code, seed, dispatch
+        self.parallel = parallel
         self.data: dict[str, tuple[Path, str, str]] = {}  # data name -> (folder, data root, shard digest)
         self.runs: dict[str, dict] = {}  # "table/run" -> summary with reused and key
 
@@ -375,6 +409,27 @@ class _Work:
             self._order(other, dep, order, chain + (ref,))
         order.append((ref, bench, training))
 
+    def _run_children(self, children: list) -> list:
+        """Run each ``(ref, training, run_dir, key, digest, resolved, data_root)`` in a child process,
+        ``self.parallel`` at a time, with an equal share of this machine's cores; ``started`` entries whose last
+        item is the child's exit status."""
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            api_url = str(client.api_url)
+        threads = max(1, (os.cpu_count() or 1) // self.parallel)
+        log = get_run_logger()
+        log.info("regenerate: %d trainings, %d at a time, %d torch threads each", len(children), self.parallel,
+                 threads)
+        with ThreadPoolExecutor(self.parallel) as pool:
+            codes = list(pool.map(lambda c: _train_in_child(c[5], c[6], c[2], self.seed, threads, api_url),
+                                  children))
+        return [(ref, training, run_dir, key, digest, code)
+                for (ref, training, run_dir, key, digest, _, _), code in zip(children, codes)]
+
     def needed_elsewhere(self, bench: Benchmark) -> list[str]:
         """``table/run`` of every training of another benchmark that ``bench``'s trainings need, directly or not."""
         order: list = []
@@ -391,7 +446,7 @@ class _Work:
         while pending:
             wave = [x for x in pending
                     if all(f"{o.table}/{d.name}" in self.runs for _, o, d in self._needs(x[1], x[2]))]
-            started, failed = [], []
+            started, failed, children = [], [], []
             for ref, bench, training in wave:
                 settings, upstream = dict(training.settings), {}
                 for field, other, dep in self._needs(bench, training):
@@ -406,14 +461,26 @@ class _Work:
                     self.runs[ref] = {**done, "reused": True, "key": key}
                     continue
                 resolved = dataclasses.replace(training, settings=settings)
-                if self.dispatch == "local":
+                if self.dispatch == "local" and self.parallel == 1:
                     summary = _train(resolved, data_root, run_dir, self.seed)
                     record_inputs(run_dir, key, training, digest, self.code, self.seed)
                     self.runs[ref] = {**summary, "reused": False, "key": key}
+                elif self.dispatch == "local":
+                    children.append((ref, training, run_dir, key, digest, resolved, data_root))
                 else:
                     started.append((ref, training, run_dir, key, digest, _submit(resolved, data_root, run_dir,
                                                                                  self.seed)))
+            if children:  # --parallel: the wave's trainings in child processes, `parallel` at a time
+                started += self._run_children(children)
             for ref, training, run_dir, key, digest, flow_run in started:
+                if isinstance(flow_run, int):  # a child's exit status
+                    if flow_run != 0 or not (run_dir / "summary.json").is_file():
+                        failed.append(f"{ref} (exit status {flow_run}; see {run_dir / 'regenerate-train.log'})")
+                        continue
+                    record_inputs(run_dir, key, training, digest, self.code, self.seed)
+                    self.runs[ref] = {**_summary_of(json.loads((run_dir / "summary.json").read_text())),
+                                      "reused": False, "key": key}
+                    continue
                 final = _wait(flow_run.id)
                 summary_file = run_dir / "summary.json"
                 if not final.state.is_completed() or not summary_file.is_file():
@@ -423,7 +490,7 @@ class _Work:
                 self.runs[ref] = {**_summary_of(json.loads(summary_file.read_text())), "reused": False,
                                   "key": key, "flow_run": str(final.id)}
             if failed:
-                raise RuntimeError(f"training deployment runs failed: {', '.join(failed)}")
+                raise RuntimeError(f"trainings failed: {', '.join(failed)}")
             pending = [x for x in pending if x[0] not in self.runs]
 
 
@@ -452,10 +519,11 @@ def _publish(out_dir: Path, report_md: str, tables: dict) -> None:
 @flow(name="regenerate-benchmarks")
 def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: list[str] | None = None,
                           seed: int = 0, work: str | None = None, check: str | None = None,
-                          dispatch: str = "local") -> dict:
+                          dispatch: str = "local", parallel: int = 1) -> dict:
     """Build, train (or reuse) and evaluate every benchmark of ``only`` (all when empty) in ``profile``; write the
     report; with ``check``, compare the tables with those in that folder.  ``dispatch``: ``local`` trains in this
-    process; ``deployments`` starts each wave of trainings at once as runs of their training deployments (a
+    process (``parallel`` > 1: each wave's trainings in child processes, that many at a time, the cores shared
+    among them); ``deployments`` starts each wave of trainings at once as runs of their training deployments (a
     server, GPU workers, and a filesystem they share with this run)."""
     from tasks.evaluation.compare import compare_folders, format_check
     from tasks.evaluation.report import write_report
@@ -472,7 +540,7 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
     for bench in benches:
         if profile not in bench.data:
             raise ValueError(f"{bench.table}: no {profile!r} profile (it has {', '.join(bench.data)})")
-    work = _Work(profile, work_dir, code, seed, dispatch)
+    work = _Work(profile, work_dir, code, seed, dispatch, parallel)
     for bench in benches:
         work.data_of(bench)
     t_train = time.monotonic()

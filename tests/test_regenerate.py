@@ -142,3 +142,18 @@ def test_a_kept_evaluation_is_copied_back_only_under_its_own_key(tmp_path):
     assert _reuse_evaluation(tmp_path / "nothing kept", key, other) is None
     written = _reuse_evaluation(work / "evaluations" / "t", key, other)
     assert written == {"markdown": [str(other / "t.md")]} and (other / "figures" / "f.png").read_bytes() == b"png"
+
+
+def test_parallel_trainings_run_in_child_processes(tmp_path):
+    """--parallel 2: the violin students (one wave of three, after their teacher) train two at a time in child
+    processes, each with its own log, and their summaries make the table as an in-process run's do."""
+    out, work = tmp_path / "R", tmp_path / "work"
+    result = _regenerate(out, work, "--only", "violin-pitch", "--parallel", "2")
+    info = result["tables"]["violin-pitch"]
+    assert len(info["trainings"]) == 4 and not any(t["reused"] for t in info["trainings"].values())
+    for name, t in info["trainings"].items():
+        run = work / "runs" / "violin-pitch" / name
+        assert (run / "regenerate-train.log").is_file() and t["steps"] > 0, name
+    assert (out / "violin-pitch.md").is_file()
+    again = _regenerate(tmp_path / "R2", work, "--only", "violin-pitch", "--parallel", "2")
+    assert all(t["reused"] for t in again["tables"]["violin-pitch"]["trainings"].values())

@@ -103,7 +103,10 @@ def demo(out, videos, seconds, seed, device) -> int:
 @click.option("--dispatch", type=click.Choice(["local", "deployments"]), default="local", show_default=True,
               help="local: train in this process; deployments: each wave of trainings at once as runs of their "
                    "training deployments (a Prefect server, GPU workers, a shared filesystem)")
-def regenerate(profile, only, out, work, seed, check, dispatch) -> int:
+@click.option("--parallel", type=click.IntRange(1), default=1, show_default=True,
+              help="with --dispatch local: run up to N trainings of a wave at once, in child processes sharing the "
+                   "cores (a time budget then buys fewer steps per run)")
+def regenerate(profile, only, out, work, seed, check, dispatch, parallel) -> int:
     """Every results table: build the data, train (reusing unchanged runs), evaluate (flow regenerate-benchmarks)."""
     from tasks.benchmarks import select
 
@@ -125,7 +128,8 @@ def regenerate(profile, only, out, work, seed, check, dispatch) -> int:
     guard()  # Prefect's temporary server ends with this process
     report = regenerate_benchmarks(profile=profile, out=str(out), only=list(only), seed=seed,
                                    work=str(Path(work).resolve()) if work else None,
-                                   check=str(Path(check).resolve()) if check else None, dispatch=dispatch)
+                                   check=str(Path(check).resolve()) if check else None, dispatch=dispatch,
+                                   parallel=parallel)
     for table, info in report["tables"].items():
         reused = sum(t["reused"] for t in info["trainings"].values())
         click.echo(f"{table}: {info['markdown']} ({reused} of {len(info['trainings'])} trainings reused, "
