@@ -248,3 +248,9 @@ def test_training_on_warped_pairs(face_root, tmp_path):
     shutil.copy(plain["last_checkpoint"], tmp_path / "warped" / "checkpoints" / "last.ckpt")
     with pytest.raises(CheckpointError, match="warps False, not True"):
         T.train(settings(face_root, tmp_path / "warped", warps=True, trainer={"max_steps": 4}), log=quiet)
+    # a last.ckpt from before --warps existed (no such hyperparameter) goes on as the unwarped run it was
+    ckpt = torch.load(plain["last_checkpoint"], weights_only=True)
+    del ckpt["hyper_parameters"]["warps"]
+    torch.save(ckpt, plain["last_checkpoint"])
+    again = T.train(settings(face_root, tmp_path / "run", trainer={"max_steps": 3, "val_every": 3}), log=quiet)
+    assert again["resumed_from"] and again["steps"] == 3

@@ -199,7 +199,7 @@ def x2face(**params) -> int:
 def keypoints(**params) -> int:
     """Jakab et al.'s keypoint bottleneck on a VoxCeleb build (flow train-keypoints)."""
     from tasks.training.faces import check_shards
-    from tasks.training.keypoints import load_perceptual
+    from tasks.training.keypoints import KeypointTask, load_perceptual
     from tasks.training.trainer import CheckpointError, read_checkpoint
 
     try:  # refuse what would fail before Prefect starts: no face shards, bad VGG weights, a foreign last.ckpt
@@ -210,7 +210,7 @@ def keypoints(**params) -> int:
         last = settings.trainer.last_checkpoint
         if settings.trainer.resume and last.is_file():
             read_checkpoint(last, {"model": "keypoints", "config": settings.config, "keypoints": settings.keypoints,
-                                   "loss": settings.loss, "warps": settings.warps})
+                                   "loss": settings.loss, "warps": settings.warps}, KeypointTask.resume_defaults)
     except (ValueError, CheckpointError) as exc:
         raise Refused(exc) from None
     prefect_env(settings.trainer.run_dir)

@@ -140,6 +140,7 @@ class KeypointTask(FaceReconstructionTask):
     plateau = ("val_loss", "min")
     clip_norm = 1.0  # paper §4.1: "the l2-norm of the gradients is bounded to 1.0"
     resume_keys = ("model", "config", "keypoints", "loss", "warps")
+    resume_defaults = {"warps": False}  # a last.ckpt from before --warps trained on unwarped pairs
 
     def __init__(self, config: str = "small", keypoints: int = 10, loss: str = "l2",
                  perceptual_weights: str | None = None, learning_rate: float = 1e-2, weight_decay: float = 5e-4,

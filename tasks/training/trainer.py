@@ -249,11 +249,12 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from or loaded: one line naming the file."""
 
 
-def read_checkpoint(path: str | Path, hparams: dict | None = None) -> dict:
+def read_checkpoint(path: str | Path, hparams: dict | None = None, defaults: dict | None = None) -> dict:
     """A Lightning checkpoint read with ``torch.load(weights_only=True)``; CheckpointError if it is not one.
 
     With ``hparams``, also refuse a checkpoint of another model or size (its
-    saved hyperparameters differ in any key ``hparams`` names).
+    saved hyperparameters differ in any key ``hparams`` names).  ``defaults``
+    gives the value of a key that checkpoints written before it existed lack.
     """
     import torch
 
@@ -269,7 +270,7 @@ def read_checkpoint(path: str | Path, hparams: dict | None = None) -> dict:
         raise CheckpointError(f"{path}: not a Lightning checkpoint of sightsound (no state_dict/hyper_parameters)")
     saved = ckpt["hyper_parameters"]
     for key, want in (hparams or {}).items():
-        if saved.get(key) != want:
+        if saved.get(key, (defaults or {}).get(key)) != want:
             raise CheckpointError(f"{path}: a checkpoint of {key} {saved.get(key)!r}, not {want!r}; "
                                   "use another run folder, or --no-resume to start afresh")
     return ckpt
@@ -349,7 +350,7 @@ def fit(module, train_loader, val_loader, settings: TrainerSettings, callbacks=(
     resume = settings.last_checkpoint if settings.resume and settings.last_checkpoint.is_file() else None
     if resume is not None:  # refuse a foreign or broken last.ckpt in one line, before Lightning starts
         keys = getattr(module, "resume_keys", tuple(module.hparams))  # what must match to go on from it
-        read_checkpoint(resume, {k: module.hparams[k] for k in keys})
+        read_checkpoint(resume, {k: module.hparams[k] for k in keys}, getattr(module, "resume_defaults", None))
     start = time.monotonic()
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(resume) if resume else None, weights_only=True)
     stopped_by = ("early stop" if stop is not None and stop.stopped_epoch else
