@@ -205,11 +205,9 @@ def test_point_correlations_find_the_landmark_a_point_follows():
 def test_the_thin_plate_spline_through_unmoved_or_affinely_moved_points_is_that_map():
     import torch.nn.functional as F
 
-    from tasks.training.tps import tps_sampling_grid
+    from tasks.training.tps import lattice, tps_sampling_grid
 
-    axis = torch.linspace(-1, 1, 5)
-    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
-    control = torch.stack((xx.reshape(-1), yy.reshape(-1)), 1)
+    control = lattice(5)
     identity = F.affine_grid(torch.eye(2, 3)[None], (1, 3, 32, 32), align_corners=True)
     assert torch.allclose(tps_sampling_grid(control, control[None], 32), identity, atol=1e-5)
     a, b = torch.tensor([[0.9, -0.2], [0.1, 1.1]]), torch.tensor([0.05, -0.03])

@@ -38,6 +38,13 @@ class WarpStrength:
     grid: int = 5
 
 
+def lattice(n: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """``[n * n, 2]`` points ``(x, y)`` of an ``n x n`` lattice over ``[-1, 1]^2``, row by row."""
+    axis = torch.linspace(-1.0, 1.0, n, dtype=dtype, device=device)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack((xx.reshape(-1), yy.reshape(-1)), dim=1)
+
+
 def _radial(d2: torch.Tensor) -> torch.Tensor:
     """The TPS kernel ``U = r^2 log r^2`` of squared distances (0 at 0)."""
     return d2 * torch.log(d2.clamp_min(1e-12))
@@ -58,9 +65,7 @@ def tps_sampling_grid(control: torch.Tensor, moved: torch.Tensor, size: int) -> 
     system[:n, :n], system[:n, n:], system[n:, :n] = k, p, p.T
     rhs = torch.cat((moved, torch.zeros(b, 3, 2, dtype=dtype, device=device)), dim=1)  # [B, N+3, 2]
     coef = torch.linalg.solve(system, rhs)  # [B, N+3, 2]: the kernel weights, then the affine part
-    axis = torch.linspace(-1.0, 1.0, size, dtype=dtype, device=device)
-    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
-    pixels = torch.stack((xx.reshape(-1), yy.reshape(-1)), dim=1)  # [P, 2] (x, y)
+    pixels = lattice(size, dtype, device)  # [P, 2]: every pixel centre
     basis = torch.cat((_radial(torch.cdist(pixels, control) ** 2),
                        torch.ones(len(pixels), 1, dtype=dtype, device=device), pixels), dim=1)  # [P, N+3]
     return (basis @ coef).view(b, size, size, 2)
@@ -82,9 +87,7 @@ def random_warp(images: torch.Tensor, strength: WarpStrength = WarpStrength(),
     def uniform(*shape):
         return torch.rand(*shape, generator=generator, dtype=dtype).to(device) * 2 - 1
 
-    axis = torch.linspace(-1.0, 1.0, strength.grid, dtype=dtype, device=device)
-    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
-    control = torch.stack((xx.reshape(-1), yy.reshape(-1)), dim=1)  # [N, 2]
+    control = lattice(strength.grid, dtype, device)  # [N, 2]
     angle = uniform(b) * math.radians(strength.rotation)
     scale = 1 + uniform(b) * strength.scale
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
