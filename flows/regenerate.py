@@ -473,22 +473,20 @@ class _Work:
             if children:  # --parallel: the wave's trainings in child processes, `parallel` at a time
                 started += self._run_children(children)
             for ref, training, run_dir, key, digest, flow_run in started:
+                extra = {}
                 if isinstance(flow_run, int):  # a child's exit status
-                    if flow_run != 0 or not (run_dir / "summary.json").is_file():
-                        failed.append(f"{ref} (exit status {flow_run}; see {run_dir / 'regenerate-train.log'})")
-                        continue
-                    record_inputs(run_dir, key, training, digest, self.code, self.seed)
-                    self.runs[ref] = {**_summary_of(json.loads((run_dir / "summary.json").read_text())),
-                                      "reused": False, "key": key}
-                    continue
-                final = _wait(flow_run.id)
+                    failure = f"exit status {flow_run}; see {run_dir / 'regenerate-train.log'}" if flow_run else None
+                else:
+                    final = _wait(flow_run.id)
+                    failure = None if final.state.is_completed() else f"flow run {final.name}: {final.state.name}"
+                    extra = {"flow_run": str(final.id)}
                 summary_file = run_dir / "summary.json"
-                if not final.state.is_completed() or not summary_file.is_file():
-                    failed.append(f"{ref} (flow run {final.name}: {final.state.name})")
+                if failure or not summary_file.is_file():
+                    failed.append(f"{ref} ({failure or 'no summary.json'})")
                     continue
                 record_inputs(run_dir, key, training, digest, self.code, self.seed)
-                self.runs[ref] = {**_summary_of(json.loads(summary_file.read_text())), "reused": False,
-                                  "key": key, "flow_run": str(final.id)}
+                self.runs[ref] = {**_summary_of(json.loads(summary_file.read_text())), "reused": False, "key": key,
+                                  **extra}
             if failed:
                 raise RuntimeError(f"trainings failed: {', '.join(failed)}")
             pending = [x for x in pending if x[0] not in self.runs]
