@@ -96,7 +96,7 @@ def test_the_report_holds_every_table_its_deltas_figures_and_curves(tmp_path):
                    "faces": {"markdown": [md2], "figures": [str(out / "figures" / "landmarks.png")],
                              "trainings": {}, "wall_s": 60}}}))
     text = Path(write_report(out)).read_text()
-    assert "1 of 2 trainings reused" in text
+    assert "1 of 2 trainings and 0 of 2 evaluations reused" in text
     assert "## Visual piano onsets" in text and "## FAb-Net probes" in text
     assert "| PianoYT test / slope | F1 | 66 | 66.63 | **-0.63** |" in text
     assert "| fabnet / landmarks / error_iod_pct | value | 8 | 5.44 | **+2.56** |" in text
