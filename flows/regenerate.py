@@ -11,7 +11,8 @@ profile, in order:
 2. **Trainings.** Each in ``WORK/runs/<table>/<run>``.  Its *key*
    (:func:`tasks.benchmarks.training_key`: settings, budget, the build's
    shard digest, the digest of the code under ``models/`` and ``tasks/``
-   but ``tasks/evaluation/``, the seed, the keys of the trainings it needs) is written to ``inputs.json`` when it starts; a finished run
+   but ``tasks/evaluation/`` and the registry, the seed, the keys of the
+   trainings it needs) is written to ``inputs.json`` when it starts; a finished run
    with the same key is reused and not trained again; an unfinished one with
    the same key resumes from its ``last.ckpt``; a run folder made from other
    inputs is cleared first, so a stale checkpoint is never resumed.
@@ -49,8 +50,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from tasks.benchmarks import (EVALUATION_DIRS, Benchmark, SampleData, Training, code_digest, evaluation_key,
-                              find_training, record_inputs, reusable, select, training_key)
+from tasks.benchmarks import (EVALUATION_DIRS, PUBLISHED, Benchmark, PublishedData, SampleData, Training,
+                              code_digest, evaluation_key, find_training, in_profile, missing_published,
+                              record_inputs, reusable, select, training_key, with_needed)
+
 
 
 def _sample_set(data: SampleData, folder: Path) -> Path:
@@ -73,8 +76,8 @@ def _sample_set(data: SampleData, folder: Path) -> Path:
     return Path(manifest)
 
 
-def _build(data: SampleData, manifest: Path, root: Path) -> list:
-    """Build the sample set (cached by the build flow); return the shard files it holds."""
+def _build(data: SampleData | PublishedData, manifest: Path, root: Path) -> list:
+    """Build the sample set or published list (cached by the build flow); return the shard files it holds."""
     from tasks.training.windows import split_parts
 
     if data.build == "none":  # the sample set itself is the data (MAESTRO's layout): its files are the digest's
@@ -223,14 +226,15 @@ def _wait(flow_run_id, poll_s: float = 5.0):
             time.sleep(poll_s)
 
 
-def _evaluate(bench: Benchmark, data_root: str, samples: Path, checkpoints: dict, out: Path) -> dict:
-    """Run the benchmark's evaluation flow on ``checkpoints`` (``{training name: (model, path)}``)."""
+def _evaluate(bench: Benchmark, data_root: str, samples: Path | None, checkpoints: dict, out: Path) -> dict:
+    """Run the benchmark's evaluation flow on ``checkpoints`` (``{training name: (model, path)}``); ``samples``:
+    the sample set whose truth is scored against (None for published data: the pseudo-labels are the truth)."""
+    midi = str(samples / "midi") if samples is not None and bench.evaluation_args.get("reference_midi") else None
     paths = [p for _, p in checkpoints.values()]
     if bench.evaluation == "piano-onsets":
         from flows.evaluate_piano_onsets import evaluate_piano_onsets
         from flows.settings import PianoOnsetsEvaluation
 
-        midi = str(samples / "midi") if bench.evaluation_args.get("reference_midi") else None
         result = evaluate_piano_onsets(settings=PianoOnsetsEvaluation(
             data_root=data_root, checkpoint=paths, reference_midi=midi, results=str(out)))
         from tasks.evaluation.piano_onsets import piano_roll_figures
@@ -255,17 +259,20 @@ def _evaluate(bench: Benchmark, data_root: str, samples: Path, checkpoints: dict
         from flows.settings import AvMlpEvaluation
 
         result = evaluate_av_mlp(settings=AvMlpEvaluation(data_root=data_root, checkpoint=paths,
-                                                          reference_midi=str(samples / "midi"), results=str(out)))
+                                                          reference_midi=midi, results=str(out)))
         return {"markdown": [result["markdown"]]}
     if bench.evaluation == "violin-pitch":
         from flows.evaluate_violin_pitch import evaluate_violin_pitch
         from flows.settings import ViolinPitchEvaluation
 
         result = evaluate_violin_pitch(settings=ViolinPitchEvaluation(
-            data_root=data_root, checkpoint=paths, truth_midi=str(samples / "midi"), results=str(out),
+            data_root=data_root, checkpoint=paths, truth_midi=str(samples / "midi") if samples else None,
+            results=str(out),
             figure=str(out / "figures")))
         return {"markdown": [result["markdown"]], "figures": result.get("figures", [])}
     if bench.evaluation == "faces":
+        if samples is None:
+            raise ValueError("the face evaluation needs the face sample set's truth")
         from flows.evaluate_faces import evaluate_faces
         from flows.settings import FacesEvaluation
 
@@ -370,15 +377,20 @@ class _Work:
     """
 
     def __init__(self, profile: str, work_dir: Path, code: str, seed: int, dispatch: str = "local",
-                 parallel: int = 1):
+                 parallel: int = 1, published: Path = PUBLISHED):
         if dispatch not in ("local", "deployments"):
             raise ValueError(f"dispatch must be 'local' or 'deployments', not {dispatch!r}")
         if parallel < 1:
             raise ValueError(f"parallel must be at least 1, not {parallel}")
         self.profile, self.work_dir, self.code, self.seed, self.dispatch = profile, work_dir, code, seed, dispatch
-        self.parallel = parallel
+        self.parallel, self.published = parallel, Path(published)
         self.data: dict[str, tuple[Path, str, str]] = {}  # data name -> (folder, data root, shard digest)
         self.runs: dict[str, dict] = {}  # "table/run" -> summary with reused and key
+
+    def samples_of(self, bench: Benchmark) -> Path | None:
+        """The sample set behind ``bench``'s data (its truth: MIDI, face landmarks), None for published data."""
+        data = bench.data[self.profile]
+        return None if isinstance(data, PublishedData) else self.data_of(bench)[0] / "samples"
 
     def data_of(self, bench: Benchmark) -> tuple[Path, str, str]:
         from tasks.evaluation.results import shards_digest
@@ -386,8 +398,13 @@ class _Work:
         data = bench.data[self.profile]
         if data.name not in self.data:  # (benchmarks that ask for the same data share one build)
             folder = self.work_dir / "data" / data.name
-            root = folder / ("samples" if data.build == "none" else "root")
-            files = _build(data, _sample_set(data, folder / "samples"), root)
+            if isinstance(data, PublishedData):  # the user's download; built into WORK unless it is the data
+                source = self.published / data.path
+                root = source if data.build == "none" else folder / "root"
+                files = _build(data, source, root)
+            else:
+                root = folder / ("samples" if data.build == "none" else "root")
+                files = _build(data, _sample_set(data, folder / "samples"), root)
             self.data[data.name] = (folder, str(root), shards_digest(files))
         return self.data[data.name]
 
@@ -517,12 +534,14 @@ def _publish(out_dir: Path, report_md: str, tables: dict) -> None:
 @flow(name="regenerate-benchmarks")
 def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: list[str] | None = None,
                           seed: int = 0, work: str | None = None, check: str | None = None,
-                          dispatch: str = "local", parallel: int = 1) -> dict:
+                          dispatch: str = "local", parallel: int = 1, published: str | None = None) -> dict:
     """Build, train (or reuse) and evaluate every benchmark of ``only`` (all when empty) in ``profile``; write the
     report; with ``check``, compare the tables with those in that folder.  ``dispatch``: ``local`` trains in this
     process (``parallel`` > 1: each wave's trainings in child processes, that many at a time, the cores shared
     among them); ``deployments`` starts each wave of trainings at once as runs of their training deployments (a
-    server, GPU workers, and a filesystem they share with this run)."""
+    server, GPU workers, and a filesystem they share with this run).  ``published``: the folder holding the
+    ``paper`` profile's downloads (default ``data_manifests/``); a benchmark the profile cannot make is skipped,
+    and the report says why (named in ``only``, it is an error)."""
     from tasks.evaluation.compare import compare_folders, format_check
     from tasks.evaluation.report import write_report
     from tasks.evaluation.results import git_commit
@@ -534,11 +553,15 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
     report: dict = {"profile": profile, "seed": seed, "code_digest": code, "git_commit": git_commit(),
                     "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "tables": {}}
     start = time.monotonic()
-    benches = select(only)
-    for bench in benches:
-        if profile not in bench.data:
-            raise ValueError(f"{bench.table}: no {profile!r} profile (it has {', '.join(bench.data)})")
-    work = _Work(profile, work_dir, code, seed, dispatch, parallel)
+    benches, skipped = in_profile(select(only), profile, named=bool(only))
+    folder = Path(published).resolve() if published else PUBLISHED
+    work = _Work(profile, work_dir, code, seed, dispatch, parallel, folder)
+    missing = missing_published(with_needed(benches, profile), profile, folder)  # all of them, before any work
+    if missing:
+        raise ValueError("; ".join(missing))
+    for table, why in skipped.items():
+        log.warning("regenerate: %s is not in the %s profile: %s", table, profile, why)
+    report["skipped"] = skipped
     for bench in benches:
         work.data_of(bench)
     t_train = time.monotonic()
@@ -546,7 +569,7 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
     report["training_wall_s"] = round(time.monotonic() - t_train, 1)
     for bench in benches:
         t0 = time.monotonic()
-        folder, data_root, digest = work.data_of(bench)
+        _, data_root, digest = work.data_of(bench)
         runs = {t.name: work.runs[f"{bench.table}/{t.name}"] for t in bench.trainings[profile]}
         models = {t.name: t.model for t in bench.trainings[profile]}
         checkpoints = {n: (models[n], r.get("best_checkpoint") or r["last_checkpoint"]) for n, r in runs.items()}
@@ -561,7 +584,7 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
         else:
             out_dir.mkdir(parents=True, exist_ok=True)
             before = _files_under(out_dir, work_dir)
-            written = _evaluate(bench, data_root, folder / "samples", checkpoints, out_dir)
+            written = _evaluate(bench, data_root, work.samples_of(bench), checkpoints, out_dir)
             _keep_evaluation(cache, key, out_dir, written, before, work_dir)
         report["tables"][bench.table] = {
             **written, "data_root": data_root, "data_digest": digest,

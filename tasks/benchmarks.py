@@ -23,6 +23,14 @@ Profiles
     of a few minutes each: the whole registry runs on a 2-core CPU.
     ``tiny``: the same path in seconds (a few steps, a few short videos),
     for tests of the machinery; its numbers mean nothing.
+    ``paper``: the published data sets the user downloaded
+    (:class:`PublishedData`, under one folder: ``data_manifests/`` or
+    ``--published``), the papers' configs and batches, each training
+    stopped by its paper's plateau rule under a step cap (:data:`PAPER_BUDGET`):
+    GPU work, a run of the GPU pool per training (``--dispatch deployments``).
+    A benchmark that cannot be made in a profile says why in
+    :attr:`Benchmark.unavailable` (the face tables need MAFL / 300-W truth,
+    which evaluate-faces does not read yet).
 """
 
 from __future__ import annotations
@@ -32,10 +40,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROFILES = ("tiny", "sample")
+PROFILES = ("tiny", "sample", "paper")
 ROOT = Path(__file__).resolve().parents[1]
+PUBLISHED = ROOT / "data_manifests"  # where the paper profile looks for the downloaded sets by default
 CODE_DIRS = ("models", "tasks")  # a change in these retrains (flows/ only orchestrates) ...
-NOT_TRAINING = ("tasks/evaluation",)  # ... but for the evaluations, which have keys of their own:
+# ... but for the evaluations, which have keys of their own, and this registry (a training's key holds its own
+# entry's settings and budget, so a change to another entry or profile retrains nothing):
+NOT_TRAINING = ("tasks/evaluation", "tasks/benchmarks.py")
 EVALUATION_DIRS = ("models", "tasks", "flows")  # a change anywhere in these evaluates again
 
 
@@ -57,6 +68,23 @@ class SampleData:
 
 
 @dataclass(frozen=True)
+class PublishedData:
+    """A published set the user downloaded: ``path`` under the published-data folder, built by ``build``
+    (``"none"``: the folder is the data, MAESTRO's layout); ``what`` names it in the error when it is missing."""
+
+    path: str
+    build: str
+    what: str
+    build_args: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """A folder name unique to the path, build and arguments."""
+        text = json.dumps({"path": self.path, "build": self.build, "build_args": self.build_args}, sort_keys=True)
+        return f"published-{Path(self.path).parts[0]}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
+@dataclass(frozen=True)
 class Training:
     """One training of a benchmark: ``model`` ("piano-onsets", ...), its run ``name``, settings and budget."""
 
@@ -75,45 +103,57 @@ class Benchmark:
 
     table: str  # the evaluation's table name (RESULTS/<table>.md)
     title: str
-    data: dict  # profile -> SampleData
+    data: dict  # profile -> SampleData | PublishedData
     trainings: dict  # profile -> tuple[Training, ...]
     evaluation: str  # the evaluation's name in flows.regenerate.EVALUATIONS
     evaluation_args: dict = field(default_factory=dict)
+    unavailable: dict = field(default_factory=dict)  # profile -> why this table cannot be made in it
 
 
 PIANO = {"sample": SampleData("piano", {"videos": 12, "seconds": 30, "seed": 11}, "pianoyt"),
-         "tiny": SampleData("piano", {"videos": 4, "seconds": 4, "seed": 11}, "pianoyt")}
+         "tiny": SampleData("piano", {"videos": 4, "seconds": 4, "seed": 11}, "pianoyt"),
+         "paper": PublishedData("pianoyt/pianoyt.csv", "pianoyt", "the PianoYT list (CSV)")}
 PIANO_AUDIO = {"sample": SampleData("piano-audio", {"pieces": 80, "seconds": 30, "seed": 0}, "none"),
-               "tiny": SampleData("piano-audio", {"pieces": 7, "seconds": 4, "seed": 0}, "none")}
+               "tiny": SampleData("piano-audio", {"pieces": 7, "seconds": 4, "seed": 0}, "none"),
+               "paper": PublishedData("maestro", "none", "a MAESTRO folder (its CSV, audio and MIDI)")}
 VIOLIN = {"sample": SampleData("violin", {"videos": 16, "seconds": 30, "seed": 21}, "violinyt"),
           "tiny": SampleData("violin", {"videos": 4, "seconds": 3, "seed": 5, "width": 640, "height": 360},
-                             "violinyt")}
+                             "violinyt"),
+          "paper": PublishedData("violin/violin.csv", "violinyt", "a violin list (CSV, PianoYT's format)")}
 FACES = {"sample": SampleData("faces", {"identities": 20, "utterances": 4, "seconds": 6, "seed": 3}, "voxceleb",
                               {"per_second": 10}),
          "tiny": SampleData("faces", {"identities": 3, "utterances": 1, "seconds": 2, "seed": 3}, "voxceleb",
                             {"per_second": 5})}
 SAMPLE_BUDGET = {"max_minutes": 10, "max_steps": 100000, "num_workers": 0}
+# The papers stop on a validation plateau (the trainer's early stop); the step cap only bounds a run that never
+# plateaus (our choice: the papers give epochs or nothing).  Validation every 1000 steps, 4 loader workers.
+PAPER_BUDGET = {"max_steps": 300000, "val_every": 1000, "num_workers": 4}
+FACES_NOT_IN_PAPER = ("the face tables are scored against the face sample set's per-frame truth; evaluate-faces "
+                      "does not read MAFL / 300-W / AFLW test sets yet (the readers exist: tasks/datasets/"
+                      "face_annotations.py), so the paper profile has no face benchmark")
 TINY_BUDGET = {"max_steps": 4, "val_every": 2, "batch_size": 4, "num_workers": 0}
 
 
 def _piano_onsets() -> Benchmark:
     variants = ("resnet", "aggregation", "slope")
 
-    def runs(trainer: dict) -> tuple[Training, ...]:
-        return tuple(Training("piano-onsets", v, {"variant": v, "config": "small"}, trainer) for v in variants)
+    def runs(trainer: dict, config: str = "small") -> tuple[Training, ...]:
+        return tuple(Training("piano-onsets", v, {"variant": v, "config": config}, trainer) for v in variants)
 
     return Benchmark(
         table="piano-onsets", title="Visual piano onsets (thesis ch. 6, table 1)",
-        data=PIANO, trainings={"sample": runs({**SAMPLE_BUDGET, "val_every": 200}), "tiny": runs(TINY_BUDGET)},
+        data=PIANO, trainings={"sample": runs({**SAMPLE_BUDGET, "val_every": 200}), "tiny": runs(TINY_BUDGET),
+                               "paper": runs(PAPER_BUDGET, "paper")},
         evaluation="piano-onsets", evaluation_args={"reference_midi": True})
 
 
 def _av_sync() -> Benchmark:
-    def runs(trainer: dict) -> tuple[Training, ...]:
-        return (Training("av-sync", "av-sync", {"config": "small"}, trainer),)
+    def runs(trainer: dict, config: str = "small") -> tuple[Training, ...]:
+        return (Training("av-sync", "av-sync", {"config": config}, trainer),)
 
     return Benchmark(table="av-sync", title="Audio-visual offsets (thesis ch. 7, fig. 7.3)", data=PIANO,
-                     trainings={"sample": runs({**SAMPLE_BUDGET, "val_every": 100}), "tiny": runs(TINY_BUDGET)},
+                     trainings={"sample": runs({**SAMPLE_BUDGET, "val_every": 100}), "tiny": runs(TINY_BUDGET),
+                                "paper": runs(PAPER_BUDGET, "paper")},
                      evaluation="av-sync")
 
 
@@ -134,12 +174,12 @@ def _faces() -> Benchmark:
     return Benchmark(table="faces", title="Faces: FAb-Net probes, X2Face, the landmark table", data=FACES,
                      trainings={"sample": runs({**SAMPLE_BUDGET, "val_every": 100, "batch_size": 16}),
                                 "tiny": runs(TINY_BUDGET)},
-                     evaluation="faces")
+                     evaluation="faces", unavailable={"paper": FACES_NOT_IN_PAPER})
 
 
 def _violin_pitch() -> Benchmark:
-    def runs(trainer: dict, batches: bool) -> tuple[Training, ...]:
-        common = {"config": "small", "thesis_batches": batches}
+    def runs(trainer: dict, batches: bool, config: str = "small") -> tuple[Training, ...]:
+        common = {"config": config, "thesis_batches": batches}
         students = tuple(Training("violin-pitch", f"student-{frames}" + ("" if distill else "-nodistill"),
                                   {**common, "stage": "student", "frames": frames, "distill": distill}, trainer,
                                   needs=(("teacher", "teacher"),) if distill else ())
@@ -148,17 +188,20 @@ def _violin_pitch() -> Benchmark:
 
     return Benchmark(table="violin-pitch", title="Visual pitch for the violin (thesis ch. 5, table 2)", data=VIOLIN,
                      trainings={"sample": runs({**SAMPLE_BUDGET, "val_every": 100}, True),
-                                "tiny": runs(TINY_BUDGET, False)},
+                                "tiny": runs(TINY_BUDGET, False), "paper": runs(PAPER_BUDGET, True, "paper")},
                      evaluation="violin-pitch")
 
 
 def _transcription() -> Benchmark:
-    def runs(trainer: dict, window: float) -> tuple[Training, ...]:
-        return (Training("onsets-frames", "onsets-frames", {"config": "small", "window_seconds": window}, trainer),)
+    def runs(trainer: dict, window: float, config: str = "small") -> tuple[Training, ...]:
+        return (Training("onsets-frames", "onsets-frames", {"config": config, "window_seconds": window}, trainer),)
 
+    # paper: Magenta's schedule has no plateau rule, so the cap is the run's length (our choice, as the window)
     return Benchmark(table="transcription", title="Onsets and Frames' own transcription scores", data=PIANO_AUDIO,
                      trainings={"sample": runs({"max_minutes": 60, "max_steps": 100000, "val_every": 250}, 5.12),
-                                "tiny": runs({"max_steps": 2, "val_every": 2, "batch_size": 2}, 1.0)},
+                                "tiny": runs({"max_steps": 2, "val_every": 2, "batch_size": 2}, 1.0),
+                                "paper": runs({"max_steps": 300000, "val_every": 5000, "num_workers": 4}, 20.0,
+                                              "default")},
                      evaluation="transcription")
 
 
@@ -168,7 +211,8 @@ def _piano_noisy() -> Benchmark:
                          needs=(("onsets_frames", "transcription/onsets-frames"), ("visual", "piano-onsets/slope"))),)
 
     return Benchmark(table="piano-noisy", title="Note onsets from noisy audio (thesis ch. 6, table 2)", data=PIANO,
-                     trainings={"sample": runs({**SAMPLE_BUDGET, "val_every": 100}), "tiny": runs(TINY_BUDGET)},
+                     trainings={"sample": runs({**SAMPLE_BUDGET, "val_every": 100}), "tiny": runs(TINY_BUDGET),
+                                "paper": runs(PAPER_BUDGET)},
                      evaluation="piano-noisy", evaluation_args={"reference_midi": True})
 
 
@@ -197,6 +241,47 @@ def select(only: list[str] | None = None) -> list[Benchmark]:
     return [BENCHMARKS[t] for t in only]
 
 
+def in_profile(benches: list[Benchmark], profile: str, named: bool = False) -> tuple[list[Benchmark], dict]:
+    """``(the benchmarks that can be made in profile, {table: why not} for the others)``.  ``named``: the
+    benchmarks were asked for by name (``--only``), so one that cannot be made is a ValueError, not a skip."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: one of {', '.join(PROFILES)}")
+    made, skipped = [], {}
+    for bench in benches:
+        if profile in bench.data:
+            made.append(bench)
+            continue
+        why = bench.unavailable.get(profile, f"no {profile!r} entry in the registry")
+        if named:
+            raise ValueError(f"{bench.table}: not in the {profile!r} profile: {why}")
+        skipped[bench.table] = why
+    return made, skipped
+
+
+def with_needed(benches: list[Benchmark], profile: str) -> list[Benchmark]:
+    """``benches`` and every benchmark whose trainings they need in ``profile``, directly or not (each once)."""
+    out, todo = {}, list(benches)
+    while todo:
+        bench = todo.pop(0)
+        if bench.table in out:
+            continue
+        out[bench.table] = bench
+        for training in bench.trainings.get(profile, ()):
+            todo += [BENCHMARKS[need.rpartition("/")[0]] for _, need in training.needs if "/" in need]
+    return list(out.values())
+
+
+def missing_published(benches: list[Benchmark], profile: str, folder) -> list[str]:
+    """One line per published file or folder that ``benches`` need in ``profile`` and ``folder`` lacks."""
+    wanted: dict[str, tuple[PublishedData, list[str]]] = {}
+    for bench in benches:
+        data = bench.data.get(profile)
+        if isinstance(data, PublishedData):
+            wanted.setdefault(data.path, (data, []))[1].append(bench.table)
+    return [f"{Path(folder) / path}: missing ({data.what}, for {', '.join(tables)}; data_manifests/README.md)"
+            for path, (data, tables) in wanted.items() if not (Path(folder) / path).exists()]
+
+
 def code_digest(root: Path = ROOT, dirs: tuple[str, ...] = CODE_DIRS, skip: tuple[str, ...] = NOT_TRAINING) -> str:
     """SHA-256 (16 hex) over the paths and contents of every ``.py`` file under ``dirs`` but ``skip``: by
     default the training code (:data:`CODE_DIRS` but :data:`NOT_TRAINING`: a change in an evaluation retrains
@@ -204,7 +289,8 @@ def code_digest(root: Path = ROOT, dirs: tuple[str, ...] = CODE_DIRS, skip: tupl
     h = hashlib.sha256()
     for d in dirs:
         for path in sorted((root / d).rglob("*.py")):
-            if any(path.relative_to(root).as_posix().startswith(n + "/") for n in skip):
+            rel = path.relative_to(root).as_posix()
+            if any(rel == n or rel.startswith(n + "/") for n in skip):
                 continue
             h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]

@@ -186,3 +186,7 @@ def test_regenerate_deployments_validate_and_the_retraining_schedule_starts_off(
     (schedule,) = weekly["schedules"]
     assert schedule["active"] is False and schedule["cron"] == "0 3 * * 1"
     assert flow.validate_parameters(weekly["parameters"])["seed"] == 0
+    paper = d[("flows/regenerate.py:regenerate_benchmarks", "paper")]
+    params = flow.validate_parameters(paper["parameters"])
+    assert params["profile"] == "paper" and params["dispatch"] == "deployments"  # trainings on the GPU pool
+    assert paper["work_pool"]["name"] == "sightsound-cpu" and paper["concurrency_limit"] == 1

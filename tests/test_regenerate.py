@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,11 +18,70 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_the_registry_declares_every_profile_of_each_table():
     for bench in B.BENCHMARKS.values():
-        assert set(bench.data) == set(B.PROFILES) == set(bench.trainings), bench.table
-        assert all(bench.trainings[p] for p in B.PROFILES)
+        # each profile has data and trainings, or says why the table cannot be made in it
+        assert set(bench.data) == set(bench.trainings), bench.table
+        assert set(bench.data) | set(bench.unavailable) == set(B.PROFILES), bench.table
+        assert not set(bench.data) & set(bench.unavailable), bench.table
+        assert all(bench.trainings[p] for p in bench.data)
+    assert {"tiny", "sample"} <= {p for b in B.BENCHMARKS.values() for p in b.data}
     assert [b.table for b in B.select(["piano-onsets"])] == ["piano-onsets"]
     with pytest.raises(ValueError, match="unknown table"):
         B.select(["nope"])
+
+
+def test_the_paper_profile_uses_the_papers_configs_and_builds_valid_settings(tmp_path):
+    """Every paper-profile training makes valid settings for its training flow (the flow's own validation), with the
+    papers' network sizes and no time budget: the papers' plateau rule (or Magenta's schedule) ends them."""
+    from flows.regenerate import _training_call
+
+    made, skipped = B.in_profile(list(B.BENCHMARKS.values()), "paper")
+    assert set(skipped) == {"faces"} and "MAFL" in skipped["faces"]
+    assert {b.table for b in made} == {"piano-onsets", "av-sync", "transcription", "piano-noisy", "violin-pitch"}
+    for bench in made:
+        assert isinstance(bench.data["paper"], B.PublishedData), bench.table
+        for training in bench.trainings["paper"]:
+            assert "max_minutes" not in training.trainer, training.name
+            needs = {field: str(tmp_path / "needed.ckpt") for field, _ in training.needs}  # (filled when run)
+            resolved = dataclasses.replace(training, settings={**training.settings, **needs})
+            _, settings, _ = _training_call(resolved, str(tmp_path / "root"), tmp_path / "run", 0)
+            # the papers' sizes (the AV MLP has one size: its inputs' features decide it)
+            assert getattr(settings, "config", "paper") in ("paper", "default"), (bench.table, training.name)
+    with pytest.raises(ValueError, match="faces: not in the 'paper' profile: .*MAFL"):
+        B.in_profile([B.BENCHMARKS["faces"]], "paper", named=True)
+    # what a table needs is looked for too: piano-noisy needs Onsets and Frames' MAESTRO and the PianoYT list
+    needed = B.with_needed([B.BENCHMARKS["piano-noisy"]], "paper")
+    assert [b.table for b in needed] == ["piano-noisy", "transcription", "piano-onsets"]
+    missing = B.missing_published(needed, "paper", tmp_path)
+    assert missing == [f"{tmp_path / 'pianoyt/pianoyt.csv'}: missing (the PianoYT list (CSV), for piano-noisy, "
+                       "piano-onsets; "
+                       "data_manifests/README.md)",
+                       f"{tmp_path / 'maestro'}: missing (a MAESTRO folder (its CSV, audio and MIDI), for "
+                       "transcription; data_manifests/README.md)"]
+
+
+def test_paper_profile_refuses_missing_downloads_and_tables_it_cannot_make(tmp_path):
+    for extra, said in (([], f"{tmp_path / 'pianoyt' / 'pianoyt.csv'}: missing (the PianoYT list (CSV), for "
+                                 "piano-onsets, av-sync, piano-noisy; data_manifests/README.md) (and 2 more)"),
+                        (["--only", "faces"], "faces: not in the 'paper' profile: the face tables are scored")):
+        proc = subprocess.run([sys.executable, "-m", "flows.cli", "regenerate", "--profile", "paper", "--published",
+                               str(tmp_path), "--out", str(tmp_path / "R"), *extra],
+                              capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "R").exists()  # refused before any work
+
+
+def test_published_data_is_built_from_the_users_folder(tmp_path):
+    """The paper profile's MAESTRO entry is the user's folder itself (no copy); its files make the data digest."""
+    from flows.regenerate import _Work
+    from tasks.samples.piano_audio import make_piano_audio
+
+    make_piano_audio(tmp_path / "published" / "maestro", pieces=3, seconds=3, seed=0)
+    work = _Work("paper", tmp_path / "work", "code", 0, published=tmp_path / "published")
+    folder, root, digest = work.data_of(B.BENCHMARKS["transcription"])
+    assert Path(root) == tmp_path / "published" / "maestro" and len(digest) == 16
+    assert work.samples_of(B.BENCHMARKS["transcription"]) is None  # no sample truth: pseudo-labels are it
+    assert not (tmp_path / "work" / "data").exists() or not any((tmp_path / "work" / "data").rglob("*.wav"))
 
 
 def test_a_training_is_reused_only_when_its_inputs_are_unchanged(tmp_path):
@@ -56,6 +116,8 @@ def test_code_digest_follows_the_code(tmp_path):
     first = B.code_digest(tmp_path)
     (tmp_path / "tasks" / "evaluation" / "e.py").write_text("x = 2\n")
     assert B.code_digest(tmp_path) == first  # an evaluation's change retrains nothing
+    (tmp_path / "tasks" / "benchmarks.py").write_text("PROFILES = ()\n")
+    assert B.code_digest(tmp_path) == first  # nor does the registry's (each key holds its own entry)
     (tmp_path / "tasks" / "a.py").write_text("x = 2\n")
     assert B.code_digest(tmp_path) != first
 

@@ -89,6 +89,7 @@ def test_the_report_holds_every_table_its_deltas_figures_and_curves(tmp_path):
     (run / "empty.csv").write_text("epoch,step,train_loss\n0,1,0.5\n")
     (out / "regenerate.json").write_text(json.dumps({
         "profile": "tiny", "seed": 0, "code_digest": "c0de", "git_commit": "abc", "written": "now", "wall_s": 120,
+        "skipped": {"violin-pitch": "no violin here"},
         "tables": {"piano-onsets": {"markdown": [md1], "wall_s": 60,
                                     "figures": [str(out / "figures" / "piano-roll-slope.wav")], "trainings": {
                        "slope": {"reused": True, "metrics_csv": str(run / "metrics.csv")},
@@ -97,6 +98,7 @@ def test_the_report_holds_every_table_its_deltas_figures_and_curves(tmp_path):
                              "trainings": {}, "wall_s": 60}}}))
     text = Path(write_report(out)).read_text()
     assert "1 of 2 trainings and 0 of 2 evaluations reused" in text
+    assert "**violin-pitch** is not in the `tiny` profile: no violin here." in text  # a table the profile lacks
     assert "## Visual piano onsets" in text and "## FAb-Net probes" in text
     assert "| PianoYT test / slope | F1 | 66 | 66.63 | **-0.63** |" in text
     assert "| fabnet / landmarks / error_iod_pct | value | 8 | 5.44 | **+2.56** |" in text

@@ -87,11 +87,16 @@ def demo(out, videos, seconds, seed, device) -> int:
 
 @cli.command(epilog="Examples:\n\n\b\n  sightsound regenerate --profile sample --out R\n"
                     "  sightsound regenerate --profile sample --only piano-onsets --out R\n"
-                    "  sightsound regenerate --profile sample --out R2 --check R\n\n"
+                    "  sightsound regenerate --profile sample --out R2 --check R\n"
+                    "  sightsound regenerate --profile paper --published DOWNLOADS --dispatch deployments --out R\n\n"
                     "Exit status: 0 done; 2 refused before any work; 3 (with --check) a number moved beyond its "
                     "interval.")
-@click.option("--profile", type=click.Choice(["sample", "tiny"]), default="sample", show_default=True,
-              help="sample: the sample sets and small configs (this CPU); tiny: seconds, for tests")
+@click.option("--profile", type=click.Choice(["sample", "tiny", "paper"]), default="sample", show_default=True,
+              help="sample: the sample sets and small configs (this CPU); tiny: seconds, for tests; paper: the "
+                   "published sets under --published, the papers' configs (GPUs; docs/regenerate.md)")
+@click.option("--published", type=click.Path(file_okay=False), metavar="DIR",
+              help="with --profile paper: the folder holding the downloaded sets (pianoyt/pianoyt.csv, "
+                   "violin/violin.csv, maestro/; default data_manifests/)")
 @click.option("--only", "only", multiple=True, metavar="TABLE", help="regenerate this table only (repeat)")
 @click.option("--out", default="RESULTS", show_default=True, type=click.Path(file_okay=False),
               help="folder the tables go to")
@@ -106,14 +111,18 @@ def demo(out, videos, seconds, seed, device) -> int:
 @click.option("--parallel", type=click.IntRange(1), default=1, show_default=True,
               help="with --dispatch local: run up to N trainings of a wave at once, in child processes sharing the "
                    "cores (a time budget then buys fewer steps per run)")
-def regenerate(profile, only, out, work, seed, check, dispatch, parallel) -> int:
+def regenerate(profile, only, out, work, seed, check, dispatch, parallel, published) -> int:
     """Every results table: build the data, train (reusing unchanged runs), evaluate (flow regenerate-benchmarks)."""
-    from tasks.benchmarks import select
+    from tasks.benchmarks import PUBLISHED, in_profile, missing_published, select, with_needed
 
     try:
-        select(list(only))
+        benches, _ = in_profile(select(list(only)), profile, named=bool(only))
+        missing = missing_published(with_needed(benches, profile), profile,
+                                    Path(published).resolve() if published else PUBLISHED)
     except ValueError as exc:
         raise Refused(exc) from None
+    if missing:
+        raise Refused(missing[0] + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     out = Path(out).resolve()
     if check:
         old = Path(check).resolve()
@@ -129,7 +138,7 @@ def regenerate(profile, only, out, work, seed, check, dispatch, parallel) -> int
     report = regenerate_benchmarks(profile=profile, out=str(out), only=list(only), seed=seed,
                                    work=str(Path(work).resolve()) if work else None,
                                    check=str(Path(check).resolve()) if check else None, dispatch=dispatch,
-                                   parallel=parallel)
+                                   parallel=parallel, published=str(Path(published).resolve()) if published else None)
     for table, info in report["tables"].items():
         reused = sum(t["reused"] for t in info["trainings"].values())
         click.echo(f"{table}: {info['markdown']} ({reused} of {len(info['trainings'])} trainings reused, "

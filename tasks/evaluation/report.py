@@ -157,6 +157,8 @@ def write_report(out_dir) -> str:
                      f"{b.get('training_wall_s', 0) / 60:.1f} min | {b.get('wall_s', 0) / 60:.1f} min"
                      f"{' (reused)' if b.get('evaluation_reused') else ''} |")
     lines.append("")
+    for name, why in run.get("skipped", {}).items():  # benchmarks the profile cannot make
+        lines += [f"**{name}** is not in the `{run['profile']}` profile: {why}.", ""]
     for name, b in run["tables"].items():
         lines += [f'<a id="{name}"></a>', "", f"# {name}", ""]
         for md_path in b.get("markdown", []):
