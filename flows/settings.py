@@ -273,3 +273,41 @@ class FacesEvaluation(EvaluationSettings):
     @classmethod
     def _x2face(cls, value: list[str]) -> list[str]:
         return [_absolute(v) for v in value]
+
+
+class LandmarkSetEvaluation(Settings):
+    """Flow ``evaluate-landmarks``: the face models' landmark probes on a labelled still-image set (MAFL, 300-W)."""
+
+    labelled_set: Literal["mafl", "300w"] = Field(
+        description="mafl: a CelebA folder with MAFL's lists (5 points); 300w: a 300-W folder (68 points); the "
+                    "layouts: data_manifests/README.md", json_schema_extra={"flag": "set"})
+    root: str = Field(description="the set's folder, as downloaded", json_schema_extra={"input": True})
+    checkpoint: list[str] = Field(default_factory=list, description="a checkpoint of train fabnet (repeat)",
+                                  json_schema_extra={"input": True})
+    keypoints_checkpoint: list[str] = Field(default_factory=list, description="a checkpoint of train keypoints "
+                                            "(repeat: K = 10, K = 30)", json_schema_extra={"input": True})
+    class_embedding_checkpoint: list[str] = Field(default_factory=list, description="a checkpoint of train "
+                                                  "class-embedding", json_schema_extra={"input": True})
+    limit: int | None = Field(None, ge=1, description="at most this many faces of each list (the first ones): a "
+                                                       "quick look, not the papers' protocol")
+    seed: int = Field(0, description="seed of the probes, the untrained networks and the bootstrap")
+    results: str = Field("RESULTS", description="folder the table goes to (landmarks-mafl.md or "
+                                                "landmarks-300w.md, and .parquet)")
+    figure: str | None = Field(None, description="also draw the probes' and keypoints' test predictions, PNGs in "
+                                                 "this folder")
+
+    @field_validator("root", "results", "figure")
+    @classmethod
+    def _path(cls, value):
+        return _absolute(value)
+
+    @field_validator("checkpoint", "keypoints_checkpoint", "class_embedding_checkpoint")
+    @classmethod
+    def _checkpoints(cls, value: list[str]) -> list[str]:
+        return [_absolute(v) for v in value]
+
+    @model_validator(mode="after")
+    def _some_model(self):
+        if not (self.checkpoint or self.keypoints_checkpoint or self.class_embedding_checkpoint):
+            raise ValueError("give at least one --checkpoint, --keypoints-checkpoint or --class-embedding-checkpoint")
+        return self

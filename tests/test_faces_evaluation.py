@@ -130,3 +130,86 @@ def test_evaluate_faces_refuses_bad_input_in_one_line(trained, tmp_path):
     assert proc.returncode == 2 and "no truth.json" in proc.stderr and proc.stderr.count("\n") == 1
     proc = _cli("evaluate", "faces", "--data-root", tmp_path, "--samples", samples, "--checkpoint", fab)
     assert proc.returncode == 2 and "no shards for split" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def _labelled_sets(samples: Path, root: Path) -> tuple[Path, Path]:
+    """The sample set's frames as a MAFL folder (CelebA's layout, 5 points) and a 300-W folder (68 points, .pts
+    1-based): the third identity's frames are the test list, every other frame of each video is kept."""
+    import cv2
+    import numpy as np
+
+    from tasks.datasets.face_annotations import CELEBA_LANDMARK_COLUMNS
+    from tasks.datasets.voxceleb import read_metadata
+    from tasks.samples.faces import frame_truth
+
+    celeba, w300 = root / "celeba", root / "300w"
+    for d in (celeba / "Img" / "img_align_celeba", celeba / "Anno", celeba / "MAFL"):
+        d.mkdir(parents=True)
+    rows, lists = [], {"train": [], "test": []}
+    videos = sorted({u.video_id: u.identity for u in read_metadata(samples / "txt")}.items(), key=lambda v: v[1])
+    for k, (video_id, _) in enumerate(videos):
+        split = "test" if k == len(videos) - 1 else "train"
+        truth = frame_truth(samples, video_id)["landmarks"]
+        cap = cv2.VideoCapture(str(samples / "videos" / f"{video_id}.mp4"))
+        i = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i % 2 == 0:
+                p = truth[i]
+                name = f"{len(rows) + 1:06d}.jpg"
+                cv2.imwrite(str(celeba / "Img" / "img_align_celeba" / name), frame)
+                five = [p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]]
+                rows.append(name + " " + " ".join(str(int(round(v))) for xy in five for v in xy))
+                lists[split].append(name)
+                folder = w300 / "lfpw" / ("testset" if split == "test" else "trainset")
+                folder.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(folder / f"{name[:-4]}.png"), frame)
+                (folder / f"{name[:-4]}.pts").write_text(
+                    "version: 1\nn_points: 68\n{\n" + "".join(f"{x + 1:.3f} {y + 1:.3f}\n" for x, y in p) + "}\n")
+            i += 1
+    (celeba / "Anno" / "list_landmarks_align_celeba.txt").write_text(
+        f"{len(rows)}\n{' '.join(CELEBA_LANDMARK_COLUMNS)}\n" + "".join(r + "\n" for r in rows))
+    for split, names in lists.items():
+        (celeba / "MAFL" / {"train": "training.txt", "test": "testing.txt"}[split]).write_text(
+            "".join(n + "\n" for n in names))
+    assert len(lists["train"]) >= 20 and len(lists["test"]) >= 10 and np.isfinite(truth).all()
+    return celeba, w300
+
+
+def test_evaluate_landmarks_on_mafl_and_300w_folders(trained, tmp_path):
+    """A user's MAFL or 300-W folder: the face models' landmark probes on its lists, a table per set."""
+    samples, data, fab, x2f, kp, ce = trained
+    celeba, w300 = _labelled_sets(samples, tmp_path)
+    proc = _cli("evaluate", "landmarks", "--set", "mafl", "--root", celeba, "--checkpoint", fab,
+                "--keypoints-checkpoint", kp, "--class-embedding-checkpoint", ce, "--results", tmp_path / "R",
+                "--figure", tmp_path / "figs")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = pq.read_table(tmp_path / "R" / "landmarks-mafl.parquet").to_pylist()
+    features = {r["features"] for r in rows}
+    assert {"keypoints-10", "untrained keypoints-10", "class-embedding", "untrained class-embedding",
+            "fabnet-curriculum", "untrained encoder"} <= features, features
+    assert {r["target"] for r in rows} == {"landmarks"} and not any("dlib" in f for f in features)  # stills: no dlib
+    n_test = len((celeba / "MAFL" / "testing.txt").read_text().split())
+    for r in rows:
+        assert 0 < r["value"] < 100 and r["n_test"] == n_test, r  # % of the eye-centre distance, every test face
+    md = (tmp_path / "R" / "landmarks-mafl.md").read_text()
+    assert "Landmarks on MAFL" in md and '"labelled_set": "mafl"' in md and "MAFL 3.19" in md
+    assert (tmp_path / "R" / "landmarks-mafl-following.md").is_file()
+    assert (tmp_path / "figs" / "keypoints-mafl.png").stat().st_size > 1000
+    proc = _cli("evaluate", "landmarks", "--set", "300w", "--root", w300, "--keypoints-checkpoint", kp,
+                "--results", tmp_path / "R", "--limit", "40")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = pq.read_table(tmp_path / "R" / "landmarks-300w.parquet").to_pylist()
+    assert {r["features"] for r in rows} == {"keypoints-10", "untrained keypoints-10"}
+    assert all(r["n_test"] == min(40, n_test) for r in rows)  # the test list (common: lfpw/testset), limited
+    # refusals: one line, exit 2, before any work
+    (tmp_path / "empty").mkdir()
+    for args, said in ((["--set", "mafl", "--root", tmp_path / "empty", "--checkpoint", fab], "no list_landmarks"),
+                       (["--set", "300w", "--root", w300], "give at least one --checkpoint"),
+                       (["--set", "300w", "--root", w300, "--checkpoint", kp], str(kp))):
+        proc = _cli("evaluate", "landmarks", *args, "--results", tmp_path / "R2")
+        assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "R2").exists()

@@ -8,7 +8,8 @@ import click
 
 from flows.cli.common import EXIT_OK, prefect_env, print_table, quiet_server
 from flows.cli.options import Refused, make, settings_options
-from flows.settings import AvMlpEvaluation, AvSyncEvaluation, FacesEvaluation, PianoOnsetsEvaluation, ViolinPitchEvaluation
+from flows.settings import (AvMlpEvaluation, AvSyncEvaluation, FacesEvaluation, LandmarkSetEvaluation,
+                            PianoOnsetsEvaluation, ViolinPitchEvaluation)
 
 EXAMPLES = """Examples:
 
@@ -24,6 +25,8 @@ EXAMPLES = """Examples:
   sightsound evaluate faces --data-root D --samples face-samples --checkpoint runs/fabnet/fabnet/checkpoints/best.ckpt \\
       --x2face-checkpoint runs/x2face/checkpoints/best.ckpt --keypoints-checkpoint runs/keypoints-10/checkpoints/best.ckpt \\
       --class-embedding-checkpoint runs/class-embedding/checkpoints/best.ckpt --figure figs
+  sightsound evaluate landmarks --set mafl --root CELEBA --keypoints-checkpoint runs/keypoints-10/checkpoints/best.ckpt \\
+      --checkpoint runs/fabnet/fabnet-curriculum/checkpoints/best.ckpt --figure figs
   sightsound evaluate av-sync --data-root D --checkpoint runs/av-sync/checkpoints/best.ckpt
   sightsound evaluate av-mlp --data-root D --checkpoint runs/av-mlp/checkpoints/best.ckpt --reference-midi samples/midi
   sightsound audit violin --samples violin-samples --out audit.md
@@ -302,4 +305,36 @@ def audit_violin(samples, recordings, out, figure, crepe_model) -> int:
 
     guard()  # Prefect's temporary server ends with this process
     click.echo(flow(pairs=pairs, crepe_model=crepe_model, out=out, recordings=sets, figure=figure))
+    return EXIT_OK
+
+
+@evaluate.command("landmarks", epilog=EXAMPLES)
+@settings_options(LandmarkSetEvaluation)
+def landmarks(**params) -> int:
+    """The face models' landmark probes on MAFL or 300-W as downloaded: RESULTS/landmarks-<set>.md."""
+    from tasks.datasets.face_annotations import AnnotationError
+    from tasks.evaluation.annotated import check_root
+    from tasks.training.class_embedding import load_net as load_class_embedding
+    from tasks.training.fabnet import load_net
+    from tasks.training.keypoints import load_net as load_keypoints
+    from tasks.training.trainer import CheckpointError
+
+    settings = make(LandmarkSetEvaluation, params)
+    try:
+        check_root(settings.labelled_set, settings.root)  # the lists and points, before any work
+        for checkpoints, load in ((settings.checkpoint, load_net), (settings.keypoints_checkpoint, load_keypoints),
+                                  (settings.class_embedding_checkpoint, load_class_embedding)):
+            for checkpoint in checkpoints:
+                load(checkpoint)  # a checkpoint of another model is refused here, in one line
+    except (ValueError, AnnotationError, CheckpointError) as exc:
+        raise Refused(exc) from None
+    prefect_env(settings.results)
+    from flows.evaluate_faces import evaluate_landmarks
+    from flows.tempserver import guard
+
+    guard()  # Prefect's temporary server ends with this process
+    out = evaluate_landmarks(settings=settings)
+    print_table(out["rows"])
+    click.echo(f"written: {out['markdown']} and {out['parquet']}" + (f"; {out['following']}" if out.get("following")
+                                                                      else ""))
     return EXIT_OK

@@ -69,8 +69,8 @@ def split_data(data_root: str, samples_dir: str, size: int, margin: float) -> di
 
 
 def _targets(data: dict) -> dict:
-    return {s: {"landmarks": d["truth"]["landmarks"], "pose": d["truth"]["pose"], "opening": d["truth"]["opening"]}
-            for s, d in data.items()}
+    """Per split, the truth the probes fit: landmarks, and pose and mouth opening where the data has them."""
+    return {s: {k: d["truth"][k] for k in ("landmarks", "pose", "opening") if k in d["truth"]} for s, d in data.items()}
 
 
 def split_groups(data: dict) -> dict:
@@ -78,12 +78,16 @@ def split_groups(data: dict) -> dict:
     return {s: d["frames"]["track"] for s, d in data.items()}
 
 
-def evaluate_fabnet(checkpoints: list[str], data_root: str, samples_dir: str, *, margin: float = 0.4, seed: int = 0,
-                    n_boot: int = 1000, probe_kw: dict | None = None, log=print) -> dict:
+def evaluate_fabnet(checkpoints: list[str], data_root: str | None, samples_dir: str | None, *, margin: float = 0.4,
+                    seed: int = 0, n_boot: int = 1000, probe_kw: dict | None = None, log=print,
+                    data_fn=None) -> dict:
     """Probe rows of every checkpoint and of the baselines; ``{"rows", "curves", "figure"}``.
 
     ``figure`` holds what :func:`fabnet_figure` draws: the first
-    checkpoint's landmark probe predictions on test crops.
+    checkpoint's landmark probe predictions on test crops.  ``data_fn(size)``,
+    when given, supplies the splits instead of the build and sample set (a
+    labelled still-image set: :func:`tasks.evaluation.annotated.annotated_data`);
+    without dlib's points there, the dlib rows are left out.
     """
     import lightning.pytorch as L
 
@@ -106,7 +110,7 @@ def evaluate_fabnet(checkpoints: list[str], data_root: str, samples_dir: str, *,
         raise ValueError(f"the checkpoints are of configs {sorted(config_names)}: evaluate one config at a time")
     config_name = config_names.pop()
     size = FabNetConfig.named(config_name).image_size
-    data = split_data(data_root, samples_dir, size, margin)
+    data = data_fn(size) if data_fn else split_data(data_root, samples_dir, size, margin)
     targets, groups = _targets(data), split_groups(data)
     log("faces: " + ", ".join(f"{s} {len(d['frames']['track'])} frames" for s, d in data.items()))
     L.seed_everything(seed, verbose=False)  # the untrained encoder: what --seed draws before training
@@ -120,12 +124,13 @@ def evaluate_fabnet(checkpoints: list[str], data_root: str, samples_dir: str, *,
         rows += r
         curves[name] = c
         log(f"faces: probes of {name} done")
-    dlib = {s: data[s]["frames"]["landmarks"].reshape(len(data[s]["frames"]["landmarks"]), -1) / FP.CROP
-            for s in SPLITS}
-    r, c = FP.run_probes(dlib, targets, groups, "dlib points", seed=seed, n_boot=n_boot,
-                         direct_landmarks=data["test"]["frames"]["landmarks"], **probe_kw)
-    rows += [{**row, "paper": ""} for row in r]
-    curves["dlib points"] = c
+    if "landmarks" in data["test"]["frames"]:  # dlib's points, stored by a build
+        dlib = {s: data[s]["frames"]["landmarks"].reshape(len(data[s]["frames"]["landmarks"]), -1) / FP.CROP
+                for s in SPLITS}
+        r, c = FP.run_probes(dlib, targets, groups, "dlib points", seed=seed, n_boot=n_boot,
+                             direct_landmarks=data["test"]["frames"]["landmarks"], **probe_kw)
+        rows += [{**row, "paper": ""} for row in r]
+        curves["dlib points"] = c
     first = next(iter(nets))
     figure = _landmark_predictions(embedded[first], targets, data["test"], seed, probe_kw)
     return {"rows": rows, "curves": curves, "figure": {"name": first, **figure}, "size": size}
@@ -137,9 +142,10 @@ def _landmark_predictions(feats: dict, targets: dict, test: dict, seed: int, pro
     keep = {s: np.isfinite(y[s]).all(axis=1) for s in SPLITS}
     fit = FP.fit_probe(feats["train"][keep["train"]], y["train"][keep["train"]], feats["val"][keep["val"]],
                        y["val"][keep["val"]], "regression", seed=seed, **probe_kw)
-    pred = fit.predict(feats["test"]).reshape(-1, 68, 2) * FP.CROP
-    return {"images": test["frames"]["images"], "pred": pred, "true": np.asarray(targets["test"]["landmarks"]),
-            "dlib": test["frames"]["landmarks"], "track": test["frames"]["track"]}
+    true = np.asarray(targets["test"]["landmarks"])
+    pred = fit.predict(feats["test"]).reshape(true.shape) * FP.CROP
+    return {"images": test["frames"]["images"], "pred": pred, "true": true,
+            "dlib": test["frames"].get("landmarks"), "track": test["frames"]["track"]}
 
 
 def fabnet_figure(figure: dict, out_png, n: int = 6) -> str:
@@ -155,8 +161,8 @@ def fabnet_figure(figure: dict, out_png, n: int = 6) -> str:
     scale = size / FP.CROP
     for ax, i in zip(np.atleast_1d(axes), pick):
         ax.imshow(np.transpose(images[i], (1, 2, 0)))
-        for points, colour in ((figure["true"][i], "lime"), (figure["dlib"][i], "deepskyblue"),
-                               (figure["pred"][i], "red")):
+        dlib = () if figure["dlib"] is None else ((figure["dlib"][i], "deepskyblue"),)
+        for points, colour in ((figure["true"][i], "lime"), *dlib, (figure["pred"][i], "red")):
             p = (np.asarray(points) + 0.5) * scale - 0.5
             ax.scatter(p[:, 0], p[:, 1], s=3, c=colour)
         ax.set_title(figure["track"][i].split("/")[0], fontsize=7)

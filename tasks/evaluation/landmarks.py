@@ -89,14 +89,17 @@ def _landmark_targets(data: dict) -> dict:
     return {s: {"landmarks": d["truth"]["landmarks"]} for s, d in data.items()}
 
 
-def evaluate_keypoints(checkpoints: list[str], data_root: str, samples_dir: str, *, margin: float = 0.4,
-                       seed: int = 0, n_boot: int = 1000, probe_kw: dict | None = None, log=print) -> dict:
+def evaluate_keypoints(checkpoints: list[str], data_root: str | None, samples_dir: str | None, *,
+                       margin: float = 0.4, seed: int = 0, n_boot: int = 1000, probe_kw: dict | None = None,
+                       log=print, data_fn=None) -> dict:
     """Landmark rows of every keypoint checkpoint and of each K's untrained network.
 
     Returns ``{"rows", "curves", "correlations", "figure"}``:
     ``correlations[name]`` is :func:`point_correlations` on the test split
     (the truth in crop pixels), ``figure`` what :func:`keypoint_figure`
-    draws for the first checkpoint.
+    draws for the first checkpoint.  ``data_fn(size)``: the splits from
+    elsewhere (:func:`tasks.evaluation.annotated.annotated_data`), as in
+    :func:`tasks.evaluation.faces.evaluate_fabnet`.
     """
     import lightning.pytorch as L
 
@@ -119,7 +122,7 @@ def evaluate_keypoints(checkpoints: list[str], data_root: str, samples_dir: str,
                          "time")
     config_name = config_names.pop()
     size = KeypointConfig.named(config_name).image_size
-    data = split_data(data_root, samples_dir, size, margin)
+    data = data_fn(size) if data_fn else split_data(data_root, samples_dir, size, margin)
     targets = _landmark_targets(data)
     groups = split_groups(data)
     untrained = {}
@@ -148,10 +151,12 @@ def evaluate_keypoints(checkpoints: list[str], data_root: str, samples_dir: str,
     return {"rows": rows, "curves": curves, "correlations": correlations, "figure": figure, "size": size}
 
 
-def evaluate_class_embeddings(checkpoints: list[str], data_root: str, samples_dir: str, *, margin: float = 0.4,
-                              seed: int = 0, n_boot: int = 1000, probe_kw: dict | None = None, log=print) -> dict:
+def evaluate_class_embeddings(checkpoints: list[str], data_root: str | None, samples_dir: str | None, *,
+                              margin: float = 0.4, seed: int = 0, n_boot: int = 1000, probe_kw: dict | None = None,
+                              log=print, data_fn=None) -> dict:
     """Landmark rows of the probe on each class-embedding checkpoint's embedding and on the untrained network's;
-    ``{"rows", "curves", "nets", "data_root"}`` (``nets``: the trained networks, for :func:`warp_figure`)."""
+    ``{"rows", "curves", "nets", "data_root"}`` (``nets``: the trained networks, for :func:`warp_figure`);
+    ``data_fn(size)``: the splits from elsewhere, as in :func:`evaluate_keypoints`."""
     import lightning.pytorch as L
 
     from models.class_embedding import ClassEmbeddingConfig, ClassEmbeddingNet
@@ -170,7 +175,7 @@ def evaluate_class_embeddings(checkpoints: list[str], data_root: str, samples_di
         raise ValueError(f"the class-embedding checkpoints are of configs {sorted(config_names)}: evaluate one "
                          "config at a time")
     config = ClassEmbeddingConfig.named(config_names.pop())
-    data = split_data(data_root, samples_dir, config.image_size, margin)
+    data = data_fn(config.image_size) if data_fn else split_data(data_root, samples_dir, config.image_size, margin)
     targets = _landmark_targets(data)
     groups = split_groups(data)
     L.seed_everything(seed, verbose=False)  # what --seed draws before training
