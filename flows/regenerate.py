@@ -226,12 +226,30 @@ def _wait(flow_run_id, poll_s: float = 5.0):
             time.sleep(poll_s)
 
 
-def _evaluate(bench: Benchmark, data_root: str, samples: Path | None, checkpoints: dict, out: Path) -> dict:
-    """Run the benchmark's evaluation flow on ``checkpoints`` (``{training name: (model, path)}``); ``samples``:
-    the sample set whose truth is scored against (None for published data: the pseudo-labels are the truth)."""
-    midi = str(samples / "midi") if samples is not None and bench.evaluation_args.get("reference_midi") else None
+def _evaluate(bench: Benchmark, evaluation: tuple[str, dict], data_root: str, samples: Path | None,
+              checkpoints: dict, out: Path, published: Path = PUBLISHED) -> dict:
+    """Run ``evaluation`` (its name and arguments: the benchmark's in this profile) on ``checkpoints`` (``{training
+    name: (model, path)}``); ``samples``: the sample set whose truth is scored against (None for published data:
+    the pseudo-labels are the truth); ``published``: the folder of the published sets it may read."""
+    name, args = evaluation
+    midi = str(samples / "midi") if samples is not None and args.get("reference_midi") else None
     paths = [p for _, p in checkpoints.values()]
-    if bench.evaluation == "piano-onsets":
+    if name == "landmark-sets":  # the face models on MAFL / 300-W as the user downloaded them
+        from flows.evaluate_faces import evaluate_landmarks
+        from flows.settings import LandmarkSetEvaluation
+
+        of = {m: [p for model, p in checkpoints.values() if model == m]
+              for m in ("fabnet", "keypoints", "class-embedding")}
+        markdown, figures = [], []
+        for labelled in args["sets"]:
+            result = evaluate_landmarks(settings=LandmarkSetEvaluation(
+                labelled_set=labelled, root=str(published / labelled), checkpoint=of["fabnet"],
+                keypoints_checkpoint=of["keypoints"], class_embedding_checkpoint=of["class-embedding"],
+                results=str(out), figure=str(out / "figures")))
+            markdown += [result["markdown"]] + ([result["following"]] if result.get("following") else [])
+            figures += result["figures"]
+        return {"markdown": markdown, "figures": figures}
+    if name == "piano-onsets":
         from flows.evaluate_piano_onsets import evaluate_piano_onsets
         from flows.settings import PianoOnsetsEvaluation
 
@@ -242,26 +260,26 @@ def _evaluate(bench: Benchmark, data_root: str, samples: Path | None, checkpoint
         figures = piano_roll_figures(samples, {name: p for name, (_, p) in checkpoints.items()}, out / "figures",
                                      log=get_run_logger().info) if midi else []
         return {"markdown": [result["markdown"]], "figures": figures}
-    if bench.evaluation == "av-sync":
+    if name == "av-sync":
         from flows.evaluate_av_sync import evaluate_av_sync
         from flows.settings import AvSyncEvaluation
 
         result = evaluate_av_sync(settings=AvSyncEvaluation(data_root=data_root, checkpoint=paths, results=str(out)))
         return {"markdown": [result["markdown"]], "figures": [result["figure"]] if result.get("figure") else []}
-    if bench.evaluation == "transcription":
+    if name == "transcription":
         from tasks.evaluation.transcription import write_transcription_table
 
         (ckpt,) = paths
         return {"markdown": [write_transcription_table(data_root, ckpt, out, bench.title,
                                                        log=get_run_logger().info)]}
-    if bench.evaluation == "piano-noisy":
+    if name == "piano-noisy":
         from flows.evaluate_av_mlp import evaluate_av_mlp
         from flows.settings import AvMlpEvaluation
 
         result = evaluate_av_mlp(settings=AvMlpEvaluation(data_root=data_root, checkpoint=paths,
                                                           reference_midi=midi, results=str(out)))
         return {"markdown": [result["markdown"]]}
-    if bench.evaluation == "violin-pitch":
+    if name == "violin-pitch":
         from flows.evaluate_violin_pitch import evaluate_violin_pitch
         from flows.settings import ViolinPitchEvaluation
 
@@ -270,7 +288,7 @@ def _evaluate(bench: Benchmark, data_root: str, samples: Path | None, checkpoint
             results=str(out),
             figure=str(out / "figures")))
         return {"markdown": [result["markdown"]], "figures": result.get("figures", [])}
-    if bench.evaluation == "faces":
+    if name == "faces":
         if samples is None:
             raise ValueError("the face evaluation needs the face sample set's truth")
         from flows.evaluate_faces import evaluate_faces
@@ -284,7 +302,7 @@ def _evaluate(bench: Benchmark, data_root: str, samples: Path | None, checkpoint
             results=str(out), figure=str(out / "figures")))
         return {"markdown": [result[k] for k in ("fabnet", "x2face", "landmarks", "following") if result.get(k)],
                 "figures": result["figures"]}
-    raise ValueError(f"no evaluation {bench.evaluation!r} in regenerate-benchmarks yet")
+    raise ValueError(f"no evaluation {name!r} in regenerate-benchmarks yet")
 
 
 def _files_under(out: Path, skip: Path) -> dict[str, int]:
@@ -477,6 +495,8 @@ class _Work:
                 if done is not None:
                     self.runs[ref] = {**done, "reused": True, "key": key}
                     continue
+                settings = {k: v.format(published=self.published) if isinstance(v, str) and "{published}" in v else v
+                            for k, v in settings.items()}  # a published input a setting names (the VGG weights)
                 resolved = dataclasses.replace(training, settings=settings)
                 if self.dispatch == "local" and self.parallel == 1:
                     summary = _train(resolved, data_root, run_dir, self.seed)
@@ -575,7 +595,8 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
         checkpoints = {n: (models[n], r.get("best_checkpoint") or r["last_checkpoint"]) for n, r in runs.items()}
         needed = work.needed_elsewhere(bench)
         key = evaluation_key(bench, digest, {**{n: r["key"] for n, r in runs.items()},
-                                             **{ref: work.runs[ref]["key"] for ref in needed}}, evaluation_code, seed)
+                                             **{ref: work.runs[ref]["key"] for ref in needed}}, evaluation_code, seed,
+                             profile)
         cache = work_dir / "evaluations" / bench.table
         written = _reuse_evaluation(cache, key, out_dir)
         evaluation_reused = written is not None
@@ -584,7 +605,8 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
         else:
             out_dir.mkdir(parents=True, exist_ok=True)
             before = _files_under(out_dir, work_dir)
-            written = _evaluate(bench, data_root, work.samples_of(bench), checkpoints, out_dir)
+            written = _evaluate(bench, bench.evaluation_in(profile), data_root, work.samples_of(bench), checkpoints,
+                                out_dir, folder)
             _keep_evaluation(cache, key, out_dir, written, before, work_dir)
         report["tables"][bench.table] = {
             **written, "data_root": data_root, "data_digest": digest,

@@ -29,8 +29,10 @@ Profiles
     stopped by its paper's plateau rule under a step cap (:data:`PAPER_BUDGET`):
     GPU work, a run of the GPU pool per training (``--dispatch deployments``).
     A benchmark that cannot be made in a profile says why in
-    :attr:`Benchmark.unavailable` (the face tables need MAFL / 300-W truth,
-    which evaluate-faces does not read yet).
+    :attr:`Benchmark.unavailable`; one whose evaluation differs there names it
+    in :attr:`Benchmark.evaluation_for` (the face benchmark's paper tables are
+    its landmark probes on MAFL and 300-W, with no per-frame truth to score
+    X2Face or the pose probes on).
 """
 
 from __future__ import annotations
@@ -108,6 +110,14 @@ class Benchmark:
     evaluation: str  # the evaluation's name in flows.regenerate.EVALUATIONS
     evaluation_args: dict = field(default_factory=dict)
     unavailable: dict = field(default_factory=dict)  # profile -> why this table cannot be made in it
+    evaluation_for: dict = field(default_factory=dict)  # profile -> (evaluation, args) where it is another
+    # profile -> PublishedData the trainings or the evaluation read besides the data (a string setting may name
+    # one as "{published}/<path>")
+    inputs: dict = field(default_factory=dict)
+
+    def evaluation_in(self, profile: str) -> tuple[str, dict]:
+        """The evaluation and its arguments in ``profile``."""
+        return self.evaluation_for.get(profile, (self.evaluation, self.evaluation_args))
 
 
 PIANO = {"sample": SampleData("piano", {"videos": 12, "seconds": 30, "seed": 11}, "pianoyt"),
@@ -123,14 +133,18 @@ VIOLIN = {"sample": SampleData("violin", {"videos": 16, "seconds": 30, "seed": 2
 FACES = {"sample": SampleData("faces", {"identities": 20, "utterances": 4, "seconds": 6, "seed": 3}, "voxceleb",
                               {"per_second": 10}),
          "tiny": SampleData("faces", {"identities": 3, "utterances": 1, "seconds": 2, "seed": 3}, "voxceleb",
-                            {"per_second": 5})}
+                            {"per_second": 5}),
+         "paper": PublishedData("voxceleb/vox1_dev_txt.zip", "voxceleb", "VoxCeleb1's txt zip (vox1_dev_txt.zip)")}
 SAMPLE_BUDGET = {"max_minutes": 10, "max_steps": 100000, "num_workers": 0}
 # The papers stop on a validation plateau (the trainer's early stop); the step cap only bounds a run that never
 # plateaus (our choice: the papers give epochs or nothing).  Validation every 1000 steps, 4 loader workers.
 PAPER_BUDGET = {"max_steps": 300000, "val_every": 1000, "num_workers": 4}
-FACES_NOT_IN_PAPER = ("the face tables are scored against the face sample set's per-frame truth; evaluate-faces "
-                      "does not read MAFL / 300-W / AFLW test sets yet (the readers exist: tasks/datasets/"
-                      "face_annotations.py), so the paper profile has no face benchmark")
+# What the paper profile's face benchmark reads besides VoxCeleb: the labelled sets its landmark tables are scored
+# on, and the ImageNet VGG-19 of the keypoints' perceptual loss.
+FACE_INPUTS = (PublishedData("mafl", "none", "a CelebA folder with MAFL's lists"),
+               PublishedData("300w", "none", "a 300-W folder"),
+               PublishedData("vgg19/vgg19.pth", "none", "a torchvision VGG-19 state dict (ImageNet weights), for the "
+                                                        "keypoints' perceptual loss"))
 TINY_BUDGET = {"max_steps": 4, "val_every": 2, "batch_size": 4, "num_workers": 0}
 
 
@@ -158,6 +172,17 @@ def _av_sync() -> Benchmark:
 
 
 def _faces() -> Benchmark:
+    def paper(trainer: dict) -> tuple[Training, ...]:  # the papers' sizes, batches, losses and optimisers
+        fab = {"config": "paper", "paper_batches": True}
+        kp = {"config": "paper", "paper_batches": True, "loss": "perceptual",
+              "perceptual_weights": "{published}/vgg19/vgg19.pth", "warps": True}
+        return (Training("fabnet", "fabnet", {**fab, "sources": 1, "curriculum": False}, trainer),
+                Training("fabnet", "fabnet-curriculum", {**fab, "sources": 1, "curriculum": True}, trainer),
+                Training("fabnet", "fabnet-curriculum-3src", {**fab, "sources": 3, "curriculum": True}, trainer),
+                Training("keypoints", "keypoints-10", {**kp, "keypoints": 10}, trainer),
+                Training("keypoints", "keypoints-30", {**kp, "keypoints": 30}, trainer),
+                Training("class-embedding", "class-embedding", {"config": "paper"}, trainer))
+
     def runs(trainer: dict) -> tuple[Training, ...]:
         fab = {"config": "small", "paper_batches": False}
         kp = {"config": "small", "paper_batches": False, "learning_rate": 1e-3, "weight_decay": 0.0, "warps": True}
@@ -173,8 +198,12 @@ def _faces() -> Benchmark:
 
     return Benchmark(table="faces", title="Faces: FAb-Net probes, X2Face, the landmark table", data=FACES,
                      trainings={"sample": runs({**SAMPLE_BUDGET, "val_every": 100, "batch_size": 16}),
-                                "tiny": runs(TINY_BUDGET)},
-                     evaluation="faces", unavailable={"paper": FACES_NOT_IN_PAPER})
+                                "tiny": runs(TINY_BUDGET), "paper": paper(PAPER_BUDGET)},
+                     evaluation="faces",
+                     # the paper profile has no per-frame truth: the papers' landmark tables on MAFL and 300-W
+                     # (X2Face and the pose and mouth probes need the sample set's truth, or AFLW: not yet)
+                     evaluation_for={"paper": ("landmark-sets", {"sets": ["mafl", "300w"]})},
+                     inputs={"paper": FACE_INPUTS})
 
 
 def _violin_pitch() -> Benchmark:
@@ -275,9 +304,9 @@ def missing_published(benches: list[Benchmark], profile: str, folder) -> list[st
     """One line per published file or folder that ``benches`` need in ``profile`` and ``folder`` lacks."""
     wanted: dict[str, tuple[PublishedData, list[str]]] = {}
     for bench in benches:
-        data = bench.data.get(profile)
-        if isinstance(data, PublishedData):
-            wanted.setdefault(data.path, (data, []))[1].append(bench.table)
+        for data in (bench.data.get(profile), *bench.inputs.get(profile, ())):
+            if isinstance(data, PublishedData):
+                wanted.setdefault(data.path, (data, []))[1].append(bench.table)
     return [f"{Path(folder) / path}: missing ({data.what}, for {', '.join(tables)}; data_manifests/README.md)"
             for path, (data, tables) in wanted.items() if not (Path(folder) / path).exists()]
 
@@ -305,11 +334,13 @@ def training_key(training: Training, data_digest: str, code: str, seed: int, ups
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def evaluation_key(bench: Benchmark, data_digest: str, trainings: dict[str, str], code: str, seed: int) -> str:
+def evaluation_key(bench: Benchmark, data_digest: str, trainings: dict[str, str], code: str, seed: int,
+                   profile: str | None = None) -> str:
     """What decides whether a table must be evaluated again: its evaluation and arguments, the data, the keys of
     every training it reads (``trainings``: name or ``table/name`` -> key), the code (``models/``, ``tasks/``
     and ``flows/``) and the seed."""
-    text = json.dumps({"table": bench.table, "evaluation": bench.evaluation, "args": bench.evaluation_args,
+    evaluation, args = bench.evaluation_in(profile) if profile else (bench.evaluation, bench.evaluation_args)
+    text = json.dumps({"table": bench.table, "evaluation": evaluation, "args": args,
                        "data": data_digest, "trainings": trainings, "code": code, "seed": seed}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -142,7 +142,7 @@ def _labelled_sets(samples: Path, root: Path) -> tuple[Path, Path]:
     from tasks.datasets.voxceleb import read_metadata
     from tasks.samples.faces import frame_truth
 
-    celeba, w300 = root / "celeba", root / "300w"
+    celeba, w300 = root / "mafl", root / "300w"  # (the names the paper profile looks for under its folder)
     for d in (celeba / "Img" / "img_align_celeba", celeba / "Anno", celeba / "MAFL"):
         d.mkdir(parents=True)
     rows, lists = [], {"train": [], "test": []}
@@ -213,3 +213,13 @@ def test_evaluate_landmarks_on_mafl_and_300w_folders(trained, tmp_path):
         assert proc.returncode == 2 and said in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "R2").exists()
+    # the paper profile's face evaluation reads the two folders under the published folder
+    from flows.regenerate import _evaluate
+    from tasks.benchmarks import BENCHMARKS
+
+    faces = BENCHMARKS["faces"]
+    written = _evaluate(faces, faces.evaluation_in("paper"), str(data), None,
+                        {"keypoints-10": ("keypoints", str(kp)), "fabnet": ("fabnet", str(fab))}, tmp_path / "R3",
+                        tmp_path)
+    assert [Path(m).name for m in written["markdown"]] == ["landmarks-mafl.md", "landmarks-mafl-following.md",
+                                                          "landmarks-300w.md", "landmarks-300w-following.md"]

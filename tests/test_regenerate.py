@@ -35,8 +35,7 @@ def test_the_paper_profile_uses_the_papers_configs_and_builds_valid_settings(tmp
     from flows.regenerate import _training_call
 
     made, skipped = B.in_profile(list(B.BENCHMARKS.values()), "paper")
-    assert set(skipped) == {"faces"} and "MAFL" in skipped["faces"]
-    assert {b.table for b in made} == {"piano-onsets", "av-sync", "transcription", "piano-noisy", "violin-pitch"}
+    assert not skipped and {b.table for b in made} == set(B.BENCHMARKS)
     for bench in made:
         assert isinstance(bench.data["paper"], B.PublishedData), bench.table
         for training in bench.trainings["paper"]:
@@ -46,8 +45,20 @@ def test_the_paper_profile_uses_the_papers_configs_and_builds_valid_settings(tmp
             _, settings, _ = _training_call(resolved, str(tmp_path / "root"), tmp_path / "run", 0)
             # the papers' sizes (the AV MLP has one size: its inputs' features decide it)
             assert getattr(settings, "config", "paper") in ("paper", "default"), (bench.table, training.name)
-    with pytest.raises(ValueError, match="faces: not in the 'paper' profile: .*MAFL"):
-        B.in_profile([B.BENCHMARKS["faces"]], "paper", named=True)
+    # the face tables of the paper profile: the landmark probes on MAFL and 300-W, the keypoints' perceptual loss
+    # on the user's VGG-19
+    faces = B.BENCHMARKS["faces"]
+    assert faces.evaluation_in("paper") == ("landmark-sets", {"sets": ["mafl", "300w"]})
+    assert faces.evaluation_in("sample") == ("faces", {})
+    kp = next(t for t in faces.trainings["paper"] if t.name == "keypoints-10")
+    assert kp.settings["loss"] == "perceptual" and kp.settings["perceptual_weights"] == "{published}/vgg19/vgg19.pth"
+    assert B.evaluation_key(faces, "d", {}, "c", 0, "paper") != B.evaluation_key(faces, "d", {}, "c", 0, "sample")
+    # a table a profile cannot make is skipped with its reason, or refused when asked for by name
+    lonely = B.Benchmark("lonely", "t", {"sample": None}, {"sample": ()}, "x", unavailable={"paper": "no data"})
+    assert B.in_profile([lonely], "paper") == ([], {"lonely": "no data"})
+    with pytest.raises(ValueError, match="lonely: not in the 'paper' profile: no data"):
+        B.in_profile([lonely], "paper", named=True)
+    assert len(B.missing_published([faces], "paper", tmp_path)) == 4  # VoxCeleb, MAFL, 300-W, the VGG
     # what a table needs is looked for too: piano-noisy needs Onsets and Frames' MAESTRO and the PianoYT list
     needed = B.with_needed([B.BENCHMARKS["piano-noisy"]], "paper")
     assert [b.table for b in needed] == ["piano-noisy", "transcription", "piano-onsets"]
@@ -59,10 +70,12 @@ def test_the_paper_profile_uses_the_papers_configs_and_builds_valid_settings(tmp
                        "transcription; data_manifests/README.md)"]
 
 
-def test_paper_profile_refuses_missing_downloads_and_tables_it_cannot_make(tmp_path):
+def test_paper_profile_refuses_missing_downloads_before_any_work(tmp_path):
     for extra, said in (([], f"{tmp_path / 'pianoyt' / 'pianoyt.csv'}: missing (the PianoYT list (CSV), for "
-                                 "piano-onsets, av-sync, piano-noisy; data_manifests/README.md) (and 2 more)"),
-                        (["--only", "faces"], "faces: not in the 'paper' profile: the face tables are scored")):
+                                 "piano-onsets, av-sync, piano-noisy; data_manifests/README.md) (and 6 more)"),
+                        (["--only", "faces"], f"{tmp_path / 'voxceleb' / 'vox1_dev_txt.zip'}: missing (VoxCeleb1's "
+                                              "txt zip (vox1_dev_txt.zip), for faces; data_manifests/README.md) "
+                                              "(and 3 more)")):
         proc = subprocess.run([sys.executable, "-m", "flows.cli", "regenerate", "--profile", "paper", "--published",
                                str(tmp_path), "--out", str(tmp_path / "R"), *extra],
                               capture_output=True, text=True, cwd=REPO)

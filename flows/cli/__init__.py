@@ -95,8 +95,9 @@ def demo(out, videos, seconds, seed, device) -> int:
               help="sample: the sample sets and small configs (this CPU); tiny: seconds, for tests; paper: the "
                    "published sets under --published, the papers' configs (GPUs; docs/regenerate.md)")
 @click.option("--published", type=click.Path(file_okay=False), metavar="DIR",
-              help="with --profile paper: the folder holding the downloaded sets (pianoyt/pianoyt.csv, "
-                   "violin/violin.csv, maestro/; default data_manifests/)")
+              help="with --profile paper: the folder holding the downloaded sets (pianoyt/pianoyt.csv, maestro/, "
+                   "violin/violin.csv, voxceleb/vox1_dev_txt.zip, mafl/, 300w/, vgg19/vgg19.pth; default "
+                   "data_manifests/; docs/regenerate.md)")
 @click.option("--only", "only", multiple=True, metavar="TABLE", help="regenerate this table only (repeat)")
 @click.option("--out", default="RESULTS", show_default=True, type=click.Path(file_okay=False),
               help="folder the tables go to")
