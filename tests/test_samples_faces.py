@@ -420,6 +420,29 @@ def test_a_pitched_set_nods_and_its_truth_carries_the_points(tmp_path, predictor
         assert _error(_shape(predictor, frame, ft["boxes"][j]), ft["landmarks"][j]) < 0.06, (v["photo"], j)
 
 
+def test_more_motion_turns_the_heads_further_and_the_truth_still_carries_the_points(tmp_path, predictor):
+    """``motion``: the same draws, the roll and the turn scaled; the points still lie where the picture has them."""
+    import decord
+
+    sets = {m: tmp_path / f"motion-{m}" for m in (1.0, 2.0)}
+    for m, out in sets.items():
+        make_face_samples(out, identities=2, utterances=1, seconds=2, seed=2, motion=m)
+    truth = json.loads((sets[2.0] / "truth.json").read_text())
+    for v in truth["videos"]:
+        one, two = frame_truth(sets[1.0], v["video_id"]), frame_truth(sets[2.0], v["video_id"])
+        for angle in ("roll", "yaw"):
+            np.testing.assert_allclose(two[angle], 2 * one[angle], atol=0.002)  # (3 decimals each)
+        assert np.abs(two["yaw"]).max() <= 2 * faces.YAW_DEGREES and np.all(two["pitch"] == 0)
+        still = [k for k in range(68) if k not in JAW_POINTS and k not in LIP_CORNERS]
+        carried = _carried(two, PHOTO_INFO[v["photo"]], v["mirrored"])
+        assert np.abs(carried[:, still] - two["landmarks"][:, still]).max() < 0.006
+        j = int(np.argmax(np.abs(two["yaw"])))  # the most turned frame: dlib agrees with the truth
+        frame = decord.VideoReader(str(sets[2.0] / "videos" / f"{v['video_id']}.mp4"))[j].asnumpy()
+        assert _error(_shape(predictor, frame, two["boxes"][j]), two["landmarks"][j]) < 0.06, (v["photo"], j)
+    with pytest.raises(ValueError, match="motion must be in"):
+        make_face_samples(tmp_path / "x", motion=3.0)
+
+
 def test_true_landmarks_lie_where_dlib_finds_them(samples, detector, predictor):
     import decord
 

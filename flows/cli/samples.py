@@ -136,13 +136,15 @@ def violin_hard(out, recordings, seconds, seed) -> int:
               help="length of each utterance")
 @click.option("--pitch", type=click.FloatRange(0, 15), default=0.0, show_default=True,
               help="nod the heads by up to this many degrees (0: yaw and roll only, the sets measured so far)")
+@click.option("--motion", type=click.FloatRange(0, 2), default=1.0, show_default=True,
+              help="scale how far the heads roll and turn (1: the sets measured so far)")
 @seed_option
-def faces(out, identities, utterances, seconds, pitch, seed) -> int:
+def faces(out, identities, utterances, seconds, pitch, motion, seed) -> int:
     """Talking-face videos and VoxCeleb metadata (txt zip and CSV) for them."""
     from tasks.samples.faces import make_face_samples
 
     manifest = make_face_samples(Path(out), identities=identities, utterances=utterances, seconds=seconds, seed=seed,
-                                 pitch_degrees=pitch)
+                                 pitch_degrees=pitch, motion=motion)
     click.echo(f"wrote {identities} identities x {utterances} utterances; manifest: {manifest}")
     click.echo(f"build it: sightsound build voxceleb --metadata {manifest} --data-root DATA")
     click.echo(f"      or: sightsound build voxceleb --metadata {Path(out) / 'vox1.zip'} "

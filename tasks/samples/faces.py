@@ -576,10 +576,12 @@ class _Head:
 
 def _homographies(head: _Head, n: int, rng: np.random.Generator, width: int, height: int,
                   leave_from: float | None = None,
-                  pitch_degrees: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  pitch_degrees: float = 0.0, motion: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame homographies cut-out -> frame (n x 3 x 3), face boxes (n x 4: x, y, w, h, frame pixels)
     and pose (n x 3: roll, yaw, pitch in degrees; the pitch is drawn last, and only when
     ``pitch_degrees`` is given, so that sets without one stay byte for byte what they were).
+    ``motion`` scales the roll's and the yaw's amplitudes (``ROLL_DEGREES``, ``YAW_DEGREES``); 1 draws
+    what sets made before it drew.
 
     The homography is the planar part (scale, roll, translation); the yaw is
     the head's turn (:meth:`_Head.turn`), applied to the cut-out before it.
@@ -595,8 +597,8 @@ def _homographies(head: _Head, n: int, rng: np.random.Generator, width: int, hei
     bx, by, bw, bh = head.box
     fcx, fcy = bx + bw / 2.0, by + bh / 2.0
     s = FACE_WIDTH_FRACTION * height / bw * (1.0 + SCALE_RANGE * _smooth(rng, t))
-    roll = np.deg2rad(ROLL_DEGREES) * _smooth(rng, t)
-    yaw = np.deg2rad(YAW_DEGREES) * _smooth(rng, t)
+    roll = np.deg2rad(ROLL_DEGREES * motion) * _smooth(rng, t)
+    yaw = np.deg2rad(YAW_DEGREES * motion) * _smooth(rng, t)
     ux, uy = _smooth(rng, t, fmax=0.2), _smooth(rng, t, fmax=0.2)
     pitch = np.deg2rad(pitch_degrees) * _smooth(rng, t) if pitch_degrees else np.zeros(n)
     z_face = float(head.depth_at(head.landmarks[27:48, 0], head.landmarks[27:48, 1]).mean())
@@ -836,12 +838,17 @@ def _video_id(rng: np.random.Generator, taken: set[str]) -> str:
 
 
 def make_face_samples(out_dir: str | os.PathLike, identities: int = 3, utterances: int = 2, seconds: float = 4.0,
-                      seed: int = 0, width: int = 640, height: int = 360, pitch_degrees: float = 0.0) -> Path:
+                      seed: int = 0, width: int = 640, height: int = 360, pitch_degrees: float = 0.0,
+                      motion: float = 1.0) -> Path:
     """Write a VoxCeleb-style talking-face sample set; return the manifest's path.
 
     ``pitch_degrees`` (default 0: no pitch) nods each head by up to that
     many degrees (a smooth signal like the others), which moves the face's
     features up and down in its crop as the yaw moves them across.
+    ``motion`` (default 1, up to 2) scales how far the heads roll and turn:
+    the face crop follows the head, so the roll and the turn are what moves
+    the features inside it (at 1, about 1.5 pixels of a 64-pixel crop within
+    an utterance).
 
     Identity ``i`` (``id10001`` + i) shows photograph ``PHOTO_NAMES[i % 3]``
     (from the fourth identity on the photographs come again, mirrored) and has
@@ -886,6 +893,8 @@ def make_face_samples(out_dir: str | os.PathLike, identities: int = 3, utterance
     """
     if identities < 1 or utterances < 1:
         raise ValueError("identities and utterances must be at least 1")
+    if not 0 <= motion <= 2:
+        raise ValueError(f"motion must be in [0, 2], not {motion}")
     n_utt = int(round(seconds * FPS))
     if n_utt < FPS:
         raise ValueError("seconds must be at least 1")
@@ -912,7 +921,7 @@ def make_face_samples(out_dir: str | os.PathLike, identities: int = 3, utterance
                 f += n_utt
             n = f + int(round(TAIL_SECONDS * FPS))
             bg = _background(rng, width, height)
-            hs, boxes, pose = _homographies(head, n, rng, width, height, pitch_degrees=pitch_degrees)
+            hs, boxes, pose = _homographies(head, n, rng, width, height, pitch_degrees=pitch_degrees, motion=motion)
             syll = _syllables(rng, [(a / FPS, (b + 1) / FPS) for a, b in spans])
             opening = _envelope(syll, np.arange(n) / FPS)
             audio = _voice(syll, int(round(n / FPS * SAMPLE_RATE)), SAMPLE_RATE, f0, rng)
