@@ -55,7 +55,6 @@ from tasks.benchmarks import (EVALUATION_DIRS, PUBLISHED, Benchmark, PublishedDa
                               record_inputs, reusable, select, training_key, with_needed)
 
 
-
 def _sample_set(data: SampleData, folder: Path) -> Path:
     """Generate the sample set once (the generators are deterministic); return its manifest."""
     done = folder / "regenerate-manifest.txt"
@@ -231,10 +230,10 @@ def _evaluate(bench: Benchmark, evaluation: tuple[str, dict], data_root: str, sa
     """Run ``evaluation`` (its name and arguments: the benchmark's in this profile) on ``checkpoints`` (``{training
     name: (model, path)}``); ``samples``: the sample set whose truth is scored against (None for published data:
     the pseudo-labels are the truth); ``published``: the folder of the published sets it may read."""
-    name, args = evaluation
+    kind, args = evaluation
     midi = str(samples / "midi") if samples is not None and args.get("reference_midi") else None
     paths = [p for _, p in checkpoints.values()]
-    if name == "landmark-sets":  # the face models on MAFL / 300-W as the user downloaded them
+    if kind == "landmark-sets":  # the face models on MAFL / 300-W as the user downloaded them
         from flows.evaluate_faces import evaluate_landmarks
         from flows.settings import LandmarkSetEvaluation
 
@@ -249,7 +248,7 @@ def _evaluate(bench: Benchmark, evaluation: tuple[str, dict], data_root: str, sa
             markdown += [result["markdown"]] + ([result["following"]] if result.get("following") else [])
             figures += result["figures"]
         return {"markdown": markdown, "figures": figures}
-    if name == "piano-onsets":
+    if kind == "piano-onsets":
         from flows.evaluate_piano_onsets import evaluate_piano_onsets
         from flows.settings import PianoOnsetsEvaluation
 
@@ -260,35 +259,34 @@ def _evaluate(bench: Benchmark, evaluation: tuple[str, dict], data_root: str, sa
         figures = piano_roll_figures(samples, {name: p for name, (_, p) in checkpoints.items()}, out / "figures",
                                      log=get_run_logger().info) if midi else []
         return {"markdown": [result["markdown"]], "figures": figures}
-    if name == "av-sync":
+    if kind == "av-sync":
         from flows.evaluate_av_sync import evaluate_av_sync
         from flows.settings import AvSyncEvaluation
 
         result = evaluate_av_sync(settings=AvSyncEvaluation(data_root=data_root, checkpoint=paths, results=str(out)))
         return {"markdown": [result["markdown"]], "figures": [result["figure"]] if result.get("figure") else []}
-    if name == "transcription":
+    if kind == "transcription":
         from tasks.evaluation.transcription import write_transcription_table
 
         (ckpt,) = paths
         return {"markdown": [write_transcription_table(data_root, ckpt, out, bench.title,
                                                        log=get_run_logger().info)]}
-    if name == "piano-noisy":
+    if kind == "piano-noisy":
         from flows.evaluate_av_mlp import evaluate_av_mlp
         from flows.settings import AvMlpEvaluation
 
         result = evaluate_av_mlp(settings=AvMlpEvaluation(data_root=data_root, checkpoint=paths,
                                                           reference_midi=midi, results=str(out)))
         return {"markdown": [result["markdown"]]}
-    if name == "violin-pitch":
+    if kind == "violin-pitch":
         from flows.evaluate_violin_pitch import evaluate_violin_pitch
         from flows.settings import ViolinPitchEvaluation
 
         result = evaluate_violin_pitch(settings=ViolinPitchEvaluation(
             data_root=data_root, checkpoint=paths, truth_midi=str(samples / "midi") if samples else None,
-            results=str(out),
-            figure=str(out / "figures")))
+            results=str(out), figure=str(out / "figures")))
         return {"markdown": [result["markdown"]], "figures": result.get("figures", [])}
-    if name == "faces":
+    if kind == "faces":
         if samples is None:
             raise ValueError("the face evaluation needs the face sample set's truth")
         from flows.evaluate_faces import evaluate_faces
@@ -302,7 +300,7 @@ def _evaluate(bench: Benchmark, evaluation: tuple[str, dict], data_root: str, sa
             results=str(out), figure=str(out / "figures")))
         return {"markdown": [result[k] for k in ("fabnet", "x2face", "landmarks", "following") if result.get(k)],
                 "figures": result["figures"]}
-    raise ValueError(f"no evaluation {name!r} in regenerate-benchmarks yet")
+    raise ValueError(f"no evaluation {kind!r} in regenerate-benchmarks yet")
 
 
 def _files_under(out: Path, skip: Path) -> dict[str, int]:
