@@ -223,3 +223,15 @@ def test_evaluate_landmarks_on_mafl_and_300w_folders(trained, tmp_path):
                         tmp_path)
     assert [Path(m).name for m in written["markdown"]] == ["landmarks-mafl.md", "landmarks-mafl-following.md",
                                                           "landmarks-300w.md", "landmarks-300w-following.md"]
+
+
+def test_evaluate_landmarks_refuses_a_set_without_test_faces(tmp_path):
+    """A 300-W folder with training faces only is refused in one line, before any work."""
+    from tests.test_face_annotations import face68, write_pts
+
+    write_pts(tmp_path / "300w" / "afw" / "a.pts", face68(0))
+    (tmp_path / "kp.ckpt").write_bytes(b"not read: the set is refused first")
+    proc = _cli("evaluate", "landmarks", "--set", "300w", "--root", tmp_path / "300w", "--keypoints-checkpoint",
+                tmp_path / "kp.ckpt", "--results", tmp_path / "R")
+    assert proc.returncode == 2 and "no test faces in this 300w set" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "R").exists()

@@ -133,4 +133,6 @@ def check_root(kind: str, root: str) -> None:
     """Read the set's lists and annotations (not its images) so a bad folder is refused before any work."""
     if not Path(root).is_dir():
         raise AnnotatedSetError(f"{root}: no such folder")
-    _read(kind, root)
+    for split, faces in _read(kind, root).items():
+        if not faces:
+            raise AnnotatedSetError(f"{root}: no {split} faces in this {kind} set")
