@@ -51,8 +51,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from tasks.benchmarks import (EVALUATION_DIRS, PUBLISHED, Benchmark, PublishedData, SampleData, Training,
-                              code_digest, evaluation_key, find_training, in_profile, missing_published,
-                              record_inputs, reusable, select, training_key, with_needed)
+                              code_digest, evaluation_key, find_training, plan, record_inputs, reusable,
+                              training_key)
 
 
 def _sample_set(data: SampleData, folder: Path) -> Path:
@@ -225,6 +225,12 @@ def _wait(flow_run_id, poll_s: float = 5.0):
             time.sleep(poll_s)
 
 
+def _by_model(checkpoints: dict) -> dict[str, list[str]]:
+    """``{training name: (model, path)}`` -> the paths of each face model (empty where it has none)."""
+    return {m: [p for model, p in checkpoints.values() if model == m]
+            for m in ("fabnet", "x2face", "keypoints", "class-embedding")}
+
+
 def _evaluate(bench: Benchmark, evaluation: tuple[str, dict], data_root: str, samples: Path | None,
               checkpoints: dict, out: Path, published: Path = PUBLISHED) -> dict:
     """Run ``evaluation`` (its name and arguments: the benchmark's in this profile) on ``checkpoints`` (``{training
@@ -237,8 +243,7 @@ def _evaluate(bench: Benchmark, evaluation: tuple[str, dict], data_root: str, sa
         from flows.evaluate_faces import evaluate_landmarks
         from flows.settings import LandmarkSetEvaluation
 
-        of = {m: [p for model, p in checkpoints.values() if model == m]
-              for m in ("fabnet", "keypoints", "class-embedding")}
+        of = _by_model(checkpoints)
         markdown, figures = [], []
         for labelled in args["sets"]:
             result = evaluate_landmarks(settings=LandmarkSetEvaluation(
@@ -292,8 +297,7 @@ def _evaluate(bench: Benchmark, evaluation: tuple[str, dict], data_root: str, sa
         from flows.evaluate_faces import evaluate_faces
         from flows.settings import FacesEvaluation
 
-        of = {m: [p for model, p in checkpoints.values() if model == m]
-              for m in ("fabnet", "x2face", "keypoints", "class-embedding")}
+        of = _by_model(checkpoints)
         result = evaluate_faces(settings=FacesEvaluation(
             data_root=data_root, samples=str(samples), checkpoint=of["fabnet"], x2face_checkpoint=of["x2face"],
             keypoints_checkpoint=of["keypoints"], class_embedding_checkpoint=of["class-embedding"],
@@ -571,12 +575,8 @@ def regenerate_benchmarks(profile: str = "sample", out: str = "RESULTS", only: l
     report: dict = {"profile": profile, "seed": seed, "code_digest": code, "git_commit": git_commit(),
                     "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "tables": {}}
     start = time.monotonic()
-    benches, skipped = in_profile(select(only), profile, named=bool(only))
-    folder = Path(published).resolve() if published else PUBLISHED
+    benches, skipped, folder = plan(only, profile, published)  # before any work
     work = _Work(profile, work_dir, code, seed, dispatch, parallel, folder)
-    missing = missing_published(with_needed(benches, profile), profile, folder)  # all of them, before any work
-    if missing:
-        raise ValueError("; ".join(missing))
     for table, why in skipped.items():
         log.warning("regenerate: %s is not in the %s profile: %s", table, profile, why)
     report["skipped"] = skipped

@@ -311,6 +311,19 @@ def missing_published(benches: list[Benchmark], profile: str, folder) -> list[st
             for path, (data, tables) in wanted.items() if not (Path(folder) / path).exists()]
 
 
+def plan(only: list[str] | None, profile: str, published=None) -> tuple[list[Benchmark], dict, Path]:
+    """``(the benchmarks to make, {table: why not} for those the profile skips, the published folder)``: the checks
+    the command runs before any work and the flow runs again (a deployment run has no command before it).
+    ValueError (one line) for an unknown table, one the profile cannot make that ``only`` names, or a missing
+    published file (the first, and how many more)."""
+    benches, skipped = in_profile(select(only), profile, named=bool(only))
+    folder = Path(published).resolve() if published else PUBLISHED
+    missing = missing_published(with_needed(benches, profile), profile, folder)
+    if missing:
+        raise ValueError(missing[0] + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return benches, skipped, folder
+
+
 def code_digest(root: Path = ROOT, dirs: tuple[str, ...] = CODE_DIRS, skip: tuple[str, ...] = NOT_TRAINING) -> str:
     """SHA-256 (16 hex) over the paths and contents of every ``.py`` file under ``dirs`` but ``skip``: by
     default the training code (:data:`CODE_DIRS` but :data:`NOT_TRAINING`: a change in an evaluation retrains

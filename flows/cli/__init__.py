@@ -114,16 +114,12 @@ def demo(out, videos, seconds, seed, device) -> int:
                    "cores (a time budget then buys fewer steps per run)")
 def regenerate(profile, only, out, work, seed, check, dispatch, parallel, published) -> int:
     """Every results table: build the data, train (reusing unchanged runs), evaluate (flow regenerate-benchmarks)."""
-    from tasks.benchmarks import PUBLISHED, in_profile, missing_published, select, with_needed
+    from tasks.benchmarks import plan
 
     try:
-        benches, _ = in_profile(select(list(only)), profile, named=bool(only))
-        missing = missing_published(with_needed(benches, profile), profile,
-                                    Path(published).resolve() if published else PUBLISHED)
+        plan(list(only), profile, published)
     except ValueError as exc:
         raise Refused(exc) from None
-    if missing:
-        raise Refused(missing[0] + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     out = Path(out).resolve()
     if check:
         old = Path(check).resolve()
